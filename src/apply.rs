@@ -1,0 +1,196 @@
+//! The executor: runs planned changes in graph order, independent resources in
+//! parallel (bounded), a failure failing only itself and its dependents, and each
+//! notified resource refreshed at most once.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+
+use serde::Serialize;
+
+use crate::engine::Model;
+use crate::host::Host;
+use crate::plan::{Action, Change};
+use crate::resource::{self, ApplyCtx, PlanCtx, Resource};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Status {
+    Unchanged,
+    Changed,
+    Refreshed,
+    Failed { reason: String },
+    Skipped { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub id: crate::id::ResourceId,
+    #[serde(flatten)]
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        matches!(self.status, Status::Failed { .. } | Status::Skipped { .. })
+    }
+
+    pub fn changed(&self) -> bool {
+        matches!(self.status, Status::Changed | Status::Refreshed)
+    }
+}
+
+struct Shared {
+    ready: VecDeque<usize>,
+    waiting_on: Vec<usize>,
+    outcomes: Vec<Option<Outcome>>,
+    done: usize,
+}
+
+/// Applies `planned` (catalog-indexed; `None` = nothing planned). `on_done` is called
+/// for every outcome before it counts as done (the audit log hooks in here).
+pub fn execute(
+    model: &Model,
+    host: &Host,
+    planned: &[Option<Change>],
+    jobs: usize,
+    on_done: &(dyn Fn(&Outcome) + Sync),
+) -> Vec<Outcome> {
+    let catalog = &model.loaded.catalog;
+    let graph = &model.graph;
+    let n = catalog.len();
+    let ctx = ApplyCtx { host, catalog };
+    let mut notified_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (src, targets) in graph.notifies.iter().enumerate() {
+        for &t in targets {
+            notified_by[t].push(src);
+        }
+    }
+
+    // Batched work per kind (systemd writes all unit files, then reloads once).
+    let mut failed_early: BTreeMap<usize, String> = BTreeMap::new();
+    for kind in resource::KINDS {
+        let Some(batch) = kind.before_apply else { continue };
+        let members: Vec<(usize, &Change)> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_change() && catalog.resources[i].id().kind == kind.name).map(|c| (i, c)))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let items: Vec<(&dyn Resource, &Change)> = members.iter().map(|(i, c)| (catalog.resources[*i].as_ref(), *c)).collect();
+        if let Err(e) = batch(&ctx, &items) {
+            for (i, _) in &members {
+                failed_early.insert(*i, e.to_string());
+            }
+        }
+    }
+
+    let shared = Mutex::new(Shared {
+        ready: graph.order.iter().copied().filter(|&i| graph.deps[i].is_empty()).collect(),
+        waiting_on: graph.deps.iter().map(Vec::len).collect(),
+        outcomes: (0..n).map(|_| None).collect(),
+        done: 0,
+    });
+    let wake = Condvar::new();
+
+    let run_one = |i: usize, outcomes: &std::collections::HashMap<usize, Outcome>| -> Outcome {
+        let r = catalog.resources[i].as_ref();
+        let id = r.id().clone();
+        if let Some(reason) = failed_early.get(&i) {
+            return Outcome { id, status: Status::Failed { reason: reason.clone() }, change: planned[i].clone() };
+        }
+        let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
+        if let Some(&bad) = graph.deps[i].iter().find(|&&j| matches!(status_of(j), Some(Status::Failed { .. } | Status::Skipped { .. }))) {
+            return Outcome {
+                id,
+                status: Status::Skipped { reason: format!("{} did not converge", catalog.resources[bad].id()) },
+                change: planned[i].clone(),
+            };
+        }
+        let dep_changed = graph.deps[i].iter().any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
+        let planned_change = planned[i].as_ref().is_some_and(Change::is_change);
+        let mut status = Status::Unchanged;
+        let mut applied = None;
+        if planned_change || dep_changed {
+            // Observe again right before acting: earlier resources of this run may
+            // have changed what this one sees (a new user, a copied source).
+            let fresh = host.accounts().map_err(|e| e.to_string()).and_then(|accounts| {
+                r.plan(&PlanCtx { host, accounts: &accounts, catalog }).map_err(|e| e.to_string())
+            });
+            match fresh {
+                Err(reason) => return Outcome { id, status: Status::Failed { reason }, change: planned[i].clone() },
+                Ok(change) if change.action == Action::None => {}
+                Ok(change) => {
+                    if let Err(e) = r.apply(&ctx, &change) {
+                        return Outcome { id, status: Status::Failed { reason: e.to_string() }, change: Some(change) };
+                    }
+                    status = Status::Changed;
+                    applied = Some(change);
+                }
+            }
+        }
+        let notified = notified_by[i].iter().any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
+        if notified && status == Status::Unchanged && r.refreshable() {
+            if let Err(e) = r.refresh(&ctx) {
+                return Outcome { id, status: Status::Failed { reason: format!("refresh failed: {e}") }, change: applied };
+            }
+            status = Status::Refreshed;
+        }
+        Outcome { id, status, change: applied }
+    };
+
+    let workers = jobs.clamp(1, n.max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let (i, snapshot) = {
+                    let mut st = match shared.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    loop {
+                        if st.done == n {
+                            return;
+                        }
+                        if let Some(i) = st.ready.pop_front() {
+                            // Dependencies' outcomes are final; copy what this one needs.
+                            let view: std::collections::HashMap<usize, Outcome> = graph.deps[i]
+                                .iter()
+                                .chain(notified_by[i].iter())
+                                .filter_map(|&j| st.outcomes[j].clone().map(|o| (j, o)))
+                                .collect();
+                            break (i, view);
+                        }
+                        st = match wake.wait(st) {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                    }
+                };
+                let outcome = run_one(i, &snapshot);
+                on_done(&outcome);
+                let mut st = match shared.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                st.outcomes[i] = Some(outcome);
+                st.done += 1;
+                for &d in &graph.dependents[i] {
+                    st.waiting_on[d] -= 1;
+                    if st.waiting_on[d] == 0 {
+                        st.ready.push_back(d);
+                    }
+                }
+                wake.notify_all();
+            });
+        }
+    });
+    let st = match shared.into_inner() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    graph.order.iter().filter_map(|&i| st.outcomes[i].clone()).collect()
+}

@@ -1,0 +1,139 @@
+//! Command-line interface: arguments are validated once into a config, then each
+//! command runs and returns its exit code.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes shared by every command.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CHANGES: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "reconcile", version, about = "Declarative desired-state reconciler for Linux hosts", long_about = None)]
+pub struct Cli {
+    /// More output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format for diagnostics on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Target root: every path, account lookup, lock and log lives under it.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Environment to use (from the manifests' `environments:`).
+    #[arg(long = "env")]
+    pub env: Option<String>,
+    /// Variable override, `key=value` (repeatable); applied after the environment.
+    #[arg(long = "var", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Resources observed/applied at once.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Manifest files or folders (default: manifests/).
+    pub paths: Vec<PathBuf>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show what apply would change (read-only).
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Save the plan to apply it later with `reconcile apply FILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 2 when there are changes, 0 when none, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Converge the target to the manifests, or apply a saved plan file.
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Detect drift (read-only): exit 0 in sync, 2 drift, 1 error.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Check the manifests (syntax, fields, ids, graph) without observing the target.
+    Validate {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the dependency graph.
+    Graph {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    ExitCode::from(commands::dispatch(cli))
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        tracing::Level::ERROR
+    } else {
+        match cli.verbose {
+            0 => tracing::Level::WARN,
+            1 => tracing::Level::INFO,
+            _ => tracing::Level::DEBUG,
+        }
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).without_time().try_init(),
+    };
+}

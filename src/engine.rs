@@ -1,0 +1,131 @@
+//! Orchestration shared by the commands: load → graph → observe (in parallel) → plan.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::diag::Diagnostics;
+use crate::graph::Graph;
+use crate::host::Host;
+use crate::manifest::{LoadOptions, Loaded};
+use crate::plan::{Change, Plan, PlanError, PLAN_FORMAT, PLAN_VERSION};
+use crate::resource::{Catalog, PlanCtx, ResourceError};
+
+/// Everything a command needs once the manifests are known to be valid.
+pub struct Model {
+    pub loaded: Loaded,
+    pub graph: Graph,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Manifest(Diagnostics),
+    #[error("{0}")]
+    Host(#[from] crate::host::HostError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError> {
+    let loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
+    let graph = crate::graph::build(&loaded.catalog).map_err(|mut d| {
+        d.0.splice(0..0, loaded.diags.0.iter().cloned());
+        EngineError::Manifest(d)
+    })?;
+    Ok(Model { loaded, graph })
+}
+
+/// How many resources are observed or applied at once.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16)
+}
+
+/// Observes every resource (read-only) in parallel; results are in catalog order.
+pub fn observe_all(catalog: &Catalog, host: &Host, jobs: usize) -> Result<Vec<Result<Change, ResourceError>>, EngineError> {
+    let accounts = host.accounts()?;
+    let ctx = PlanCtx { host, accounts: &accounts, catalog };
+    let next = AtomicUsize::new(0);
+    let n = catalog.len();
+    let workers = jobs.min(n.max(1));
+    let mut parts: Vec<Vec<(usize, Result<Change, ResourceError>)>> = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        out.push((i, catalog.resources[i].plan(&ctx)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(part) = h.join() {
+                parts.push(part);
+            }
+        }
+    });
+    let mut results: Vec<Option<Result<Change, ResourceError>>> = (0..n).map(|_| None).collect();
+    for (i, r) in parts.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| EngineError::Other("an observer thread panicked".into())))
+        .collect()
+}
+
+/// Builds the plan value for a model.
+pub fn make_plan(model: &Model, opts: &LoadOptions, host: &Host, jobs: usize) -> Result<Plan, EngineError> {
+    let catalog = &model.loaded.catalog;
+    let observed = observe_all(catalog, host, jobs)?;
+    let mut observed: Vec<Option<Result<Change, ResourceError>>> = observed.into_iter().map(Some).collect();
+    let mut changes = Vec::with_capacity(catalog.len());
+    let mut errors = Vec::new();
+    for &i in &model.graph.order {
+        match observed[i].take() {
+            Some(Ok(c)) => changes.push(c),
+            Some(Err(e)) => {
+                let r = &catalog.resources[i];
+                errors.push(PlanError {
+                    id: r.id().clone(),
+                    at: r.meta().span.as_ref().map(ToString::to_string),
+                    message: e.to_string(),
+                });
+            }
+            None => {}
+        }
+    }
+    let warnings = model.loaded.diags.warnings().map(ToString::to_string).collect();
+    Ok(Plan {
+        format: PLAN_FORMAT.into(),
+        version: PLAN_VERSION,
+        root: host.root().display().to_string(),
+        manifests: model.loaded.files.iter().map(|p| crate::manifest::decode::display_path(p)).collect(),
+        environment: opts.env.clone(),
+        vars: opts.vars.clone(),
+        inputs: model.loaded.fingerprint.clone(),
+        summary: Plan::summarize(&changes, errors.len()),
+        changes,
+        errors,
+        warnings,
+    })
+}
+
+/// Reads a saved plan file, or `None` when the path is not one (a manifest).
+pub fn read_plan_file(path: &Path) -> Option<Result<Plan, EngineError>> {
+    if path.is_dir() {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
+        return None;
+    }
+    Some(serde_json::from_value(value).map_err(|e| EngineError::Other(format!("{}: not a valid plan file: {e}", path.display()))))
+}

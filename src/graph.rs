@@ -1,0 +1,223 @@
+//! The dependency graph: explicit `requires`/`before`/`notify` edges plus automatic ones,
+//! a topological order, and cycles reported as the ids that form them.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diag::{Diagnostic, Diagnostics, Span};
+use crate::id::ResourceId;
+use crate::resource::Catalog;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeKind {
+    Requires,
+    Before,
+    Notify,
+    Auto,
+}
+
+impl EdgeKind {
+    fn label(self) -> &'static str {
+        match self {
+            EdgeKind::Requires => "requires",
+            EdgeKind::Before => "before",
+            EdgeKind::Notify => "notify",
+            EdgeKind::Auto => "auto",
+        }
+    }
+}
+
+/// Node weights are indexes into the catalog; an edge a → b means b depends on a.
+pub struct Graph {
+    pub dag: DiGraph<usize, EdgeKind>,
+    /// Catalog indexes in an order where every dependency comes first.
+    pub order: Vec<usize>,
+    /// For each resource, the resources it depends on.
+    pub deps: Vec<Vec<usize>>,
+    /// For each resource, the resources that depend on it.
+    pub dependents: Vec<Vec<usize>>,
+    /// For each resource, the resources it notifies.
+    pub notifies: Vec<Vec<usize>>,
+}
+
+pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let n = catalog.len();
+    let mut dag: DiGraph<usize, EdgeKind> = DiGraph::with_capacity(n, n * 2);
+    let nodes: Vec<NodeIndex> = (0..n).map(|i| dag.add_node(i)).collect();
+    let mut notifies = vec![Vec::new(); n];
+    let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut add = |dag: &mut DiGraph<usize, EdgeKind>, from: usize, to: usize, kind: EdgeKind| {
+        if from != to && edges.insert((from, to)) {
+            dag.add_edge(nodes[from], nodes[to], kind);
+        }
+    };
+    let lookup = |id: &ResourceId, span: &Span, field: &str, diags: &mut Diagnostics| {
+        let found = catalog.index_of(id);
+        if found.is_none() {
+            diags.push(Diagnostic::error(Some(span.clone()), format!("{id} is not declared in the manifests")).field(field));
+        }
+        found
+    };
+    for (i, r) in catalog.resources.iter().enumerate() {
+        let meta = r.meta();
+        for (id, span) in &meta.requires {
+            if let Some(j) = lookup(id, span, "requires", &mut diags) {
+                add(&mut dag, j, i, EdgeKind::Requires);
+            }
+        }
+        for (id, span) in &meta.before {
+            if let Some(j) = lookup(id, span, "before", &mut diags) {
+                add(&mut dag, i, j, EdgeKind::Before);
+            }
+        }
+        for (id, span) in &meta.notify {
+            if let Some(j) = lookup(id, span, "notify", &mut diags) {
+                if !catalog.resources[j].refreshable() {
+                    diags.push(
+                        Diagnostic::error(Some(span.clone()), format!("{id} cannot be notified: only services and similar resources react to notifications"))
+                            .field("notify"),
+                    );
+                }
+                add(&mut dag, i, j, EdgeKind::Notify);
+                notifies[i].push(j);
+            }
+        }
+        for dep in r.auto_requires() {
+            if let Some(j) = dep.candidates.iter().find_map(|c| catalog.index_of(c)) {
+                add(&mut dag, j, i, EdgeKind::Auto);
+            }
+        }
+        for d in r.validate(catalog) {
+            diags.push(d);
+        }
+    }
+    let order = match declaration_order_toposort(&dag, n) {
+        Some(order) => order,
+        None => {
+            for cycle in cycles(&dag) {
+                let ids: Vec<String> = cycle.iter().map(|&i| catalog.resources[i].id().to_string()).collect();
+                let first = catalog.resources[cycle[0]].meta().span.clone();
+                let mut d = Diagnostic::error(first, format!("dependency cycle: {} → {}", ids.join(" → "), ids[0]));
+                for &i in &cycle {
+                    if let Some(span) = catalog.resources[i].meta().span.clone() {
+                        d = d.related(span, format!("{} is declared here", catalog.resources[i].id()));
+                    }
+                }
+                diags.push(d);
+            }
+            Vec::new()
+        }
+    };
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let mut deps = vec![Vec::new(); n];
+    let mut dependents = vec![Vec::new(); n];
+    for e in dag.raw_edges() {
+        let (a, b) = (dag[e.source()], dag[e.target()]);
+        deps[b].push(a);
+        dependents[a].push(b);
+    }
+    Ok(Graph { dag, order, deps, dependents, notifies })
+}
+
+/// Kahn's algorithm, always taking the earliest-declared ready resource, so plans
+/// read in manifest order wherever dependencies allow. `None` when there is a cycle.
+fn declaration_order_toposort(dag: &DiGraph<usize, EdgeKind>, n: usize) -> Option<Vec<usize>> {
+    let mut indegree = vec![0usize; n];
+    for e in dag.raw_edges() {
+        indegree[dag[e.target()]] += 1;
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for next in dag.neighbors(NodeIndex::new(i)) {
+            let j = dag[next];
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(Reverse(j));
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
+}
+
+/// Each strongly connected component with a cycle, as a path through it.
+fn cycles(dag: &DiGraph<usize, EdgeKind>) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for scc in tarjan_scc(dag) {
+        if scc.len() < 2 {
+            continue;
+        }
+        let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+        // Walk successors inside the component until we come back to a visited node.
+        let start = *members.iter().next().unwrap_or(&scc[0]);
+        let mut path = vec![start];
+        let mut cur = start;
+        loop {
+            let next = dag.neighbors(cur).filter(|n| members.contains(n)).min();
+            match next {
+                Some(nx) if nx == start => break,
+                Some(nx) if path.contains(&nx) => {
+                    let at = path.iter().position(|&p| p == nx).unwrap_or(0);
+                    path.drain(..at);
+                    break;
+                }
+                Some(nx) => {
+                    path.push(nx);
+                    cur = nx;
+                }
+                None => break,
+            }
+        }
+        out.push(path.into_iter().map(|ix| dag[ix]).collect());
+    }
+    out
+}
+
+impl Graph {
+    pub fn to_text(&self, catalog: &Catalog) -> String {
+        let mut out = String::new();
+        for &i in &self.order {
+            let _ = writeln!(out, "{}", catalog.resources[i].id());
+            let mut incoming: Vec<(String, &str)> = self
+                .dag
+                .edges_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
+                .map(|e| (catalog.resources[self.dag[petgraph::visit::EdgeRef::source(&e)]].id().to_string(), e.weight().label()))
+                .collect();
+            incoming.sort();
+            for (id, label) in incoming {
+                let _ = writeln!(out, "    after {id} ({label})");
+            }
+        }
+        out
+    }
+
+    pub fn to_dot(&self, catalog: &Catalog) -> String {
+        let mut out = String::from("digraph reconcile {\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n");
+        for &i in &self.order {
+            let _ = writeln!(out, "    {:?};", catalog.resources[i].id().to_string());
+        }
+        for e in self.dag.raw_edges() {
+            let a = catalog.resources[self.dag[e.source()]].id().to_string();
+            let b = catalog.resources[self.dag[e.target()]].id().to_string();
+            let style = match e.weight {
+                EdgeKind::Auto => " [style=dashed, label=\"auto\"]",
+                EdgeKind::Notify => " [color=orange, label=\"notify\"]",
+                EdgeKind::Before => " [label=\"before\"]",
+                EdgeKind::Requires => "",
+            };
+            let _ = writeln!(out, "    {a:?} -> {b:?}{style};");
+        }
+        out.push_str("}\n");
+        out
+    }
+}

@@ -1,0 +1,495 @@
+//! Symlink-safe, root-relative file operations with atomic replacement.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, fsync, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+use super::{Host, HostError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+impl FileKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "special file",
+        }
+    }
+}
+
+/// What `lstat` says about a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (`0o7777` mask).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+}
+
+impl Stat {
+    fn from_raw(st: &FileStat) -> Stat {
+        let fmt = st.st_mode & SFlag::S_IFMT.bits();
+        let kind = if fmt == SFlag::S_IFREG.bits() {
+            FileKind::File
+        } else if fmt == SFlag::S_IFDIR.bits() {
+            FileKind::Directory
+        } else if fmt == SFlag::S_IFLNK.bits() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        };
+        Stat {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+        }
+    }
+}
+
+/// Ownership and mode to set; `None` leaves that attribute as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Perms {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+/// An open parent directory and the final path component inside it.
+pub struct Parent {
+    pub dir: OwnedFd,
+    pub name: String,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Splits a normalised absolute manifest path into its components.
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+impl Host {
+    fn path_error(&self, path: &str, reason: impl Into<String>) -> HostError {
+        HostError::Path {
+            path: self.show(path),
+            reason: reason.into(),
+        }
+    }
+
+    fn unsafe_error(&self, path: &str, reason: impl Into<String>) -> HostError {
+        HostError::Unsafe {
+            path: self.show(path),
+            reason: reason.into(),
+        }
+    }
+
+    fn walk_error(&self, upto: &str, errno: Errno) -> HostError {
+        match errno {
+            Errno::ELOOP => self.unsafe_error(
+                upto,
+                "is a symlink; reconcile does not follow symlinks that the manifest does not manage",
+            ),
+            Errno::ENOTDIR => self.unsafe_error(upto, "is not a directory"),
+            other => self.path_error(upto, other.desc()),
+        }
+    }
+
+    /// Opens the directory holding `path` without following any symlink on the way.
+    /// `Ok(None)` when a parent directory does not exist (and `create` is None).
+    /// With `create`, missing parents are made with those perms and reported.
+    pub fn open_parent(
+        &self,
+        path: &str,
+        create: Option<(Perms, &mut Vec<String>)>,
+    ) -> Result<Option<Parent>, HostError> {
+        let parts = components(path);
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(self.unsafe_error(path, "is the root itself"));
+        };
+        let mut create = create;
+        let mut current = self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()))?;
+        let mut walked = String::new();
+        for comp in dirs {
+            walked.push('/');
+            walked.push_str(comp);
+            match openat(current.as_fd(), *comp, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => current = fd,
+                Err(Errno::ENOENT) => match create.as_mut() {
+                    None => return Ok(None),
+                    Some((perms, made)) => {
+                        match mkdirat(current.as_fd(), *comp, Mode::from_bits_truncate(0o700)) {
+                            Ok(()) | Err(Errno::EEXIST) => {}
+                            Err(e) => return Err(self.walk_error(&walked, e)),
+                        }
+                        let fd = openat(current.as_fd(), *comp, DIR_FLAGS, Mode::empty())
+                            .map_err(|e| self.walk_error(&walked, e))?;
+                        let mode = perms.mode.unwrap_or(0o755);
+                        apply_perms_fd(&fd, &Perms { mode: Some(mode), ..*perms })
+                            .map_err(|e| self.path_error(&walked, e))?;
+                        made.push(walked.clone());
+                        current = fd;
+                    }
+                },
+                Err(e) => return Err(self.walk_error(&walked, e)),
+            }
+        }
+        Ok(Some(Parent {
+            dir: current,
+            name: (*name).to_string(),
+        }))
+    }
+
+    /// Missing parent directories of `path`, outermost first, without creating them.
+    pub fn missing_parents(&self, path: &str) -> Result<Vec<String>, HostError> {
+        let parts = components(path);
+        let mut missing = Vec::new();
+        let Some((_, dirs)) = parts.split_last() else {
+            return Ok(missing);
+        };
+        let mut current = self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()))?;
+        let mut walked = String::new();
+        for (i, comp) in dirs.iter().enumerate() {
+            walked.push('/');
+            walked.push_str(comp);
+            match openat(current.as_fd(), *comp, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => current = fd,
+                Err(Errno::ENOENT) => {
+                    let mut p = walked.clone();
+                    missing.push(p.clone());
+                    for rest in &dirs[i + 1..] {
+                        p.push('/');
+                        p.push_str(rest);
+                        missing.push(p.clone());
+                    }
+                    return Ok(missing);
+                }
+                Err(e) => return Err(self.walk_error(&walked, e)),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// `lstat` of a path; `None` if it (or a parent) does not exist.
+    pub fn lstat(&self, path: &str) -> Result<Option<Stat>, HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(None);
+        };
+        match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Stat::from_raw(&st))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(self.path_error(path, e.desc())),
+        }
+    }
+
+    /// Reads a path: its stat, and its content when it is a regular file.
+    pub fn read(&self, path: &str) -> Result<Option<(Stat, Option<Vec<u8>>)>, HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(None);
+        };
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK;
+        match openat(parent.dir.as_fd(), parent.name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => {
+                let st = fstat(&fd).map_err(|e| self.path_error(path, e.desc()))?;
+                let stat = Stat::from_raw(&st);
+                if stat.kind != FileKind::File {
+                    return Ok(Some((stat, None)));
+                }
+                let mut file = std::fs::File::from(fd);
+                let mut buf = Vec::with_capacity(usize::try_from(stat.size).unwrap_or(0));
+                file.read_to_end(&mut buf)
+                    .map_err(|e| self.path_error(path, e.to_string()))?;
+                Ok(Some((stat, Some(buf))))
+            }
+            Err(Errno::ENOENT) => Ok(None),
+            // O_NOFOLLOW on a symlink: report it as a symlink rather than failing.
+            Err(Errno::ELOOP) => Ok(self.lstat(path)?.map(|st| (st, None))),
+            Err(e) => Err(self.path_error(path, e.desc())),
+        }
+    }
+
+    pub fn read_link(&self, path: &str) -> Result<Option<String>, HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(None);
+        };
+        match nix::fcntl::readlinkat(parent.dir.as_fd(), parent.name.as_str()) {
+            Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
+            Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(None),
+            Err(e) => Err(self.path_error(path, e.desc())),
+        }
+    }
+
+    /// Lists the names in a directory (not following symlinks), sorted.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, HostError> {
+        let dir_fd = self.open_dir(path)?;
+        let mut dir = nix::dir::Dir::from_fd(dir_fd).map_err(|e| self.path_error(path, e.desc()))?;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| self.path_error(path, e.desc()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn open_dir(&self, path: &str) -> Result<OwnedFd, HostError> {
+        if components(path).is_empty() {
+            return self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()));
+        }
+        let parent = self
+            .open_parent(path, None)?
+            .ok_or_else(|| self.path_error(path, "does not exist"))?;
+        openat(parent.dir.as_fd(), parent.name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.walk_error(path, e))
+    }
+
+    /// Writes a whole file atomically: a temp file beside it (O_EXCL, 0600), owner and
+    /// mode set on it, content written and fsynced, `validate` run on it, then renamed
+    /// over the destination and the directory fsynced. A crash leaves old or new.
+    pub fn write_atomic(
+        &self,
+        path: &str,
+        content: &[u8],
+        perms: &Perms,
+        implied_dirs: &mut Vec<String>,
+        validate: Option<&dyn Fn(&std::path::Path) -> Result<(), String>>,
+    ) -> Result<(), HostError> {
+        let parent = self
+            .open_parent(path, Some((Perms::default(), implied_dirs)))?
+            .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
+        match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let kind = Stat::from_raw(&st).kind;
+                if kind != FileKind::File {
+                    return Err(self.unsafe_error(
+                        path,
+                        format!("is a {}; refusing to replace it with a file", kind.name()),
+                    ));
+                }
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(self.path_error(path, e.desc())),
+        }
+        let temp_name = temp_name(&parent.name);
+        let fd = openat(
+            parent.dir.as_fd(),
+            temp_name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| self.path_error(path, format!("cannot create temp file: {}", e.desc())))?;
+        let cleanup = |reason: HostError| {
+            let _ = unlinkat(parent.dir.as_fd(), temp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            reason
+        };
+        let perms = Perms {
+            mode: Some(perms.mode.unwrap_or(0o644)),
+            ..*perms
+        };
+        apply_perms_fd(&fd, &perms).map_err(|e| cleanup(self.path_error(path, e)))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(content)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| cleanup(self.path_error(path, e.to_string())))?;
+        drop(file);
+        if let Some(check) = validate {
+            let dir_path = self.real_path(path);
+            let temp_path = dir_path.with_file_name(&temp_name);
+            if let Err(reason) = check(&temp_path) {
+                return Err(cleanup(self.path_error(
+                    path,
+                    format!("validation failed, file left unchanged: {reason}"),
+                )));
+            }
+        }
+        renameat(
+            parent.dir.as_fd(),
+            temp_name.as_str(),
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+        )
+        .map_err(|e| cleanup(self.path_error(path, e.desc())))?;
+        fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))?;
+        Ok(())
+    }
+
+    /// Sets owner, group and mode of an existing path (never through a symlink).
+    pub fn set_perms(&self, path: &str, perms: &Perms) -> Result<(), HostError> {
+        let parent = self
+            .open_parent(path, None)?
+            .ok_or_else(|| self.path_error(path, "does not exist"))?;
+        let fd = openat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| self.walk_error(path, e))?;
+        apply_perms_fd(&fd, perms).map_err(|e| self.path_error(path, e))?;
+        fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
+    }
+
+    /// Creates a directory (parents implied) with the given perms.
+    pub fn create_dir(
+        &self,
+        path: &str,
+        perms: &Perms,
+        implied_dirs: &mut Vec<String>,
+    ) -> Result<(), HostError> {
+        let parent = self
+            .open_parent(path, Some((Perms::default(), implied_dirs)))?
+            .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
+        match mkdirat(parent.dir.as_fd(), parent.name.as_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(self.path_error(path, e.desc())),
+        }
+        let fd = openat(parent.dir.as_fd(), parent.name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.walk_error(path, e))?;
+        let perms = Perms {
+            mode: Some(perms.mode.unwrap_or(0o755)),
+            ..*perms
+        };
+        apply_perms_fd(&fd, &perms).map_err(|e| self.path_error(path, e))?;
+        fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
+    }
+
+    /// Points `path` at `target`, atomically replacing a symlink or file there.
+    pub fn set_symlink(
+        &self,
+        path: &str,
+        target: &str,
+        implied_dirs: &mut Vec<String>,
+    ) -> Result<(), HostError> {
+        let parent = self
+            .open_parent(path, Some((Perms::default(), implied_dirs)))?
+            .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
+        if let Ok(st) =
+            fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            if Stat::from_raw(&st).kind == FileKind::Directory {
+                return Err(self.unsafe_error(path, "is a directory; refusing to replace it with a symlink"));
+            }
+        }
+        let temp_name = temp_name(&parent.name);
+        symlinkat(target, parent.dir.as_fd(), temp_name.as_str())
+            .map_err(|e| self.path_error(path, e.desc()))?;
+        renameat(
+            parent.dir.as_fd(),
+            temp_name.as_str(),
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+        )
+        .map_err(|e| {
+            let _ = unlinkat(parent.dir.as_fd(), temp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            self.path_error(path, e.desc())
+        })?;
+        fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
+    }
+
+    /// Removes a file, symlink or (recursively) a directory. Absent is fine.
+    pub fn remove(&self, path: &str) -> Result<(), HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(());
+        };
+        let st = match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(st) => Stat::from_raw(&st),
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(self.path_error(path, e.desc())),
+        };
+        if st.kind == FileKind::Directory {
+            for name in self.list_dir(path)? {
+                self.remove(&format!("{}/{}", path.trim_end_matches('/'), name))?;
+            }
+            unlinkat(parent.dir.as_fd(), parent.name.as_str(), UnlinkatFlags::RemoveDir)
+                .map_err(|e| self.path_error(path, e.desc()))?;
+        } else {
+            unlinkat(parent.dir.as_fd(), parent.name.as_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| self.path_error(path, e.desc()))?;
+        }
+        fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
+    }
+
+    /// Atomically swaps two paths in the same directory (renameat2 RENAME_EXCHANGE):
+    /// used to replace a symlink by a fully built directory in one step.
+    pub fn exchange(&self, a: &str, b: &str) -> Result<(), HostError> {
+        let pa = self
+            .open_parent(a, None)?
+            .ok_or_else(|| self.path_error(a, "does not exist"))?;
+        let pb = self
+            .open_parent(b, None)?
+            .ok_or_else(|| self.path_error(b, "does not exist"))?;
+        nix::fcntl::renameat2(
+            pa.dir.as_fd(),
+            pa.name.as_str(),
+            pb.dir.as_fd(),
+            pb.name.as_str(),
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| self.path_error(b, e.desc()))?;
+        fsync(pb.dir.as_fd()).map_err(|e| self.path_error(b, e.desc()))
+    }
+
+    /// Renames `from` to `to` within the root (both normalised manifest paths).
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), HostError> {
+        let a = self
+            .open_parent(from, None)?
+            .ok_or_else(|| self.path_error(from, "does not exist"))?;
+        let b = self
+            .open_parent(to, None)?
+            .ok_or_else(|| self.path_error(to, "parent directory missing"))?;
+        renameat(a.dir.as_fd(), a.name.as_str(), b.dir.as_fd(), b.name.as_str())
+            .map_err(|e| self.path_error(to, e.desc()))?;
+        fsync(b.dir.as_fd()).map_err(|e| self.path_error(to, e.desc()))
+    }
+}
+
+fn temp_name(name: &str) -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".{name}.reconcile-{}-{n}.tmp", std::process::id())
+}
+
+fn apply_perms_fd(fd: &OwnedFd, perms: &Perms) -> Result<(), String> {
+    if perms.uid.is_some() || perms.gid.is_some() {
+        fchown(
+            fd.as_fd(),
+            perms.uid.map(Uid::from_raw),
+            perms.gid.map(Gid::from_raw),
+        )
+        .map_err(|e| format!("cannot change owner: {}", e.desc()))?;
+    }
+    // After chown, because chown clears setuid/setgid bits.
+    if let Some(mode) = perms.mode {
+        nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| format!("cannot change mode: {}", e.desc()))?;
+    }
+    Ok(())
+}

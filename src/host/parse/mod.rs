@@ -1,0 +1,11 @@
+//! Pure parsers of real host files and tool output, tested against recorded fixtures.
+
+pub mod passwd;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file} line {line}: {message}")]
+pub struct ParseError {
+    pub file: &'static str,
+    pub line: usize,
+    pub message: String,
+}

@@ -1,0 +1,12 @@
+//! reconcile: a declarative desired-state reconciler for Linux hosts.
+pub mod apply;
+pub mod cli;
+pub mod diag;
+pub mod engine;
+pub mod graph;
+pub mod host;
+pub mod id;
+pub mod manifest;
+pub mod plan;
+pub mod render;
+pub mod resource;

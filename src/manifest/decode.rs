@@ -1,0 +1,468 @@
+//! Typed decoding of manifest entries, field by field, so every problem names its
+//! `file:line:column` and field, and all problems are collected before refusing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::template::Templates;
+use super::yaml::{Node, Value};
+use crate::diag::{Diagnostic, Diagnostics, Span};
+use crate::id::ResourceId;
+
+/// Shared state while decoding all entries of all manifest files.
+pub struct Decoder {
+    pub diags: Diagnostics,
+    pub templates: Templates,
+    /// Folder of the manifest being decoded: relative `template:`/`source:` start here.
+    pub base_dir: PathBuf,
+    /// Hash of every input read (manifests, templates, shipped files), for stale plans.
+    pub inputs: Sha256,
+}
+
+impl Decoder {
+    pub fn new(templates: Templates) -> Decoder {
+        Decoder {
+            diags: Diagnostics::default(),
+            templates,
+            base_dir: PathBuf::from("."),
+            inputs: Sha256::new(),
+        }
+    }
+
+    pub fn error(&mut self, span: &Span, field: &str, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(Some(span.clone()), message).field(field));
+    }
+
+    pub fn warn(&mut self, span: &Span, field: &str, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(Some(span.clone()), message).field(field));
+    }
+
+    pub fn record_input(&mut self, name: &str, bytes: &[u8]) {
+        self.inputs.update((name.len() as u64).to_le_bytes());
+        self.inputs.update(name.as_bytes());
+        self.inputs.update((bytes.len() as u64).to_le_bytes());
+        self.inputs.update(bytes);
+    }
+
+    /// Where a relative template is found: `templates/` beside the manifest first,
+    /// then the manifest's folder itself.
+    pub fn template_path(&self, rel: &str) -> PathBuf {
+        let in_templates = self.base_dir.join("templates").join(rel);
+        if in_templates.exists() {
+            return in_templates;
+        }
+        let parent_templates = self
+            .base_dir
+            .parent()
+            .map(|p| p.join("templates").join(rel));
+        if let Some(p) = parent_templates.filter(|p| p.exists()) {
+            return p;
+        }
+        self.base_dir.join(rel)
+    }
+
+    /// Reads and renders a template file named relative to the manifest.
+    pub fn render_template(&mut self, rel: &str, span: &Span, field: &str) -> Option<Arc<str>> {
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            self.error(span, field, format!("template `{rel}` must be a path relative to the manifest's templates/ folder, without `..`"));
+            return None;
+        }
+        let path = self.template_path(rel);
+        let source = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(span, field, format!("cannot read template {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let shown = path.display().to_string();
+        self.record_input(&shown, &source);
+        let Ok(text) = String::from_utf8(source) else {
+            self.error(span, field, format!("template {shown} is not valid UTF-8"));
+            return None;
+        };
+        match self.templates.render_file(&shown, &text) {
+            Ok(out) => Some(out),
+            Err(d) => {
+                self.diags.push(d.related(span.clone(), "template used here"));
+                None
+            }
+        }
+    }
+
+    /// Reads a file shipped with the manifests (relative `source:`).
+    pub fn read_shipped(&mut self, rel: &str, span: &Span, field: &str) -> Option<Vec<u8>> {
+        if rel.split('/').any(|c| c == "..") {
+            self.error(span, field, format!("`{rel}` must not contain `..`"));
+            return None;
+        }
+        let path = self.base_dir.join(rel);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                self.record_input(&path.display().to_string(), &b);
+                Some(b)
+            }
+            Err(e) => {
+                self.error(span, field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    pub fn shipped_path(&self, rel: &str) -> PathBuf {
+        self.base_dir.join(rel)
+    }
+}
+
+/// The settings of one manifest entry, consumed field by field; whatever is left at
+/// `finish` is an unknown field.
+pub struct Fields<'a> {
+    entries: &'a [(Node, Node)],
+    used: Vec<bool>,
+    known: Vec<&'static str>,
+    pub span: Span,
+    pub kind: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(entries: &'a [(Node, Node)], span: Span, kind: &'static str) -> Fields<'a> {
+        Fields {
+            entries,
+            used: vec![false; entries.len()],
+            known: Vec::new(),
+            span,
+            kind,
+        }
+    }
+
+    /// Marks the first entry (the `kind: name` key) as consumed.
+    pub fn consume_first(&mut self) {
+        if let Some(u) = self.used.first_mut() {
+            *u = true;
+        }
+    }
+
+    pub fn raw(&mut self, key: &'static str) -> Option<&'a Node> {
+        self.known.push(key);
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some(key))?;
+        self.used[i] = true;
+        let node = &self.entries[i].1;
+        (node.value != Value::Null).then_some(node)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.as_str() == Some(key))
+    }
+
+    /// A string value, templated.
+    pub fn string(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
+        let node = self.raw(key)?;
+        string_of(d, node, key)
+    }
+
+    pub fn required_string(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
+        let present = self.has(key);
+        let out = self.string(d, key);
+        if !present {
+            let span = self.span.clone();
+            d.error(&span, key, format!("`{}` requires the field `{key}`", self.kind));
+        }
+        out
+    }
+
+    /// A user or group: a name, or a numeric id written as an integer.
+    pub fn name_or_id(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
+        let node = self.raw(key)?;
+        match &node.value {
+            Value::Int(i) if *i >= 0 => Some((i.to_string(), node.span.clone())),
+            _ => string_of(d, node, key),
+        }
+    }
+
+    pub fn bool(&mut self, d: &mut Decoder, key: &'static str) -> Option<bool> {
+        let node = self.raw(key)?;
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) if Templates::needs_render(s) => {
+                let out = d.templates.render_inline(s, &node.span);
+                match out.as_deref().map(str::trim) {
+                    Ok("true") => Some(true),
+                    Ok("false") => Some(false),
+                    Ok(other) => {
+                        d.error(&node.span, key, format!("expected true or false, the template gave `{other}`"));
+                        None
+                    }
+                    Err(_) => {
+                        if let Err(diag) = out {
+                            d.diags.push(diag.field(key));
+                        }
+                        None
+                    }
+                }
+            }
+            other => {
+                d.error(&node.span, key, format!("expected true or false, found {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    pub fn u32(&mut self, d: &mut Decoder, key: &'static str) -> Option<u32> {
+        let node = self.raw(key)?;
+        let n = number_of(d, node, key)?;
+        match u32::try_from(n) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                d.error(&node.span, key, format!("{n} is out of range (0 to {})", u32::MAX));
+                None
+            }
+        }
+    }
+
+    pub fn f64(&mut self, d: &mut Decoder, key: &'static str) -> Option<f64> {
+        let node = self.raw(key)?;
+        match &node.value {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            other => {
+                d.error(&node.span, key, format!("expected a number, found {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    /// A permission mode: a quoted octal string such as `"0640"`. An unquoted integer
+    /// is refused because `mode: 644` silently means decimal 644 in most YAML tools.
+    pub fn mode(&mut self, d: &mut Decoder, key: &'static str) -> Option<u32> {
+        let node = self.raw(key)?;
+        if let Value::Int(i) = node.value {
+            d.error(
+                &node.span,
+                key,
+                format!("mode must be a quoted octal string such as \"0{i}\"; an unquoted {i} is a decimal number in YAML"),
+            );
+            return None;
+        }
+        let (text, span) = string_of(d, node, key)?;
+        match parse_mode(&text) {
+            Ok(m) => Some(m),
+            Err(msg) => {
+                d.error(&span, key, msg);
+                None
+            }
+        }
+    }
+
+    /// An absolute, normalised path on the target.
+    pub fn abs_path(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
+        let (text, span) = self.string(d, key)?;
+        match normalize_abs(&text) {
+            Ok(p) => Some((p, span)),
+            Err(msg) => {
+                d.error(&span, key, msg);
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single string is accepted as a list of one.
+    pub fn string_list(&mut self, d: &mut Decoder, key: &'static str) -> Vec<(String, Span)> {
+        let Some(node) = self.raw(key) else {
+            return Vec::new();
+        };
+        match &node.value {
+            Value::Seq(items) => items.iter().filter_map(|n| string_of(d, n, key)).collect(),
+            Value::Str(_) => string_of(d, node, key).into_iter().collect(),
+            other => {
+                d.error(&node.span, key, format!("expected a list of strings, found {}", other.type_name()));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list of resource ids (`kind[name]`).
+    pub fn id_list(&mut self, d: &mut Decoder, key: &'static str) -> Vec<(ResourceId, Span)> {
+        self.string_list(d, key)
+            .into_iter()
+            .filter_map(|(text, span)| match ResourceId::parse(&text) {
+                Some(id) => Some((id, span)),
+                None => {
+                    d.error(&span, key, format!("`{text}` is not a resource id; write it as kind[name], e.g. file[/etc/motd]"));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Reports every field nobody asked for.
+    pub fn finish(self, d: &mut Decoder) {
+        for (i, (k, _)) in self.entries.iter().enumerate() {
+            if self.used[i] {
+                continue;
+            }
+            let name = k.key_text();
+            let mut known: Vec<&str> = self.known.clone();
+            known.sort_unstable();
+            known.dedup();
+            let hint = match suggest(&name, &known) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None => format!("; known fields: {}", known.join(", ")),
+            };
+            d.error(&k.span, &name, format!("unknown field for `{}`{hint}", self.kind));
+        }
+    }
+}
+
+fn string_of(d: &mut Decoder, node: &Node, key: &str) -> Option<(String, Span)> {
+    match &node.value {
+        Value::Str(s) => match d.templates.render_inline(s, &node.span) {
+            Ok(out) => Some((out, node.span.clone())),
+            Err(diag) => {
+                d.diags.push(diag.field(key));
+                None
+            }
+        },
+        other => {
+            d.error(&node.span, key, format!("expected a string, found {}", other.type_name()));
+            None
+        }
+    }
+}
+
+fn number_of(d: &mut Decoder, node: &Node, key: &str) -> Option<i64> {
+    match &node.value {
+        Value::Int(i) => Some(*i),
+        Value::Str(s) if Templates::needs_render(s) => {
+            let (text, span) = string_of(d, node, key)?;
+            match text.trim().parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    d.error(&span, key, format!("expected a whole number, the template gave `{text}`"));
+                    None
+                }
+            }
+        }
+        other => {
+            d.error(&node.span, key, format!("expected a whole number, found {}", other.type_name()));
+            None
+        }
+    }
+}
+
+/// `"0640"`, `"640"`, `"1777"` → the bits; anything else is explained.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(format!("`{text}` is not an octal mode such as \"0640\""));
+    }
+    u32::from_str_radix(digits, 8).map_err(|e| e.to_string())
+}
+
+pub fn format_mode(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// Absolute, without `.`/`..`/empty components or NUL; trailing slash dropped.
+pub fn normalize_abs(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must be an absolute path (starting with /)"));
+    }
+    if path.contains('\0') {
+        return Err("path contains a NUL byte".into());
+    }
+    let mut out = String::with_capacity(path.len());
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        if comp == ".." || comp == "." {
+            return Err(format!("`{path}` must not contain `{comp}`: paths may not escape or wander within the root"));
+        }
+        out.push('/');
+        out.push_str(comp);
+    }
+    if out.is_empty() {
+        return Err("the root directory itself cannot be managed".into());
+    }
+    Ok(out)
+}
+
+/// The parent directories of a normalised path, nearest first.
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut cur = path;
+    std::iter::from_fn(move || {
+        let idx = cur.rfind('/')?;
+        if idx == 0 {
+            return None;
+        }
+        cur = &cur[..idx];
+        Some(cur)
+    })
+}
+
+fn suggest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(dist, _)| *dist <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Shows a path relative to the current directory when it is below it.
+pub fn display_path(p: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0640"), Ok(0o640));
+        assert_eq!(parse_mode("1777"), Ok(0o1777));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("rw-r--r--").is_err());
+        assert!(parse_mode("07777").is_err());
+        assert_eq!(format_mode(0o640), "0640");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize_abs("/etc//x/"), Ok("/etc/x".into()));
+        assert!(normalize_abs("etc/x").is_err());
+        assert!(normalize_abs("/etc/../../shadow").is_err());
+        assert!(normalize_abs("/").is_err());
+        let a: Vec<&str> = ancestors("/a/b/c").collect();
+        assert_eq!(a, vec!["/a/b", "/a"]);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("ownr", &["owner", "group", "mode"]), Some("owner"));
+        assert_eq!(suggest("colour", &["owner"]), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! Loading manifests: files and folders, includes, variables and environments,
+//! templating, and typed decoding of every resource entry.
+
+pub mod decode;
+pub mod template;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::Digest;
+
+use crate::diag::{Diagnostic, Diagnostics, Span};
+use crate::host::Host;
+use crate::id::ResourceId;
+use crate::resource::{self, Catalog, Meta, Resource};
+use decode::{display_path, Decoder, Fields};
+use template::Templates;
+use yaml::{Node, Value};
+
+/// What the command line says about which manifests to load and how.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub paths: Vec<PathBuf>,
+    pub env: Option<String>,
+    /// `--var key=value` overrides, applied last.
+    pub vars: Vec<(String, String)>,
+}
+
+/// Settings that are not resources (top-level `settings:`).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Audit log path on the target, if not the default.
+    pub audit_log: Option<String>,
+}
+
+pub struct Loaded {
+    pub catalog: Catalog,
+    /// Warnings (errors make `load` fail).
+    pub diags: Diagnostics,
+    /// Hash of everything the manifests were built from.
+    pub fingerprint: String,
+    pub files: Vec<PathBuf>,
+    pub settings: Settings,
+}
+
+const TOP_LEVEL: &[&str] = &["vars", "environments", "include", "resources", "settings"];
+const META_FIELDS: &[&str] = &["requires", "before", "notify", "secret", "tags", "when"];
+
+struct ParsedFile {
+    path: PathBuf,
+    shown: Arc<str>,
+    root: Node,
+}
+
+/// Expands the command-line paths: a file is itself, a folder is its `*.yaml`/`*.yml`
+/// files, sorted by name.
+fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect(),
+            Err(e) => {
+                diags.push(Diagnostic::error(None, format!("cannot read folder {}: {e}", path.display())));
+                return Vec::new();
+            }
+        };
+        files.sort();
+        if files.is_empty() {
+            diags.push(Diagnostic::warning(None, format!("folder {} holds no *.yaml manifests", path.display())));
+        }
+        files
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        diags.push(Diagnostic::error(None, format!("manifest {} does not exist", path.display())));
+        Vec::new()
+    }
+}
+
+fn top_map<'a>(file: &'a ParsedFile, diags: &mut Diagnostics) -> &'a [(Node, Node)] {
+    match &file.root.value {
+        Value::Map(m) => m,
+        Value::Null => &[],
+        other => {
+            diags.push(Diagnostic::error(
+                Some(file.root.span.clone()),
+                format!("a manifest must be a mapping with {}, found {}", TOP_LEVEL.join("/"), other.type_name()),
+            ));
+            &[]
+        }
+    }
+}
+
+fn section<'a>(file: &'a ParsedFile, key: &str) -> Option<&'a Node> {
+    file.root
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// Reads and parses every manifest, following includes. Parse errors are collected.
+fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) -> Vec<ParsedFile> {
+    let mut queue: Vec<PathBuf> = Vec::new();
+    for p in &opts.paths {
+        queue.extend(expand(p, diags));
+    }
+    queue.reverse();
+    let mut seen = HashSet::new();
+    let mut files = Vec::new();
+    while let Some(path) = queue.pop() {
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(canonical) {
+            continue;
+        }
+        let shown: Arc<str> = Arc::from(display_path(&path));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                diags.push(Diagnostic::error(Some(Span::file_only(shown)), format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        decoder.record_input(&shown, &bytes);
+        let root = match yaml::parse(&shown, &bytes) {
+            Ok(n) => n,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let file = ParsedFile { path: path.clone(), shown, root };
+        for (k, _) in top_map(&file, diags) {
+            let name = k.key_text();
+            if !TOP_LEVEL.contains(&name.as_str()) {
+                diags.push(
+                    Diagnostic::error(Some(k.span.clone()), format!("unknown top-level key; expected one of {}", TOP_LEVEL.join(", ")))
+                        .field(name),
+                );
+            }
+        }
+        if let Some(inc) = section(&file, "include") {
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let items: Vec<&Node> = match &inc.value {
+                Value::Seq(items) => items.iter().collect(),
+                Value::Str(_) => vec![inc],
+                other => {
+                    diags.push(Diagnostic::error(Some(inc.span.clone()), format!("expected a list of files or folders, found {}", other.type_name())).field("include"));
+                    Vec::new()
+                }
+            };
+            let mut found = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(rel) if !rel.starts_with('/') => {
+                        let target = base.join(rel);
+                        if !target.exists() {
+                            diags.push(Diagnostic::error(Some(item.span.clone()), format!("{} does not exist", target.display())).field("include"));
+                        }
+                        let mut local = Diagnostics::default();
+                        found.extend(expand(&target, &mut local));
+                    }
+                    _ => diags.push(
+                        Diagnostic::error(Some(item.span.clone()), "an include must be a path relative to this manifest").field("include"),
+                    ),
+                }
+            }
+            found.reverse();
+            queue.extend(found);
+        }
+        files.push(file);
+    }
+    files
+}
+
+/// Merges `vars:` of all files, applies the chosen environment and `--var` overrides.
+fn resolve_vars(files: &[ParsedFile], opts: &LoadOptions, diags: &mut Diagnostics) -> serde_json::Map<String, serde_json::Value> {
+    let mut vars: BTreeMap<String, (serde_json::Value, Span)> = BTreeMap::new();
+    let mut envs: HashMap<String, Vec<(&Node, &Node)>> = HashMap::new();
+    for file in files {
+        if let Some(node) = section(file, "vars") {
+            match node.as_map() {
+                Some(pairs) => {
+                    for (k, v) in pairs {
+                        let name = k.key_text();
+                        if let Some((_, first)) = vars.get(&name) {
+                            diags.push(
+                                Diagnostic::error(Some(k.span.clone()), "variable defined twice")
+                                    .field(name.clone())
+                                    .related(first.clone(), "first defined here"),
+                            );
+                        } else {
+                            vars.insert(name, (v.to_json(), k.span.clone()));
+                        }
+                    }
+                }
+                None => diags.push(Diagnostic::error(Some(node.span.clone()), "`vars` must be a mapping").field("vars")),
+            }
+        }
+        if let Some(node) = section(file, "environments") {
+            match node.as_map() {
+                Some(pairs) => {
+                    for (k, v) in pairs {
+                        match &v.value {
+                            Value::Map(over) => envs.entry(k.key_text()).or_default().extend(over.iter().map(|(a, b)| (a, b))),
+                            Value::Null => {
+                                envs.entry(k.key_text()).or_default();
+                            }
+                            other => diags.push(
+                                Diagnostic::error(Some(v.span.clone()), format!("an environment must be a mapping of variable overrides, found {}", other.type_name()))
+                                    .field(k.key_text()),
+                            ),
+                        }
+                    }
+                }
+                None => diags.push(Diagnostic::error(Some(node.span.clone()), "`environments` must be a mapping").field("environments")),
+            }
+        }
+    }
+    if let Some(env) = &opts.env {
+        match envs.get(env) {
+            Some(overrides) => {
+                for (k, v) in overrides {
+                    let name = k.key_text();
+                    if !vars.contains_key(&name) {
+                        diags.push(Diagnostic::warning(Some(k.span.clone()), format!("environment `{env}` sets a variable that `vars` does not define")).field(name.clone()));
+                    }
+                    vars.insert(name, (v.to_json(), k.span.clone()));
+                }
+            }
+            None => {
+                let mut known: Vec<&String> = envs.keys().collect();
+                known.sort();
+                diags.push(Diagnostic::error(
+                    None,
+                    format!(
+                        "--env {env}: no such environment; defined: {}",
+                        if known.is_empty() { "none".to_string() } else { known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
+                    ),
+                ));
+            }
+        }
+    }
+    let mut out: serde_json::Map<String, serde_json::Value> = vars.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    for (k, v) in &opts.vars {
+        out.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    out.insert(
+        "environment".into(),
+        opts.env.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null),
+    );
+    out
+}
+
+fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
+    let requires = f.id_list(d, "requires");
+    let before = f.id_list(d, "before");
+    let notify = f.id_list(d, "notify");
+    let secret = f.bool(d, "secret").unwrap_or(false);
+    let tags = f.string_list(d, "tags").into_iter().map(|(t, _)| t).collect();
+    let enabled = match f.raw("when") {
+        None => true,
+        Some(node) => match &node.value {
+            Value::Bool(b) => *b,
+            Value::Str(expr) => match d.templates.eval_condition(expr, &node.span) {
+                Ok(b) => b,
+                Err(diag) => {
+                    d.diags.push(diag.field("when"));
+                    true
+                }
+            },
+            other => {
+                d.error(&node.span, "when", format!("expected a condition (a string expression or a boolean), found {}", other.type_name()));
+                true
+            }
+        },
+    };
+    let meta = Meta { span: Some(f.span.clone()), requires, before, notify, secret, tags };
+    (meta, enabled)
+}
+
+fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
+    let Some(pairs) = entry.as_map().filter(|p| !p.is_empty()) else {
+        d.error(&entry.span, "resources", format!("each resource must be a mapping whose first key names its kind, found {}", entry.value.type_name()));
+        return None;
+    };
+    let (kind_key, name_node) = &pairs[0];
+    let kind_name = kind_key.key_text();
+    let Some(kind) = resource::kind(&kind_name) else {
+        let known: Vec<&str> = resource::KINDS.iter().map(|k| k.name).collect();
+        let hint = if META_FIELDS.contains(&kind_name.as_str()) {
+            "the first key of a resource must name its kind".to_string()
+        } else {
+            format!("unknown resource kind; known kinds: {}", known.join(", "))
+        };
+        d.error(&kind_key.span, &kind_name, hint);
+        return None;
+    };
+    let name = match &name_node.value {
+        Value::Str(s) => match d.templates.render_inline(s, &name_node.span) {
+            Ok(n) if !n.trim().is_empty() => Some((n, name_node.span.clone())),
+            Ok(_) => {
+                d.error(&name_node.span, kind.name, "the name must not be empty");
+                None
+            }
+            Err(diag) => {
+                d.diags.push(diag.field(kind.name));
+                None
+            }
+        },
+        other => {
+            d.error(&name_node.span, kind.name, format!("the name must be a string, found {}", other.type_name()));
+            None
+        }
+    };
+    let mut fields = Fields::new(pairs, kind_key.span.clone(), kind.name);
+    fields.consume_first();
+    let (meta, enabled) = decode_meta(d, &mut fields);
+    let resource = name.and_then(|name| (kind.decode)(d, name, meta, &mut fields));
+    fields.finish(d);
+    resource.filter(|_| enabled)
+}
+
+/// Loads, templates and decodes everything; refuses with every problem at once.
+pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let facts = serde_json::to_value(host.facts()).unwrap_or(serde_json::Value::Null);
+    let mut decoder = Decoder::new(Templates::new(&serde_json::Map::new(), facts.clone()));
+    let files = read_all(opts, &mut diags, &mut decoder);
+    let vars = resolve_vars(&files, opts, &mut diags);
+    decoder.templates = Templates::new(&vars, facts);
+    decoder.record_input("--env", opts.env.as_deref().unwrap_or("").as_bytes());
+    for (k, v) in &opts.vars {
+        decoder.record_input(&format!("--var {k}"), v.as_bytes());
+    }
+    let mut resources: Vec<Box<dyn Resource>> = Vec::new();
+    let mut settings = Settings::default();
+    for file in &files {
+        decoder.base_dir = file.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(node) = section(file, "settings") {
+            decode_settings(&mut decoder, node, &mut settings);
+        }
+        match section(file, "resources").map(|n| (&n.value, n)) {
+            None | Some((Value::Null, _)) => {}
+            Some((Value::Seq(items), _)) => {
+                for item in items {
+                    if let Some(r) = decode_entry(&mut decoder, item) {
+                        resources.push(r);
+                    }
+                }
+            }
+            Some((other, node)) => decoder.error(&node.span, "resources", format!("expected a list of resources, found {}", other.type_name())),
+        }
+        let _ = &file.shown;
+    }
+    diags.extend(std::mem::take(&mut decoder.diags));
+    // Duplicate ids: name both places.
+    let mut first: HashMap<ResourceId, Option<Span>> = HashMap::new();
+    let mut unique = Vec::with_capacity(resources.len());
+    for r in resources {
+        let span = r.meta().span.clone();
+        if let Some(prev) = first.get(r.id()) {
+            let mut d = Diagnostic::error(span, format!("duplicate resource id {}", r.id()));
+            if let Some(p) = prev {
+                d = d.related(p.clone(), "first declared here");
+            }
+            diags.push(d);
+        } else {
+            first.insert(r.id().clone(), span);
+            unique.push(r);
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let fingerprint = crate::plan::hex(&decoder.inputs.finalize())[..32].to_string();
+    Ok(Loaded {
+        catalog: Catalog::new(unique),
+        diags,
+        fingerprint,
+        files: files.into_iter().map(|f| f.path).collect(),
+        settings,
+    })
+}
+
+fn decode_settings(d: &mut Decoder, node: &Node, settings: &mut Settings) {
+    let Some(pairs) = node.as_map() else {
+        d.error(&node.span, "settings", "`settings` must be a mapping");
+        return;
+    };
+    let mut f = Fields::new(pairs, node.span.clone(), "settings");
+    if let Some(p) = f.abs_path(d, "audit_log") {
+        settings.audit_log = Some(p.0);
+    }
+    f.finish(d);
+}

@@ -1,0 +1,177 @@
+//! Tera templating, strict: an undefined variable is an error naming the template and line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::diag::{Diagnostic, Span};
+
+pub struct Templates {
+    tera: tera::Tera,
+    context: tera::Context,
+    /// Inline strings already rendered (manifests repeat `{{ svc_user }}` a lot).
+    inline_cache: HashMap<String, Result<String, String>>,
+    /// Template files already rendered, by path.
+    file_cache: HashMap<String, Arc<str>>,
+}
+
+impl Templates {
+    pub fn new(vars: &serde_json::Map<String, serde_json::Value>, host: serde_json::Value) -> Templates {
+        let mut context = tera::Context::new();
+        for (k, v) in vars {
+            context.insert(k.as_str(), v);
+        }
+        context.insert("host", &host);
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(Vec::new());
+        Templates {
+            tera,
+            context,
+            inline_cache: HashMap::new(),
+            file_cache: HashMap::new(),
+        }
+    }
+
+    pub fn needs_render(s: &str) -> bool {
+        s.contains("{{") || s.contains("{%")
+    }
+
+    /// Renders a string value from a manifest; the span is the value's place.
+    pub fn render_inline(&mut self, text: &str, span: &Span) -> Result<String, Diagnostic> {
+        if !Self::needs_render(text) {
+            return Ok(text.to_string());
+        }
+        let result = match self.inline_cache.get(text) {
+            Some(r) => r.clone(),
+            None => {
+                let r = tera::Tera::one_off(text, &self.context, false).map_err(|e| explain(&e));
+                self.inline_cache.insert(text.to_string(), r.clone());
+                r
+            }
+        };
+        result.map_err(|msg| Diagnostic::error(Some(span.clone()), format!("template: {msg}")))
+    }
+
+    /// Evaluates a `when:` expression to a boolean.
+    pub fn eval_condition(&mut self, expr: &str, span: &Span) -> Result<bool, Diagnostic> {
+        let text = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
+        let out = tera::Tera::one_off(&text, &self.context, false)
+            .map_err(|e| Diagnostic::error(Some(span.clone()), format!("condition: {}", explain(&e))))?;
+        Ok(out == "true")
+    }
+
+    /// Renders a template file; errors name the template file and, where it can be
+    /// found, the line of the offending expression.
+    pub fn render_file(&mut self, shown_name: &str, source: &str) -> Result<Arc<str>, Diagnostic> {
+        if let Some(done) = self.file_cache.get(shown_name) {
+            return Ok(done.clone());
+        }
+        let fail = |msg: String, line: Option<usize>| {
+            let span = match line {
+                Some(l) => Span::new(Arc::from(shown_name), u32::try_from(l).unwrap_or(0), 1),
+                None => Span::file_only(Arc::from(shown_name)),
+            };
+            Diagnostic::error(Some(span), format!("template: {msg}"))
+        };
+        self.tera
+            .add_raw_template(shown_name, source)
+            .map_err(|e| fail(explain(&e), parse_error_line(&e)))?;
+        let out = self.tera.render(shown_name, &self.context).map_err(|e| {
+            let msg = explain(&e);
+            let line = missing_variable(&msg).and_then(|var| line_of_variable(source, &var));
+            fail(msg, line)
+        })?;
+        let out: Arc<str> = Arc::from(out);
+        self.file_cache.insert(shown_name.to_string(), out.clone());
+        Ok(out)
+    }
+}
+
+/// Tera hides the useful part of an error in its source chain.
+fn explain(e: &tera::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        parts.push(inner.to_string());
+        cur = inner.source();
+    }
+    let msg = parts
+        .into_iter()
+        .filter(|p| !p.starts_with("Failed to render") && !p.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if msg.is_empty() {
+        e.to_string()
+    } else {
+        msg.replace('\n', " ")
+    }
+}
+
+fn missing_variable(msg: &str) -> Option<String> {
+    let start = msg.find("Variable `")? + "Variable `".len();
+    let end = msg[start..].find('`')? + start;
+    Some(msg[start..end].to_string())
+}
+
+/// The first line where `var` appears inside a `{{ }}` or `{% %}` tag.
+fn line_of_variable(source: &str, var: &str) -> Option<usize> {
+    let root = var.split(['.', '[']).next().unwrap_or(var);
+    source.lines().enumerate().find_map(|(i, line)| {
+        let in_tag = line.contains("{{") || line.contains("{%");
+        (in_tag && contains_word(line, root)).then_some(i + 1)
+    })
+}
+
+fn contains_word(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + word.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !ident(before) && !ident(after)
+    })
+}
+
+fn parse_error_line(e: &tera::Error) -> Option<usize> {
+    // Tera's parse errors embed " --> LINE:COL".
+    let msg = explain(e);
+    let at = msg.find("--> ")? + 4;
+    let rest = &msg[at..];
+    let end = rest.find(':')?;
+    rest[..end].trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates() -> Templates {
+        let mut vars = serde_json::Map::new();
+        vars.insert("user".into(), serde_json::Value::String("svc".into()));
+        Templates::new(&vars, serde_json::json!({"hostname": "h1"}))
+    }
+
+    #[test]
+    fn renders_inline_and_files() {
+        let mut t = templates();
+        let span = Span::file_only(Arc::from("m.yaml"));
+        assert_eq!(t.render_inline("{{ user }}@{{ host.hostname }}", &span).ok(), Some("svc@h1".into()));
+        let out = t.render_file("a.tera", "x\n{{ user }}\n");
+        assert_eq!(out.ok().as_deref(), Some("x\nsvc\n"));
+    }
+
+    #[test]
+    fn undefined_variable_names_template_and_line() {
+        let mut t = templates();
+        let err = t.render_file("conf.tera", "line one\nuser={{ user }}\nport={{ port }}\n");
+        let err = err.err().map(|d| d.to_string()).unwrap_or_default();
+        assert!(err.contains("conf.tera:3:1"), "{err}");
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn conditions() {
+        let mut t = templates();
+        let span = Span::file_only(Arc::from("m.yaml"));
+        assert_eq!(t.eval_condition("user == \"svc\"", &span).ok(), Some(true));
+        assert_eq!(t.eval_condition("user == \"x\"", &span).ok(), Some(false));
+    }
+}

@@ -1,0 +1,215 @@
+//! The plan is a value: typed changes, rendered as text or JSON, saved and re-checked.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::id::ResourceId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    None,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::None => " ",
+        }
+    }
+}
+
+/// Shown instead of any value of a `secret: true` resource.
+pub const SENSITIVE: &str = "(sensitive)";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One resource's planned change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub id: ResourceId,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// Unified diff of text content; never present for secret or binary content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default)]
+    pub sensitive: bool,
+    /// Things the change brings along that the manifest did not name (parent dirs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implied: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Informational lines (mode of operation, validation results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Fingerprint of the observed live state, to detect a stale saved plan.
+    pub live: String,
+    /// Fingerprint of the desired state, to detect changed inputs.
+    pub desired: String,
+}
+
+impl Change {
+    pub fn new(id: ResourceId, sensitive: bool) -> Change {
+        Change {
+            id,
+            action: Action::None,
+            fields: Vec::new(),
+            diff: None,
+            sensitive,
+            implied: Vec::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            live: String::new(),
+            desired: String::new(),
+        }
+    }
+
+    /// Records a field difference (values hidden for sensitive resources when asked).
+    pub fn field(&mut self, name: &str, before: Option<String>, after: Option<String>) {
+        self.fields.push(FieldChange {
+            field: name.to_string(),
+            before,
+            after,
+        });
+    }
+
+    /// Records a field whose values are never shown when the resource is secret.
+    pub fn secret_field(&mut self, name: &str, before: Option<String>, after: Option<String>) {
+        if self.sensitive {
+            let hide = |v: Option<String>| v.map(|_| SENSITIVE.to_string());
+            self.field(name, hide(before), hide(after));
+        } else {
+            self.field(name, before, after);
+        }
+    }
+
+    pub fn changes_field(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.field == name)
+    }
+
+    pub fn is_change(&self) -> bool {
+        self.action != Action::None
+    }
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Fingerprint of a list of parts (length-prefixed so parts cannot run together).
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex(&h.finalize())[..32].to_string()
+}
+
+/// A unified diff of two contents, or `None` when either is not UTF-8 text.
+pub fn text_diff(old: &[u8], new: &[u8], path: &str) -> Option<String> {
+    let old = std::str::from_utf8(old).ok()?;
+    let new = std::str::from_utf8(new).ok()?;
+    let diff = similar::TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a{path}"), &format!("b{path}"))
+        .to_string();
+    Some(text)
+}
+
+/// A short content id for plans: enough to tell contents apart, never the content.
+pub fn short_hash(bytes: &[u8]) -> String {
+    format!("sha256:{}", &sha256_hex(bytes)[..12])
+}
+
+/// Counts for the summary line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub remove: usize,
+    pub unchanged: usize,
+    pub errors: usize,
+}
+
+/// A resource that could not be planned (observe failed, unsafe path, unknown owner...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanError {
+    pub id: ResourceId,
+    /// `file:line:column` of the resource's declaration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    pub message: String,
+}
+
+pub const PLAN_FORMAT: &str = "reconcile-plan";
+pub const PLAN_VERSION: u32 = 1;
+
+/// The whole plan: what `plan --format json` prints and `plan --out` saves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: String,
+    pub version: u32,
+    pub root: String,
+    pub manifests: Vec<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// `--var` overrides, so `apply PLANFILE` can rebuild the same desired state.
+    #[serde(default)]
+    pub vars: Vec<(String, String)>,
+    /// Fingerprint of every input (manifests, templates, shipped files, overrides).
+    pub inputs: String,
+    pub summary: Summary,
+    /// Every resource, in dependency order; unchanged ones have action `none`.
+    pub changes: Vec<Change>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<PlanError>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn summarize(changes: &[Change], errors: usize) -> Summary {
+        let mut s = Summary { errors, ..Summary::default() };
+        for c in changes {
+            match c.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Delete => s.remove += 1,
+                Action::None => s.unchanged += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(Change::is_change)
+    }
+}

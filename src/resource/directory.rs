@@ -1,0 +1,387 @@
+//! `directory`: a directory's owner, group and mode; optionally a copy of a whole tree
+//! (`source:`), replacing a symlink that stands at the path (the runbook's "replace
+//! symlinks with file copies").
+
+use std::any::Any;
+use std::path::PathBuf;
+
+use crate::diag::Span;
+use crate::host::{FileKind, HostError, Perms};
+use crate::id::ResourceId;
+use crate::manifest::decode::{normalize_abs, Decoder, Fields};
+use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
+
+use super::perms::{stat_fingerprint, PermSpec};
+use super::{implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+
+#[derive(Debug, Clone)]
+pub enum TreeSource {
+    /// A folder shipped with the manifests (relative `source:`).
+    Shipped(PathBuf),
+    /// A folder on the target (absolute `source:`).
+    Target(String),
+}
+
+#[derive(Debug)]
+pub struct Directory {
+    pub id: ResourceId,
+    pub meta: Meta,
+    pub path: String,
+    pub ensure: Ensure,
+    pub perms: PermSpec,
+    pub source: Option<TreeSource>,
+    pub file_mode: Option<u32>,
+    pub dir_mode: Option<u32>,
+    pub purge: bool,
+}
+
+/// One entry of a source tree, relative to its top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    rel: String,
+    content: Option<Vec<u8>>, // None: a directory
+}
+
+pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields) -> Option<Box<dyn Resource>> {
+    let (raw_path, span) = name;
+    let path = match normalize_abs(&raw_path) {
+        Ok(p) => Some(p),
+        Err(msg) => {
+            d.error(&span, "directory", msg);
+            None
+        }
+    };
+    let ensure = Ensure::decode(d, f);
+    let perms = PermSpec::decode(d, f);
+    let source = f.string(d, "source").and_then(|(src, sspan)| {
+        if src.starts_with('/') {
+            match normalize_abs(&src) {
+                Ok(p) => Some(TreeSource::Target(p)),
+                Err(msg) => {
+                    d.error(&sspan, "source", msg);
+                    None
+                }
+            }
+        } else if src.split('/').any(|c| c == "..") {
+            d.error(&sspan, "source", format!("`{src}` must not contain `..`"));
+            None
+        } else {
+            let p = d.shipped_path(&src);
+            if !p.is_dir() {
+                d.error(&sspan, "source", format!("{} is not a folder", p.display()));
+            }
+            Some(TreeSource::Shipped(p))
+        }
+    });
+    let file_mode = f.mode(d, "file_mode");
+    let dir_mode = f.mode(d, "dir_mode");
+    let purge = f.bool(d, "purge").unwrap_or(false);
+    if source.is_none() && (file_mode.is_some() || dir_mode.is_some() || purge) {
+        d.error(&f.span, "source", "`file_mode`, `dir_mode` and `purge` only apply with `source`");
+    }
+    let path = path?;
+    Some(Box::new(Directory {
+        id: ResourceId::new("directory", path.clone()),
+        meta,
+        path,
+        ensure,
+        perms,
+        source,
+        file_mode,
+        dir_mode,
+        purge,
+    }))
+}
+
+impl Directory {
+    fn entry_spec(&self, is_dir: bool) -> PermSpec {
+        PermSpec {
+            owner: self.perms.owner.clone(),
+            group: self.perms.group.clone(),
+            mode: if is_dir { self.dir_mode } else { self.file_mode },
+        }
+    }
+
+    fn read_source(&self, ctx_host: &crate::host::Host) -> Result<Vec<Entry>, ResourceError> {
+        let mut out = Vec::new();
+        match &self.source {
+            None => {}
+            Some(TreeSource::Shipped(dir)) => read_shipped_tree(dir, "", &mut out)?,
+            Some(TreeSource::Target(dir)) => read_target_tree(ctx_host, dir, "", &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn child(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.path)
+    }
+
+    /// Copies the tree into `base` (the final path, or a temp dir beside it).
+    fn populate(&self, host: &crate::host::Host, base: &str, entries: &[Entry]) -> Result<(), ResourceError> {
+        let accounts = host.accounts()?;
+        let dir_perms = self.entry_spec(true).resolve(&accounts)?;
+        let file_perms = self.entry_spec(false).resolve(&accounts)?;
+        for e in entries {
+            let target = format!("{base}/{}", e.rel);
+            let live = host.read(&target)?;
+            match &e.content {
+                None => host.create_dir(&target, &dir_perms, &mut Vec::new())?,
+                Some(bytes) => {
+                    let same = matches!(&live, Some((_, Some(old))) if old == bytes);
+                    if same {
+                        host.set_perms(&target, &file_perms)?;
+                    } else {
+                        let mut perms = file_perms;
+                        if let Some((st, _)) = &live {
+                            perms.mode = perms.mode.or(Some(st.mode));
+                        }
+                        host.write_atomic(&target, bytes, &perms, &mut Vec::new(), None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_shipped_tree(dir: &std::path::Path, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ResourceError> {
+    let fail = |e: std::io::Error| ResourceError::Failed(format!("{}: {e}", dir.display()));
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(fail)?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    names.sort();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        let path = dir.join(&name);
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let meta = std::fs::symlink_metadata(&path).map_err(fail)?;
+        if meta.file_type().is_symlink() {
+            return Err(ResourceError::Failed(format!("{} is a symlink; source trees may hold only files and folders", path.display())));
+        } else if meta.is_dir() {
+            out.push(Entry { rel: rel.clone(), content: None });
+            read_shipped_tree(&path, &rel, out)?;
+        } else {
+            let bytes = std::fs::read(&path).map_err(fail)?;
+            out.push(Entry { rel, content: Some(bytes) });
+        }
+    }
+    Ok(())
+}
+
+fn read_target_tree(host: &crate::host::Host, dir: &str, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ResourceError> {
+    match host.lstat(dir)? {
+        Some(st) if st.kind == FileKind::Directory => {}
+        Some(st) => {
+            return Err(ResourceError::Failed(format!("source {} is a {}, not a directory", host.show(dir), st.kind.name())))
+        }
+        None => return Err(ResourceError::Failed(format!("source {} does not exist", host.show(dir)))),
+    }
+    for name in host.list_dir(dir)? {
+        let path = format!("{dir}/{name}");
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        match host.read(&path)? {
+            Some((st, _)) if st.kind == FileKind::Directory => {
+                out.push(Entry { rel: rel.clone(), content: None });
+                read_target_tree(host, &path, &rel, out)?;
+            }
+            Some((_, Some(bytes))) => out.push(Entry { rel, content: Some(bytes) }),
+            Some((st, None)) => {
+                return Err(ResourceError::Failed(format!(
+                    "{} is a {}; source trees may hold only files and folders",
+                    host.show(&path),
+                    st.kind.name()
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every entry below a live directory, relative, for `purge`.
+fn live_entries(host: &crate::host::Host, dir: &str, prefix: &str, out: &mut Vec<String>) -> Result<(), ResourceError> {
+    for name in host.list_dir(dir)? {
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let path = format!("{dir}/{name}");
+        out.push(rel.clone());
+        if host.lstat(&path)?.map(|s| s.kind) == Some(FileKind::Directory) {
+            live_entries(host, &path, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+impl Resource for Directory {
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn auto_requires(&self) -> Vec<AutoDep> {
+        let mut deps = vec![parent_dir_dep(&self.path)];
+        deps.extend(self.perms.auto_requires());
+        deps
+    }
+
+    fn managed_path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn owners(&self) -> (Option<&str>, Option<&str>) {
+        (self.perms.owner(), self.perms.group())
+    }
+
+    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+        let host = ctx.host;
+        let mut change = Change::new(self.id.clone(), self.meta.secret);
+        let live = host.lstat(&self.path)?;
+        let entries = match self.ensure {
+            Ensure::Present => self.read_source(host)?,
+            Ensure::Absent => Vec::new(),
+        };
+        let mut desired_parts = vec![format!("{:?}", self.ensure), self.perms.fingerprint_parts(), format!("{:?}:{:?}:{}", self.file_mode, self.dir_mode, self.purge)];
+        for e in &entries {
+            desired_parts.push(format!("{}={}", e.rel, e.content.as_deref().map(short_hash).unwrap_or_else(|| "dir".into())));
+        }
+        change.desired = fingerprint(desired_parts.iter().map(|s| s.as_bytes()));
+        let mut live_parts = vec![stat_fingerprint(live.as_ref())];
+        let is_dir = live.map(|s| s.kind) == Some(FileKind::Directory);
+        match (self.ensure, live) {
+            (Ensure::Absent, None) => {}
+            (Ensure::Absent, Some(st)) => {
+                if st.kind != FileKind::Directory {
+                    return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a directory; not removing it", st.kind.name()) }.into());
+                }
+                change.action = Action::Delete;
+            }
+            (Ensure::Present, Some(st)) if st.kind == FileKind::Symlink && self.source.is_none() => {
+                return Err(HostError::Unsafe {
+                    path: host.show(&self.path),
+                    reason: "is a symlink; a directory resource replaces a symlink only when it has a `source:` to copy".into(),
+                }
+                .into());
+            }
+            (Ensure::Present, Some(st)) if st.kind != FileKind::Directory && st.kind != FileKind::Symlink => {
+                return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a directory", st.kind.name()) }.into());
+            }
+            (Ensure::Present, live) => {
+                self.perms.check_known(ctx.accounts, ctx.catalog)?;
+                match live {
+                    None => {
+                        change.action = Action::Create;
+                        change.implied = implied_parents(ctx, &self.path)?;
+                        self.perms.diff(ctx.accounts, None, 0o755, &mut change);
+                    }
+                    Some(st) if st.kind == FileKind::Symlink => {
+                        change.action = Action::Update;
+                        let target = host.read_link(&self.path)?.unwrap_or_default();
+                        live_parts.push(target.clone());
+                        change.field("type", Some(format!("symlink → {target}")), Some("directory (copy)".into()));
+                        self.perms.diff(ctx.accounts, None, 0o755, &mut change);
+                    }
+                    Some(st) => self.perms.diff(ctx.accounts, Some(&st), 0o755, &mut change),
+                }
+                let mut diffs = String::new();
+                for e in &entries {
+                    let child = self.child(&e.rel);
+                    let live_entry = if is_dir { host.read(&child)? } else { None };
+                    live_parts.push(format!(
+                        "{}={}:{}",
+                        e.rel,
+                        stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
+                        live_entry.as_ref().and_then(|(_, b)| b.as_deref()).map(short_hash).unwrap_or_default()
+                    ));
+                    let spec = self.entry_spec(e.content.is_none());
+                    match (&e.content, &live_entry) {
+                        (_, None) => {
+                            if is_dir {
+                                change.field(&format!("{}/", e.rel), None, Some(if e.content.is_some() { "file" } else { "directory" }.into()));
+                            }
+                        }
+                        (Some(new), Some((st, old))) => {
+                            let old = old.as_deref().unwrap_or_default();
+                            if st.kind != FileKind::File {
+                                return Err(HostError::Unsafe { path: host.show(&child), reason: format!("is a {}, expected a file", st.kind.name()) }.into());
+                            }
+                            if old != &new[..] {
+                                change.secret_field(&format!("{}: content", e.rel), Some(short_hash(old)), Some(short_hash(new)));
+                                if !self.meta.secret {
+                                    if let Some(d) = text_diff(old, new, &child) {
+                                        diffs.push_str(&d);
+                                    }
+                                }
+                            }
+                            spec.diff_named(ctx.accounts, Some(st), 0o644, &mut change, &format!("{}: ", e.rel));
+                        }
+                        (None, Some((st, _))) => {
+                            if st.kind != FileKind::Directory {
+                                return Err(HostError::Unsafe { path: host.show(&child), reason: format!("is a {}, expected a directory", st.kind.name()) }.into());
+                            }
+                            spec.diff_named(ctx.accounts, Some(st), 0o755, &mut change, &format!("{}/: ", e.rel));
+                        }
+                    }
+                }
+                if self.purge && is_dir {
+                    let mut extra = Vec::new();
+                    live_entries(host, &self.path, "", &mut extra)?;
+                    for rel in extra.iter().filter(|r| !entries.iter().any(|e| &e.rel == *r)) {
+                        live_parts.push(format!("extra:{rel}"));
+                        change.field(rel, Some("present".into()), None);
+                    }
+                }
+                if !diffs.is_empty() {
+                    change.diff = Some(diffs);
+                }
+                if change.action == Action::None && !change.fields.is_empty() {
+                    change.action = Action::Update;
+                }
+            }
+        }
+        change.live = fingerprint(live_parts.iter().map(|s| s.as_bytes()));
+        Ok(change)
+    }
+
+    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+        let host = ctx.host;
+        if change.action == Action::Delete {
+            return Ok(host.remove(&self.path)?);
+        }
+        if change.action == Action::None {
+            return Ok(());
+        }
+        let accounts = host.accounts()?;
+        let perms: Perms = self.perms.resolve(&accounts)?;
+        let entries = self.read_source(host)?;
+        let live = host.lstat(&self.path)?;
+        if live.map(|s| s.kind) == Some(FileKind::Symlink) {
+            // Build the copy completely beside the symlink, then swap them in one step.
+            let name = self.path.rsplit('/').next().unwrap_or("dir");
+            let parent = &self.path[..self.path.len() - name.len()];
+            let temp = format!("{parent}.{name}.reconcile-new");
+            host.remove(&temp)?;
+            host.create_dir(&temp, &perms, &mut Vec::new())?;
+            self.populate(host, &temp, &entries)?;
+            host.exchange(&temp, &self.path)?;
+            host.remove(&temp)?;
+            return Ok(());
+        }
+        host.create_dir(&self.path, &perms, &mut Vec::new())?;
+        self.populate(host, &self.path, &entries)?;
+        if self.purge {
+            let mut extra = Vec::new();
+            live_entries(host, &self.path, "", &mut extra)?;
+            for rel in extra.iter().filter(|r| !entries.iter().any(|e| &e.rel == *r)) {
+                host.remove(&self.child(rel))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

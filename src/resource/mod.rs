@@ -1,0 +1,236 @@
+//! The resource abstraction and the registry of kinds.
+//!
+//! Adding a kind means one new file here and one line in [`KINDS`]: the file holds the
+//! kind's decoder (manifest → typed spec), its read-only `plan` (observe, then a pure
+//! diff) and its `apply`.
+
+pub mod directory;
+pub mod perms;
+pub mod file;
+pub mod symlink;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+use crate::diag::{Diagnostic, Span};
+use crate::host::accounts::Accounts;
+use crate::host::{Host, HostError};
+use crate::id::ResourceId;
+use crate::manifest::decode::{Decoder, Fields};
+use crate::plan::Change;
+
+/// Settings every kind accepts.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Where the entry starts (its kind key).
+    pub span: Option<Span>,
+    pub requires: Vec<(ResourceId, Span)>,
+    pub before: Vec<(ResourceId, Span)>,
+    pub notify: Vec<(ResourceId, Span)>,
+    /// Never show content or values of this resource.
+    pub secret: bool,
+    pub tags: Vec<String>,
+}
+
+/// An automatic dependency: the first of `candidates` that is declared becomes an edge.
+#[derive(Debug, Clone)]
+pub struct AutoDep {
+    pub candidates: Vec<ResourceId>,
+}
+
+impl AutoDep {
+    pub fn one(id: ResourceId) -> AutoDep {
+        AutoDep {
+            candidates: vec![id],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ResourceError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// All declared resources by id, for cross-resource checks and lookups.
+pub struct Catalog {
+    pub resources: Vec<Box<dyn Resource>>,
+    index: HashMap<ResourceId, usize>,
+}
+
+impl Catalog {
+    pub fn new(resources: Vec<Box<dyn Resource>>) -> Catalog {
+        let index = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id().clone(), i))
+            .collect();
+        Catalog { resources, index }
+    }
+
+    pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {
+        self.index.get(id).map(|&i| self.resources[i].as_ref())
+    }
+
+    pub fn index_of(&self, id: &ResourceId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    pub fn contains(&self, id: &ResourceId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// The typed spec of a declared resource, if it is of kind `T`.
+    pub fn typed<T: 'static>(&self, id: &ResourceId) -> Option<&T> {
+        self.get(id).and_then(|r| r.as_any().downcast_ref::<T>())
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+}
+
+/// What a resource may look at while planning: the host (read-only), the target's
+/// accounts as they are now, and everything else that is declared.
+pub struct PlanCtx<'a> {
+    pub host: &'a Host,
+    pub accounts: &'a Accounts,
+    pub catalog: &'a Catalog,
+}
+
+/// What a resource may use while applying.
+pub struct ApplyCtx<'a> {
+    pub host: &'a Host,
+    pub catalog: &'a Catalog,
+}
+
+pub trait Resource: Send + Sync + Debug + Any {
+    fn id(&self) -> &ResourceId;
+
+    fn meta(&self) -> &Meta;
+
+    /// Dependencies that need no declaration (parent directory, owner, ...).
+    fn auto_requires(&self) -> Vec<AutoDep> {
+        Vec::new()
+    }
+
+    /// Checks against the other declared resources, before anything is observed.
+    fn validate(&self, _catalog: &Catalog) -> Vec<Diagnostic> {
+        Vec::new()
+    }
+
+    /// Observes the live state (read-only) and returns the change that would make it
+    /// match the spec; `Action::None` when in sync.
+    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError>;
+
+    /// Carries out a planned change. Must be safe to call only when `change` was just
+    /// produced by `plan` against the same host.
+    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError>;
+
+    /// The target path this resource manages, if it is a filesystem object.
+    fn managed_path(&self) -> Option<&str> {
+        None
+    }
+
+    /// Owner and group names (or ids) this resource gives its path, if any.
+    fn owners(&self) -> (Option<&str>, Option<&str>) {
+        (None, None)
+    }
+
+    /// Whether `notify` from another resource means something for this one.
+    fn refreshable(&self) -> bool {
+        false
+    }
+
+    /// Reacts to a notification (restart, reload) when this resource itself did not
+    /// already do so while converging.
+    fn refresh(&self, _ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Decodes one manifest entry of a kind into a resource; problems go to the decoder.
+pub type DecodeFn = fn(&mut Decoder, name: (String, Span), meta: Meta, &mut Fields) -> Option<Box<dyn Resource>>;
+
+/// Called once before the graph runs, with every changed resource of one kind, for
+/// work that must be batched (systemd: write all unit files, then one daemon-reload).
+pub type BatchFn = fn(&ApplyCtx, &[(&dyn Resource, &Change)]) -> Result<(), ResourceError>;
+
+pub struct Kind {
+    pub name: &'static str,
+    pub decode: DecodeFn,
+    pub before_apply: Option<BatchFn>,
+}
+
+/// The registry: one line per kind.
+pub const KINDS: &[Kind] = &[
+    Kind { name: "file", decode: file::decode, before_apply: None },
+    Kind { name: "directory", decode: directory::decode, before_apply: None },
+    Kind { name: "symlink", decode: symlink::decode, before_apply: None },
+];
+
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// `state: present|absent`, shared by every kind that can be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ensure {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl Ensure {
+    pub fn decode(d: &mut Decoder, f: &mut Fields) -> Ensure {
+        match f.string(d, "state") {
+            None => Ensure::Present,
+            Some((s, _)) if s == "present" => Ensure::Present,
+            Some((s, _)) if s == "absent" => Ensure::Absent,
+            Some((s, span)) => {
+                d.error(&span, "state", format!("`{s}` is not a state; use present or absent"));
+                Ensure::Present
+            }
+        }
+    }
+}
+
+/// Parent directories of `path` that are declared as `directory` resources.
+pub fn declared_parent(catalog: &Catalog, path: &str) -> Option<ResourceId> {
+    crate::manifest::decode::ancestors(path)
+        .map(|p| ResourceId::new("directory", p))
+        .find(|id| catalog.contains(id))
+}
+
+/// Automatic edge to the nearest declared ancestor directory.
+pub fn parent_dir_dep(path: &str) -> AutoDep {
+    AutoDep {
+        candidates: crate::manifest::decode::ancestors(path)
+            .map(|p| ResourceId::new("directory", p))
+            .collect(),
+    }
+}
+
+/// Missing parents that no declared directory resource will create: shown as implied.
+pub fn implied_parents(ctx: &PlanCtx, path: &str) -> Result<Vec<String>, ResourceError> {
+    let missing = ctx.host.missing_parents(path)?;
+    Ok(missing
+        .into_iter()
+        .filter(|p| {
+            let declared_here_or_above = std::iter::once(p.as_str())
+                .chain(crate::manifest::decode::ancestors(p))
+                .any(|a| ctx.catalog.contains(&ResourceId::new("directory", a)));
+            !declared_here_or_above
+        })
+        .map(|p| format!("directory {p} (root:root 0755)"))
+        .collect())
+}

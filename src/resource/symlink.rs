@@ -1,0 +1,126 @@
+//! `symlink`: a symbolic link and its target.
+
+use std::any::Any;
+
+use crate::diag::Span;
+use crate::host::{FileKind, HostError};
+use crate::id::ResourceId;
+use crate::manifest::decode::{normalize_abs, Decoder, Fields};
+use crate::plan::{fingerprint, Action, Change};
+
+use super::perms::stat_fingerprint;
+use super::{implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+
+#[derive(Debug)]
+pub struct Symlink {
+    pub id: ResourceId,
+    pub meta: Meta,
+    pub path: String,
+    pub ensure: Ensure,
+    pub target: String,
+    /// Replace a regular file standing at the path.
+    pub force: bool,
+}
+
+pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields) -> Option<Box<dyn Resource>> {
+    let (raw_path, span) = name;
+    let path = match normalize_abs(&raw_path) {
+        Ok(p) => Some(p),
+        Err(msg) => {
+            d.error(&span, "symlink", msg);
+            None
+        }
+    };
+    let ensure = Ensure::decode(d, f);
+    let target = f.string(d, "target");
+    let force = f.bool(d, "force").unwrap_or(false);
+    if target.is_none() && ensure == Ensure::Present {
+        let span = f.span.clone();
+        d.error(&span, "target", "`symlink` requires the field `target`");
+    }
+    let path = path?;
+    Some(Box::new(Symlink {
+        id: ResourceId::new("symlink", path.clone()),
+        meta,
+        path,
+        ensure,
+        target: target.map(|(t, _)| t).unwrap_or_default(),
+        force,
+    }))
+}
+
+impl Resource for Symlink {
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn auto_requires(&self) -> Vec<AutoDep> {
+        vec![parent_dir_dep(&self.path)]
+    }
+
+    fn managed_path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+        let host = ctx.host;
+        let mut change = Change::new(self.id.clone(), self.meta.secret);
+        let live = host.lstat(&self.path)?;
+        let live_target = match live {
+            Some(st) if st.kind == FileKind::Symlink => host.read_link(&self.path)?,
+            _ => None,
+        };
+        change.live = fingerprint([
+            stat_fingerprint(live.as_ref()).as_bytes(),
+            live_target.as_deref().unwrap_or("").as_bytes(),
+        ]);
+        change.desired = fingerprint([format!("{:?}", self.ensure).as_bytes(), self.target.as_bytes()]);
+        match (self.ensure, live) {
+            (Ensure::Absent, None) => {}
+            (Ensure::Absent, Some(st)) if st.kind == FileKind::Symlink => change.action = Action::Delete,
+            (Ensure::Absent, Some(st)) => {
+                return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a symlink; not removing it", st.kind.name()) }.into())
+            }
+            (Ensure::Present, None) => {
+                change.action = Action::Create;
+                change.implied = implied_parents(ctx, &self.path)?;
+                change.field("target", None, Some(self.target.clone()));
+            }
+            (Ensure::Present, Some(st)) if st.kind == FileKind::Symlink => {
+                if live_target.as_deref() != Some(self.target.as_str()) {
+                    change.action = Action::Update;
+                    change.field("target", live_target, Some(self.target.clone()));
+                }
+            }
+            (Ensure::Present, Some(st)) if st.kind == FileKind::File && self.force => {
+                change.action = Action::Update;
+                change.field("type", Some("file".into()), Some("symlink".into()));
+                change.field("target", None, Some(self.target.clone()));
+            }
+            (Ensure::Present, Some(st)) => {
+                return Err(HostError::Unsafe {
+                    path: host.show(&self.path),
+                    reason: format!("is a {}; a symlink resource replaces only a file, and only with `force: true`", st.kind.name()),
+                }
+                .into())
+            }
+        }
+        Ok(change)
+    }
+
+    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+        match change.action {
+            Action::None => Ok(()),
+            Action::Delete => Ok(ctx.host.remove(&self.path)?),
+            Action::Create | Action::Update => Ok(ctx.host.set_symlink(&self.path, &self.target, &mut Vec::new())?),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
