@@ -116,6 +116,14 @@ impl Host {
         }
     }
 
+    /// O_DIRECTORY|O_NOFOLLOW reports a symlink as ENOTDIR: look again to say which.
+    fn component_error(&self, dir: &OwnedFd, comp: &str, walked: &str, errno: Errno) -> HostError {
+        let is_link = fstatat(dir.as_fd(), comp, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| Stat::from_raw(&st).kind == FileKind::Symlink)
+            .unwrap_or(false);
+        self.walk_error(walked, if is_link { Errno::ELOOP } else { errno })
+    }
+
     /// Opens the directory holding `path` without following any symlink on the way.
     /// `Ok(None)` when a parent directory does not exist (and `create` is None).
     /// With `create`, missing parents are made with those perms and reported.
@@ -152,7 +160,7 @@ impl Host {
                         current = fd;
                     }
                 },
-                Err(e) => return Err(self.walk_error(&walked, e)),
+                Err(e) => return Err(self.component_error(&current, comp, &walked, e)),
             }
         }
         Ok(Some(Parent {
@@ -185,7 +193,7 @@ impl Host {
                     }
                     return Ok(missing);
                 }
-                Err(e) => return Err(self.walk_error(&walked, e)),
+                Err(e) => return Err(self.component_error(&current, comp, &walked, e)),
             }
         }
         Ok(missing)

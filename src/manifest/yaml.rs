@@ -259,8 +259,12 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
     Ok(convert(file, raw, &whole))
 }
 
+/// The parser's message without its own location (we print ours) or API hints.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_string()
+    let line = s.lines().next().unwrap_or(s).trim();
+    let line = line.split(" at line ").next().unwrap_or(line);
+    let line = line.split(", set DuplicateKeyPolicy").next().unwrap_or(line);
+    line.trim().to_string()
 }
 
 fn to_u32(n: usize) -> u32 {

@@ -1,0 +1,417 @@
+//! The core engine against real sandbox roots: converge-then-noop for every kind,
+//! read-only commands proven read-only, the bad-input corpus, stale plans, the lock,
+//! validation and failure isolation.
+
+mod common;
+
+use common::Sandbox;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+#[test]
+fn file_converges_then_plans_no_changes() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"
+vars: { greeting: hello }
+resources:
+  - file: /etc/motd
+    content: "{{ greeting }} from {{ host.hostname }}\n"
+    mode: "0640"
+"#,
+    );
+    s.put("/etc/hostname", b"clinic-01\n");
+    let run = s.converge(&["site.yaml"]);
+    assert!(run.stdout().contains("Apply: 1 changed"), "{}", run.all());
+    assert_eq!(s.read("/etc/motd"), "hello from clinic-01\n");
+    assert_eq!(s.mode("/etc/motd"), 0o640);
+}
+
+#[test]
+fn update_shows_field_changes_and_diff() {
+    let s = Sandbox::new();
+    s.put("/etc/app.conf", b"a = 1\nb = 2\n");
+    std::fs::set_permissions(s.path("/etc/app.conf"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest("site.yaml", "resources:\n  - file: /etc/app.conf\n    content: \"a = 1\\nb = 3\\n\"\n    mode: \"0640\"\n");
+    let plan = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    plan.assert_code(2);
+    let out = plan.stdout();
+    assert!(out.contains("~ file[/etc/app.conf]"), "{out}");
+    assert!(out.contains("mode: 0644 → 0640"), "{out}");
+    assert!(out.contains("-b = 2") && out.contains("+b = 3"), "{out}");
+    assert!(out.contains("Plan: 0 to add, 1 to change, 0 to remove."), "{out}");
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/etc/app.conf"), "a = 1\nb = 3\n");
+}
+
+#[test]
+fn directory_and_symlink_converge() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"
+resources:
+  - directory: /opt/app/data
+    mode: "0700"
+  - symlink: /opt/app/current
+    target: /opt/app/data
+"#,
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.mode("/opt/app/data"), 0o700);
+    assert_eq!(std::fs::read_link(s.path("/opt/app/current")).ok(), Some("/opt/app/data".into()));
+}
+
+#[test]
+fn directory_source_replaces_a_symlink_with_a_copy() {
+    // The runbook's "replace symlinks with file copies".
+    let s = Sandbox::new();
+    s.put("/home/intelluxe/scripts/backup.sh", b"#!/bin/sh\necho backup\n");
+    s.put("/home/intelluxe/scripts/lib/common.sh", b"X=1\n");
+    std::fs::create_dir_all(s.path("/opt/intelluxe")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("/home/intelluxe/scripts", s.path("/opt/intelluxe/scripts")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        r#"
+resources:
+  - directory: /opt/intelluxe/scripts
+    source: /home/intelluxe/scripts
+    mode: "0750"
+    file_mode: "0750"
+    dir_mode: "0750"
+"#,
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(plan.stdout().contains("type: symlink → /home/intelluxe/scripts → directory (copy)"), "{}", plan.all());
+    s.converge(&["site.yaml"]);
+    let meta = std::fs::symlink_metadata(s.path("/opt/intelluxe/scripts")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(meta.is_dir(), "still a symlink");
+    assert_eq!(s.read("/opt/intelluxe/scripts/lib/common.sh"), "X=1\n");
+    assert_eq!(s.mode("/opt/intelluxe/scripts/backup.sh"), 0o750);
+    assert_eq!(s.mode("/opt/intelluxe/scripts/lib"), 0o750);
+    // Drift inside the copy is detected and repaired.
+    s.put("/opt/intelluxe/scripts/backup.sh", b"tampered\n");
+    s.run("check", &["site.yaml"]).assert_code(2);
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/opt/intelluxe/scripts/backup.sh"), "#!/bin/sh\necho backup\n");
+}
+
+#[test]
+fn template_files_and_environments() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"
+vars: { level: info, mode: "0640" }
+environments:
+  development: { level: debug, mode: "0664" }
+resources:
+  - file: /etc/app.conf
+    template: app.conf.tera
+    mode: "{{ mode }}"
+"#,
+    );
+    s.manifest("templates/app.conf.tera", "level={{ level }}\nenv={{ environment | default(value=\"none\") }}\n");
+    s.converge(&["site.yaml", "--env", "development"]);
+    assert_eq!(s.read("/etc/app.conf"), "level=debug\nenv=development\n");
+    assert_eq!(s.mode("/etc/app.conf"), 0o664);
+    s.converge(&["site.yaml", "--var", "level=warn"]);
+    assert_eq!(s.read("/etc/app.conf"), "level=warn\nenv=none\n");
+    let bad = s.run("plan", &["site.yaml", "--env", "staging"]);
+    bad.assert_code(1);
+    assert!(bad.stderr().contains("no such environment"), "{}", bad.all());
+}
+
+#[test]
+fn absent_removes() {
+    let s = Sandbox::new();
+    s.put("/etc/old.conf", b"x");
+    s.manifest("site.yaml", "resources:\n  - file: /etc/old.conf\n    state: absent\n");
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(plan.stdout().contains("- file[/etc/old.conf]"), "{}", plan.all());
+    s.converge(&["site.yaml"]);
+    assert!(!s.path("/etc/old.conf").exists());
+}
+
+#[test]
+fn plan_and_check_never_mutate() {
+    let s = Sandbox::new();
+    s.put("/etc/app.conf", b"old\n");
+    s.put("/etc/remove-me", b"x");
+    std::fs::create_dir_all(s.path("/opt")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        r#"
+resources:
+  - file: /etc/app.conf
+    content: "new\n"
+    mode: "0600"
+  - file: /etc/remove-me
+    state: absent
+  - directory: /opt/a/b/c
+  - symlink: /opt/link
+    target: /etc/app.conf
+"#,
+    );
+    let before = s.snapshot();
+    s.run("plan", &["site.yaml"]).assert_code(0);
+    s.run("plan", &["site.yaml", "--format", "json"]).assert_code(0);
+    s.run("check", &["site.yaml"]).assert_code(2);
+    s.run("check", &["site.yaml", "--format", "json"]).assert_code(2);
+    s.run("graph", &["site.yaml"]).assert_code(0);
+    s.run("validate", &["site.yaml"]).assert_code(0);
+    assert_eq!(before, s.snapshot(), "a read-only command changed the root");
+    // Not even the lock file or run directory appear.
+    assert!(!s.path("/run").exists());
+}
+
+#[test]
+fn check_json_lists_drift() {
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n");
+    s.converge(&["site.yaml"]);
+    s.run("check", &["site.yaml"]).assert_code(0);
+    s.put("/etc/a", b"drifted\n");
+    let check = s.run("check", &["site.yaml", "--format", "json"]);
+    check.assert_code(2);
+    let v: serde_json::Value = serde_json::from_str(&check.stdout()).unwrap_or_else(|e| panic!("{e}: {}", check.all()));
+    assert_eq!(v["in_sync"], false);
+    assert_eq!(v["drifted"][0]["id"], "file[/etc/a]");
+    assert_eq!(v["drifted"][0]["fields"][0]["field"], "content");
+}
+
+#[test]
+fn secrets_never_appear_in_plans_or_output() {
+    let s = Sandbox::new();
+    let secret = "hunter2-PLANTED-SECRET";
+    s.put("/etc/db.pass", b"old-PLANTED-OLDSECRET\n");
+    s.manifest("site.yaml", &format!("resources:\n  - file: /etc/db.pass\n    content: \"{secret}\\n\"\n    mode: \"0600\"\n    secret: true\n"));
+    for args in [vec!["site.yaml"], vec!["site.yaml", "--format", "json"]] {
+        let plan = s.run("plan", &args);
+        assert!(!plan.all().contains("PLANTED"), "secret leaked:\n{}", plan.all());
+        assert!(plan.stdout().contains("(sensitive)"), "{}", plan.all());
+    }
+    let check = s.run("check", &["site.yaml", "--format", "json"]);
+    assert!(!check.all().contains("PLANTED"), "{}", check.all());
+    let applied = s.run("apply", &["site.yaml", "--format", "json"]);
+    applied.assert_code(0);
+    assert!(!applied.all().contains("PLANTED"), "{}", applied.all());
+    assert_eq!(s.read("/etc/db.pass"), format!("{secret}\n"));
+    assert_eq!(s.mode("/etc/db.pass"), 0o600);
+}
+
+#[test]
+fn failing_validate_leaves_the_old_file() {
+    let s = Sandbox::new();
+    s.put("/etc/app.conf", b"good\n");
+    s.manifest("site.yaml", "resources:\n  - file: /etc/app.conf\n    content: \"bad\\n\"\n    validate: \"grep -q good %s\"\n");
+    let run = s.run("apply", &["site.yaml"]);
+    run.assert_code(1);
+    assert!(run.stdout().contains("validation failed"), "{}", run.all());
+    assert_eq!(s.read("/etc/app.conf"), "good\n");
+    let leftovers: Vec<_> = std::fs::read_dir(s.path("/etc")).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "temp files left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_failure_skips_only_its_dependents() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"
+resources:
+  - file: /etc/broken.conf
+    content: "x\n"
+    validate: "false %s"
+  - file: /etc/needs-broken.conf
+    content: "y\n"
+    requires: ["file[/etc/broken.conf]"]
+  - file: /etc/independent.conf
+    content: "z\n"
+"#,
+    );
+    let run = s.run("apply", &["site.yaml"]);
+    run.assert_code(1);
+    let out = run.stdout();
+    assert!(out.contains("✗ file[/etc/broken.conf]"), "{out}");
+    assert!(out.contains("⊘ file[/etc/needs-broken.conf] skipped: file[/etc/broken.conf] did not converge"), "{out}");
+    assert!(out.contains("Apply: 1 changed, 0 unchanged, 1 failed, 1 skipped."), "{out}");
+    assert_eq!(s.read("/etc/independent.conf"), "z\n");
+    assert!(!s.path("/etc/needs-broken.conf").exists());
+}
+
+#[test]
+fn saved_plan_applies_and_stale_plan_is_refused() {
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n  - file: /etc/b\n    content: \"b\\n\"\n");
+    let plan_file = s.manifests.join("site.plan");
+    let plan_path = plan_file.display().to_string();
+    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    // The live state moves after the plan was made: refused, nothing changes.
+    s.put("/etc/b", b"someone else\n");
+    let before = s.snapshot();
+    let stale = s.run("apply", &[&plan_path]);
+    stale.assert_code(1);
+    assert!(stale.stderr().contains("stale plan: file[/etc/b] changed on the target"), "{}", stale.all());
+    assert_eq!(before, s.snapshot());
+    // A fresh plan applies exactly.
+    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    s.run("apply", &[&plan_path]).assert_code(0);
+    assert_eq!(s.read("/etc/b"), "b\n");
+    // Changed manifests make a saved plan stale too.
+    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"changed\\n\"\n  - file: /etc/b\n    content: \"b\\n\"\n");
+    let stale = s.run("apply", &[&plan_path]);
+    stale.assert_code(1);
+    assert!(stale.stderr().contains("manifests, templates or variables changed"), "{}", stale.all());
+}
+
+#[test]
+fn a_second_apply_is_refused_while_the_lock_is_held() {
+    use nix::fcntl::{Flock, FlockArg};
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n");
+    std::fs::create_dir_all(s.path("/run")).unwrap_or_else(|e| panic!("{e}"));
+    let lock_path = s.path("/run/reconcile.lock");
+    std::fs::write(&lock_path, "424242\n").unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap_or_else(|(_, e)| panic!("{e}"));
+    let run = s.run("apply", &["site.yaml"]);
+    run.assert_code(1);
+    assert!(run.stderr().contains("pid 424242"), "{}", run.all());
+    assert!(!s.path("/etc/a").exists());
+    drop(held);
+    s.converge(&["site.yaml"]);
+}
+
+#[test]
+fn graph_prints_text_and_dot() {
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - directory: /etc/app\n  - file: /etc/app/a.conf\n    content: \"\"\n");
+    let text = s.run("graph", &["site.yaml"]);
+    assert!(text.stdout().contains("file[/etc/app/a.conf]\n    after directory[/etc/app] (auto)"), "{}", text.all());
+    let dot = s.run("graph", &["site.yaml", "--format", "dot"]);
+    assert!(dot.stdout().contains("\"directory[/etc/app]\" -> \"file[/etc/app/a.conf]\" [style=dashed"), "{}", dot.all());
+}
+
+/// Runs `apply` on a bad manifest: exit 1, the message names the place, and the root
+/// is byte-identical afterwards.
+fn refused(fixture: &str, expect: &[&str]) {
+    let s = Sandbox::new();
+    s.put("/etc/motd", b"original\n");
+    let before = s.snapshot();
+    let path = format!("{FIXTURES}/bad/{fixture}");
+    let run = s.run("apply", &[&path]);
+    run.assert_code(1);
+    let err = run.stderr();
+    for e in expect {
+        assert!(err.contains(e), "expected `{e}` in:\n{}", run.all());
+    }
+    assert!(err.contains("nothing was changed"), "{}", run.all());
+    assert_eq!(before, s.snapshot(), "the root changed");
+}
+
+#[test]
+fn bad_yaml_in_the_second_of_several_files() {
+    refused("syntax-second-file", &["syntax-second-file/b.yaml:3:14", "unclosed quote"]);
+}
+
+#[test]
+fn bad_unknown_field() {
+    refused("unknown-field.yaml", &["unknown-field.yaml:4:5", "field `ownr`", "did you mean `owner`"]);
+}
+
+#[test]
+fn bad_duplicate_key() {
+    refused("duplicate-key.yaml", &["duplicate-key.yaml:5:5", "duplicate mapping key: mode"]);
+}
+
+#[test]
+fn bad_duplicate_id_across_files() {
+    refused("duplicate-id", &["duplicate-id/two.yaml:3:5: duplicate resource id file[/etc/motd]", "duplicate-id/one.yaml:2:5: first declared here"]);
+}
+
+#[test]
+fn bad_dependency_cycle() {
+    refused(
+        "cycle.yaml",
+        &["dependency cycle: file[/etc/a] → file[/etc/b] → file[/etc/c] → file[/etc/a]", "cycle.yaml:5:5: file[/etc/b] is declared here"],
+    );
+}
+
+#[test]
+fn bad_unquoted_mode() {
+    refused("unquoted-mode.yaml", &["unquoted-mode.yaml:4:11", "field `mode`", "quoted octal"]);
+}
+
+#[test]
+fn bad_relative_path() {
+    refused("relative-path.yaml", &["relative-path.yaml:2:11", "must be an absolute path"]);
+}
+
+#[test]
+fn bad_dotdot_escape() {
+    refused("dotdot-escape.yaml", &["dotdot-escape.yaml:2:11", "must not contain `..`"]);
+}
+
+#[test]
+fn bad_alias_bomb_fails_fast() {
+    let started = std::time::Instant::now();
+    refused("alias-bomb.yaml", &["alias-bomb.yaml:", "budget breached"]);
+    // Generous bound: the point is that it does not expand 9^9 nodes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn bad_invalid_utf8() {
+    refused("invalid-utf8.yaml", &["invalid-utf8.yaml:3:18", "invalid UTF-8"]);
+}
+
+#[test]
+fn bad_template_with_undefined_variable() {
+    refused("undefined-variable", &["templates/app.conf.tera:3:1", "listen_port", "site.yaml:5:15: template used here"]);
+}
+
+#[test]
+fn bad_destination_symlink_to_outside_the_root() {
+    let s = Sandbox::new();
+    let outside = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(outside.path(), "precious\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(outside.path(), s.path("/etc/motd")).unwrap_or_else(|e| panic!("{e}"));
+    let before = s.snapshot();
+    let run = s.run("apply", &[&format!("{FIXTURES}/bad/symlink-destination.yaml")]);
+    run.assert_code(1);
+    assert!(run.all().contains("is a symlink"), "{}", run.all());
+    assert!(run.all().contains("symlink-destination.yaml:2:5"), "{}", run.all());
+    assert_eq!(std::fs::read_to_string(outside.path()).ok().as_deref(), Some("precious\n"));
+    assert_eq!(before, s.snapshot());
+}
+
+#[test]
+fn bad_symlinked_parent_directory_is_not_followed() {
+    let s = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(outside.path(), s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest("site.yaml", "resources:\n  - file: /etc/motd\n    content: \"x\\n\"\n");
+    let run = s.run("apply", &["site.yaml"]);
+    run.assert_code(1);
+    assert!(run.all().contains("is a symlink; reconcile does not follow"), "{}", run.all());
+    assert_eq!(std::fs::read_dir(outside.path()).map(|d| d.count()).ok(), Some(0));
+}
+
+#[test]
+fn all_manifest_problems_are_reported_at_once() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: relative\n  - file: /etc/a\n    mode: 644\n  - directory: /etc/b\n    colour: red\n  - nosuchkind: x\n",
+    );
+    let run = s.run("validate", &["site.yaml"]);
+    run.assert_code(1);
+    let err = run.stderr();
+    for want in ["site.yaml:2:11", "site.yaml:4:11", "site.yaml:6:5", "site.yaml:7:5", "4 errors in the manifests"] {
+        assert!(err.contains(want), "missing `{want}` in\n{err}");
+    }
+}
