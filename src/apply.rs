@@ -71,16 +71,25 @@ pub fn execute(
     // Batched work per kind (systemd writes all unit files, then reloads once).
     let mut failed_early: BTreeMap<usize, String> = BTreeMap::new();
     for kind in resource::KINDS {
-        let Some(batch) = kind.before_apply else { continue };
+        let Some(batch) = kind.before_apply else {
+            continue;
+        };
         let members: Vec<(usize, &Change)> = planned
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().filter(|c| c.is_change() && catalog.resources[i].id().kind == kind.name).map(|c| (i, c)))
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| c.is_change() && catalog.resources[i].id().kind == kind.name)
+                    .map(|c| (i, c))
+            })
             .collect();
         if members.is_empty() {
             continue;
         }
-        let items: Vec<(&dyn Resource, &Change)> = members.iter().map(|(i, c)| (catalog.resources[*i].as_ref(), *c)).collect();
+        let items: Vec<(&dyn Resource, &Change)> = members
+            .iter()
+            .map(|(i, c)| (catalog.resources[*i].as_ref(), *c))
+            .collect();
         if let Err(e) = batch(&ctx, &items) {
             for (i, _) in &members {
                 failed_early.insert(*i, e.to_string());
@@ -89,7 +98,12 @@ pub fn execute(
     }
 
     let shared = Mutex::new(Shared {
-        ready: graph.order.iter().copied().filter(|&i| graph.deps[i].is_empty()).collect(),
+        ready: graph
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| graph.deps[i].is_empty())
+            .collect(),
         waiting_on: graph.deps.iter().map(Vec::len).collect(),
         outcomes: (0..n).map(|_| None).collect(),
         done: 0,
@@ -100,46 +114,93 @@ pub fn execute(
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
         if let Some(reason) = failed_early.get(&i) {
-            return Outcome { id, status: Status::Failed { reason: reason.clone() }, change: planned[i].clone() };
-        }
-        let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
-        if let Some(&bad) = graph.deps[i].iter().find(|&&j| matches!(status_of(j), Some(Status::Failed { .. } | Status::Skipped { .. }))) {
             return Outcome {
                 id,
-                status: Status::Skipped { reason: format!("{} did not converge", catalog.resources[bad].id()) },
+                status: Status::Failed {
+                    reason: reason.clone(),
+                },
                 change: planned[i].clone(),
             };
         }
-        let dep_changed = graph.deps[i].iter().any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
+        let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
+        if let Some(&bad) = graph.deps[i].iter().find(|&&j| {
+            matches!(
+                status_of(j),
+                Some(Status::Failed { .. } | Status::Skipped { .. })
+            )
+        }) {
+            return Outcome {
+                id,
+                status: Status::Skipped {
+                    reason: format!("{} did not converge", catalog.resources[bad].id()),
+                },
+                change: planned[i].clone(),
+            };
+        }
+        let dep_changed = graph.deps[i]
+            .iter()
+            .any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
         let planned_change = planned[i].as_ref().is_some_and(Change::is_change);
         let mut status = Status::Unchanged;
         let mut applied = None;
         if planned_change || dep_changed {
             // Observe again right before acting: earlier resources of this run may
             // have changed what this one sees (a new user, a copied source).
-            let fresh = host.accounts().map_err(|e| e.to_string()).and_then(|accounts| {
-                r.plan(&PlanCtx { host, accounts: &accounts, catalog }).map_err(|e| e.to_string())
-            });
+            let fresh = host
+                .accounts()
+                .map_err(|e| e.to_string())
+                .and_then(|accounts| {
+                    r.plan(&PlanCtx {
+                        host,
+                        accounts: &accounts,
+                        catalog,
+                    })
+                    .map_err(|e| e.to_string())
+                });
             match fresh {
-                Err(reason) => return Outcome { id, status: Status::Failed { reason }, change: planned[i].clone() },
+                Err(reason) => {
+                    return Outcome {
+                        id,
+                        status: Status::Failed { reason },
+                        change: planned[i].clone(),
+                    }
+                }
                 Ok(change) if change.action == Action::None => {}
                 Ok(change) => {
                     if let Err(e) = r.apply(&ctx, &change) {
-                        return Outcome { id, status: Status::Failed { reason: e.to_string() }, change: Some(change) };
+                        return Outcome {
+                            id,
+                            status: Status::Failed {
+                                reason: e.to_string(),
+                            },
+                            change: Some(change),
+                        };
                     }
                     status = Status::Changed;
                     applied = Some(change);
                 }
             }
         }
-        let notified = notified_by[i].iter().any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
+        let notified = notified_by[i]
+            .iter()
+            .any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
         if notified && status == Status::Unchanged && r.refreshable() {
             if let Err(e) = r.refresh(&ctx) {
-                return Outcome { id, status: Status::Failed { reason: format!("refresh failed: {e}") }, change: applied };
+                return Outcome {
+                    id,
+                    status: Status::Failed {
+                        reason: format!("refresh failed: {e}"),
+                    },
+                    change: applied,
+                };
             }
             status = Status::Refreshed;
         }
-        Outcome { id, status, change: applied }
+        Outcome {
+            id,
+            status,
+            change: applied,
+        }
     };
 
     let workers = jobs.clamp(1, n.max(1));
@@ -192,5 +253,9 @@ pub fn execute(
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
-    graph.order.iter().filter_map(|&i| st.outcomes[i].clone()).collect()
+    graph
+        .order
+        .iter()
+        .filter_map(|&i| st.outcomes[i].clone())
+        .collect()
 }

@@ -37,13 +37,24 @@ pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError>
 
 /// How many resources are observed or applied at once.
 pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 16)
 }
 
 /// Observes every resource (read-only) in parallel; results are in catalog order.
-pub fn observe_all(catalog: &Catalog, host: &Host, jobs: usize) -> Result<Vec<Result<Change, ResourceError>>, EngineError> {
+pub fn observe_all(
+    catalog: &Catalog,
+    host: &Host,
+    jobs: usize,
+) -> Result<Vec<Result<Change, ResourceError>>, EngineError> {
     let accounts = host.accounts()?;
-    let ctx = PlanCtx { host, accounts: &accounts, catalog };
+    let ctx = PlanCtx {
+        host,
+        accounts: &accounts,
+        catalog,
+    };
     let next = AtomicUsize::new(0);
     let n = catalog.len();
     let workers = jobs.min(n.max(1));
@@ -81,10 +92,16 @@ pub fn observe_all(catalog: &Catalog, host: &Host, jobs: usize) -> Result<Vec<Re
 }
 
 /// Builds the plan value for a model.
-pub fn make_plan(model: &Model, opts: &LoadOptions, host: &Host, jobs: usize) -> Result<Plan, EngineError> {
+pub fn make_plan(
+    model: &Model,
+    opts: &LoadOptions,
+    host: &Host,
+    jobs: usize,
+) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
     let observed = observe_all(catalog, host, jobs)?;
-    let mut observed: Vec<Option<Result<Change, ResourceError>>> = observed.into_iter().map(Some).collect();
+    let mut observed: Vec<Option<Result<Change, ResourceError>>> =
+        observed.into_iter().map(Some).collect();
     let mut changes = Vec::with_capacity(catalog.len());
     let mut errors = Vec::new();
     for &i in &model.graph.order {
@@ -101,12 +118,22 @@ pub fn make_plan(model: &Model, opts: &LoadOptions, host: &Host, jobs: usize) ->
             None => {}
         }
     }
-    let warnings = model.loaded.diags.warnings().map(ToString::to_string).collect();
+    let warnings = model
+        .loaded
+        .diags
+        .warnings()
+        .map(ToString::to_string)
+        .collect();
     Ok(Plan {
         format: PLAN_FORMAT.into(),
         version: PLAN_VERSION,
         root: host.root().display().to_string(),
-        manifests: model.loaded.files.iter().map(|p| crate::manifest::decode::display_path(p)).collect(),
+        manifests: model
+            .loaded
+            .files
+            .iter()
+            .map(|p| crate::manifest::decode::display_path(p))
+            .collect(),
         environment: opts.env.clone(),
         vars: opts.vars.clone(),
         inputs: model.loaded.fingerprint.clone(),
@@ -127,5 +154,9 @@ pub fn read_plan_file(path: &Path) -> Option<Result<Plan, EngineError>> {
     if value.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
         return None;
     }
-    Some(serde_json::from_value(value).map_err(|e| EngineError::Other(format!("{}: not a valid plan file: {e}", path.display()))))
+    Some(
+        serde_json::from_value(value).map_err(|e| {
+            EngineError::Other(format!("{}: not a valid plan file: {e}", path.display()))
+        }),
+    )
 }

@@ -61,7 +61,13 @@ pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
     let lookup = |id: &ResourceId, span: &Span, field: &str, diags: &mut Diagnostics| {
         let found = catalog.index_of(id);
         if found.is_none() {
-            diags.push(Diagnostic::error(Some(span.clone()), format!("{id} is not declared in the manifests")).field(field));
+            diags.push(
+                Diagnostic::error(
+                    Some(span.clone()),
+                    format!("{id} is not declared in the manifests"),
+                )
+                .field(field),
+            );
         }
         found
     };
@@ -102,12 +108,21 @@ pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
         Some(order) => order,
         None => {
             for cycle in cycles(&dag) {
-                let ids: Vec<String> = cycle.iter().map(|&i| catalog.resources[i].id().to_string()).collect();
+                let ids: Vec<String> = cycle
+                    .iter()
+                    .map(|&i| catalog.resources[i].id().to_string())
+                    .collect();
                 let first = catalog.resources[cycle[0]].meta().span.clone();
-                let mut d = Diagnostic::error(first, format!("dependency cycle: {} → {}", ids.join(" → "), ids[0]));
+                let mut d = Diagnostic::error(
+                    first,
+                    format!("dependency cycle: {} → {}", ids.join(" → "), ids[0]),
+                );
                 for &i in &cycle {
                     if let Some(span) = catalog.resources[i].meta().span.clone() {
-                        d = d.related(span, format!("{} is declared here", catalog.resources[i].id()));
+                        d = d.related(
+                            span,
+                            format!("{} is declared here", catalog.resources[i].id()),
+                        );
                     }
                 }
                 diags.push(d);
@@ -125,7 +140,13 @@ pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
         deps[b].push(a);
         dependents[a].push(b);
     }
-    Ok(Graph { dag, order, deps, dependents, notifies })
+    Ok(Graph {
+        dag,
+        order,
+        deps,
+        dependents,
+        notifies,
+    })
 }
 
 /// Kahn's algorithm, always taking the earliest-declared ready resource, so plans
@@ -135,7 +156,8 @@ fn declaration_order_toposort(dag: &DiGraph<usize, EdgeKind>, n: usize) -> Optio
     for e in dag.raw_edges() {
         indegree[dag[e.target()]] += 1;
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
@@ -191,7 +213,14 @@ impl Graph {
             let mut incoming: Vec<(String, &str)> = self
                 .dag
                 .edges_directed(NodeIndex::new(i), petgraph::Direction::Incoming)
-                .map(|e| (catalog.resources[self.dag[petgraph::visit::EdgeRef::source(&e)]].id().to_string(), e.weight().label()))
+                .map(|e| {
+                    (
+                        catalog.resources[self.dag[petgraph::visit::EdgeRef::source(&e)]]
+                            .id()
+                            .to_string(),
+                        e.weight().label(),
+                    )
+                })
                 .collect();
             incoming.sort();
             for (id, label) in incoming {
@@ -202,7 +231,9 @@ impl Graph {
     }
 
     pub fn to_dot(&self, catalog: &Catalog) -> String {
-        let mut out = String::from("digraph reconcile {\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n");
+        let mut out = String::from(
+            "digraph reconcile {\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n",
+        );
         for &i in &self.order {
             let _ = writeln!(out, "    {:?};", catalog.resources[i].id().to_string());
         }

@@ -197,7 +197,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn summarize(changes: &[Change], errors: usize) -> Summary {
-        let mut s = Summary { errors, ..Summary::default() };
+        let mut s = Summary {
+            errors,
+            ..Summary::default()
+        };
         for c in changes {
             match c.action {
                 Action::Create => s.add += 1,

@@ -34,7 +34,12 @@ fn value(v: &Option<String>) -> String {
 }
 
 pub fn change(out: &mut String, c: &Change, style: Style) {
-    let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.action(c.action, &c.id.to_string()));
+    let _ = writeln!(
+        out,
+        "  {} {}",
+        style.action(c.action, c.action.symbol()),
+        style.action(c.action, &c.id.to_string())
+    );
     for f in &c.fields {
         let line = match (&f.before, &f.after, c.action) {
             (None, Some(a), _) => format!("{}: {a}", f.field),
@@ -74,7 +79,10 @@ pub fn change(out: &mut String, c: &Change, style: Style) {
 }
 
 pub fn summary_line(s: &Summary) -> String {
-    format!("Plan: {} to add, {} to change, {} to remove.", s.add, s.change, s.remove)
+    format!(
+        "Plan: {} to add, {} to change, {} to remove.",
+        s.add, s.change, s.remove
+    )
 }
 
 pub fn plan(p: &Plan, style: Style) -> String {
@@ -84,7 +92,11 @@ pub fn plan(p: &Plan, style: Style) -> String {
     }
     let changed: Vec<&Change> = p.changes.iter().filter(|c| c.is_change()).collect();
     if changed.is_empty() && p.errors.is_empty() {
-        let _ = writeln!(out, "No changes. {} resources in sync with {}.", p.summary.unchanged, p.root);
+        let _ = writeln!(
+            out,
+            "No changes. {} resources in sync with {}.",
+            p.summary.unchanged, p.root
+        );
     } else {
         for c in changed {
             change(&mut out, c, style);
@@ -92,12 +104,23 @@ pub fn plan(p: &Plan, style: Style) -> String {
         }
     }
     for e in &p.errors {
-        let at = e.at.as_deref().map(|a| format!("{a}: ")).unwrap_or_default();
-        let _ = writeln!(out, "{}", style.paint("31", &format!("error: {at}{}: {}", e.id, e.message)));
+        let at =
+            e.at.as_deref()
+                .map(|a| format!("{a}: "))
+                .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}",
+            style.paint("31", &format!("error: {at}{}: {}", e.id, e.message))
+        );
     }
     let _ = write!(out, "{}", summary_line(&p.summary));
     if p.summary.errors > 0 {
-        let _ = write!(out, " {} resource(s) could not be planned.", p.summary.errors);
+        let _ = write!(
+            out,
+            " {} resource(s) could not be planned.",
+            p.summary.errors
+        );
     }
     out.push('\n');
     out

@@ -32,7 +32,11 @@ resources:
 fn update_shows_field_changes_and_diff() {
     let s = Sandbox::new();
     s.put("/etc/app.conf", b"a = 1\nb = 2\n");
-    std::fs::set_permissions(s.path("/etc/app.conf"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(
+        s.path("/etc/app.conf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     s.manifest("site.yaml", "resources:\n  - file: /etc/app.conf\n    content: \"a = 1\\nb = 3\\n\"\n    mode: \"0640\"\n");
     let plan = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
     plan.assert_code(2);
@@ -40,7 +44,10 @@ fn update_shows_field_changes_and_diff() {
     assert!(out.contains("~ file[/etc/app.conf]"), "{out}");
     assert!(out.contains("mode: 0644 → 0640"), "{out}");
     assert!(out.contains("-b = 2") && out.contains("+b = 3"), "{out}");
-    assert!(out.contains("Plan: 0 to add, 1 to change, 0 to remove."), "{out}");
+    assert!(
+        out.contains("Plan: 0 to add, 1 to change, 0 to remove."),
+        "{out}"
+    );
     s.converge(&["site.yaml"]);
     assert_eq!(s.read("/etc/app.conf"), "a = 1\nb = 3\n");
 }
@@ -60,17 +67,24 @@ resources:
     );
     s.converge(&["site.yaml"]);
     assert_eq!(s.mode("/opt/app/data"), 0o700);
-    assert_eq!(std::fs::read_link(s.path("/opt/app/current")).ok(), Some("/opt/app/data".into()));
+    assert_eq!(
+        std::fs::read_link(s.path("/opt/app/current")).ok(),
+        Some("/opt/app/data".into())
+    );
 }
 
 #[test]
 fn directory_source_replaces_a_symlink_with_a_copy() {
     // The runbook's "replace symlinks with file copies".
     let s = Sandbox::new();
-    s.put("/home/intelluxe/scripts/backup.sh", b"#!/bin/sh\necho backup\n");
+    s.put(
+        "/home/intelluxe/scripts/backup.sh",
+        b"#!/bin/sh\necho backup\n",
+    );
     s.put("/home/intelluxe/scripts/lib/common.sh", b"X=1\n");
     std::fs::create_dir_all(s.path("/opt/intelluxe")).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink("/home/intelluxe/scripts", s.path("/opt/intelluxe/scripts")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("/home/intelluxe/scripts", s.path("/opt/intelluxe/scripts"))
+        .unwrap_or_else(|e| panic!("{e}"));
     s.manifest(
         "site.yaml",
         r#"
@@ -83,9 +97,15 @@ resources:
 "#,
     );
     let plan = s.run("plan", &["site.yaml"]);
-    assert!(plan.stdout().contains("type: symlink → /home/intelluxe/scripts → directory (copy)"), "{}", plan.all());
+    assert!(
+        plan.stdout()
+            .contains("type: symlink → /home/intelluxe/scripts → directory (copy)"),
+        "{}",
+        plan.all()
+    );
     s.converge(&["site.yaml"]);
-    let meta = std::fs::symlink_metadata(s.path("/opt/intelluxe/scripts")).unwrap_or_else(|e| panic!("{e}"));
+    let meta = std::fs::symlink_metadata(s.path("/opt/intelluxe/scripts"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(meta.is_dir(), "still a symlink");
     assert_eq!(s.read("/opt/intelluxe/scripts/lib/common.sh"), "X=1\n");
     assert_eq!(s.mode("/opt/intelluxe/scripts/backup.sh"), 0o750);
@@ -94,7 +114,10 @@ resources:
     s.put("/opt/intelluxe/scripts/backup.sh", b"tampered\n");
     s.run("check", &["site.yaml"]).assert_code(2);
     s.converge(&["site.yaml"]);
-    assert_eq!(s.read("/opt/intelluxe/scripts/backup.sh"), "#!/bin/sh\necho backup\n");
+    assert_eq!(
+        s.read("/opt/intelluxe/scripts/backup.sh"),
+        "#!/bin/sh\necho backup\n"
+    );
 }
 
 #[test]
@@ -112,7 +135,10 @@ resources:
     mode: "{{ mode }}"
 "#,
     );
-    s.manifest("templates/app.conf.tera", "level={{ level }}\nenv={{ environment | default(value=\"none\") }}\n");
+    s.manifest(
+        "templates/app.conf.tera",
+        "level={{ level }}\nenv={{ environment | default(value=\"none\") }}\n",
+    );
     s.converge(&["site.yaml", "--env", "development"]);
     assert_eq!(s.read("/etc/app.conf"), "level=debug\nenv=development\n");
     assert_eq!(s.mode("/etc/app.conf"), 0o664);
@@ -120,16 +146,27 @@ resources:
     assert_eq!(s.read("/etc/app.conf"), "level=warn\nenv=none\n");
     let bad = s.run("plan", &["site.yaml", "--env", "staging"]);
     bad.assert_code(1);
-    assert!(bad.stderr().contains("no such environment"), "{}", bad.all());
+    assert!(
+        bad.stderr().contains("no such environment"),
+        "{}",
+        bad.all()
+    );
 }
 
 #[test]
 fn absent_removes() {
     let s = Sandbox::new();
     s.put("/etc/old.conf", b"x");
-    s.manifest("site.yaml", "resources:\n  - file: /etc/old.conf\n    state: absent\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/old.conf\n    state: absent\n",
+    );
     let plan = s.run("plan", &["site.yaml"]);
-    assert!(plan.stdout().contains("- file[/etc/old.conf]"), "{}", plan.all());
+    assert!(
+        plan.stdout().contains("- file[/etc/old.conf]"),
+        "{}",
+        plan.all()
+    );
     s.converge(&["site.yaml"]);
     assert!(!s.path("/etc/old.conf").exists());
 }
@@ -156,9 +193,11 @@ resources:
     );
     let before = s.snapshot();
     s.run("plan", &["site.yaml"]).assert_code(0);
-    s.run("plan", &["site.yaml", "--format", "json"]).assert_code(0);
+    s.run("plan", &["site.yaml", "--format", "json"])
+        .assert_code(0);
     s.run("check", &["site.yaml"]).assert_code(2);
-    s.run("check", &["site.yaml", "--format", "json"]).assert_code(2);
+    s.run("check", &["site.yaml", "--format", "json"])
+        .assert_code(2);
     s.run("graph", &["site.yaml"]).assert_code(0);
     s.run("validate", &["site.yaml"]).assert_code(0);
     assert_eq!(before, s.snapshot(), "a read-only command changed the root");
@@ -169,13 +208,17 @@ resources:
 #[test]
 fn check_json_lists_drift() {
     let s = Sandbox::new();
-    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n",
+    );
     s.converge(&["site.yaml"]);
     s.run("check", &["site.yaml"]).assert_code(0);
     s.put("/etc/a", b"drifted\n");
     let check = s.run("check", &["site.yaml", "--format", "json"]);
     check.assert_code(2);
-    let v: serde_json::Value = serde_json::from_str(&check.stdout()).unwrap_or_else(|e| panic!("{e}: {}", check.all()));
+    let v: serde_json::Value =
+        serde_json::from_str(&check.stdout()).unwrap_or_else(|e| panic!("{e}: {}", check.all()));
     assert_eq!(v["in_sync"], false);
     assert_eq!(v["drifted"][0]["id"], "file[/etc/a]");
     assert_eq!(v["drifted"][0]["fields"][0]["field"], "content");
@@ -189,7 +232,11 @@ fn secrets_never_appear_in_plans_or_output() {
     s.manifest("site.yaml", &format!("resources:\n  - file: /etc/db.pass\n    content: \"{secret}\\n\"\n    mode: \"0600\"\n    secret: true\n"));
     for args in [vec!["site.yaml"], vec!["site.yaml", "--format", "json"]] {
         let plan = s.run("plan", &args);
-        assert!(!plan.all().contains("PLANTED"), "secret leaked:\n{}", plan.all());
+        assert!(
+            !plan.all().contains("PLANTED"),
+            "secret leaked:\n{}",
+            plan.all()
+        );
         assert!(plan.stdout().contains("(sensitive)"), "{}", plan.all());
     }
     let check = s.run("check", &["site.yaml", "--format", "json"]);
@@ -210,7 +257,12 @@ fn failing_validate_leaves_the_old_file() {
     run.assert_code(1);
     assert!(run.stdout().contains("validation failed"), "{}", run.all());
     assert_eq!(s.read("/etc/app.conf"), "good\n");
-    let leftovers: Vec<_> = std::fs::read_dir(s.path("/etc")).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(s.path("/etc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "temp files left behind: {leftovers:?}");
 }
 
@@ -235,8 +287,16 @@ resources:
     run.assert_code(1);
     let out = run.stdout();
     assert!(out.contains("✗ file[/etc/broken.conf]"), "{out}");
-    assert!(out.contains("⊘ file[/etc/needs-broken.conf] skipped: file[/etc/broken.conf] did not converge"), "{out}");
-    assert!(out.contains("Apply: 1 changed, 0 unchanged, 1 failed, 1 skipped."), "{out}");
+    assert!(
+        out.contains(
+            "⊘ file[/etc/needs-broken.conf] skipped: file[/etc/broken.conf] did not converge"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Apply: 1 changed, 0 unchanged, 1 failed, 1 skipped."),
+        "{out}"
+    );
     assert_eq!(s.read("/etc/independent.conf"), "z\n");
     assert!(!s.path("/etc/needs-broken.conf").exists());
 }
@@ -247,36 +307,59 @@ fn saved_plan_applies_and_stale_plan_is_refused() {
     s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n  - file: /etc/b\n    content: \"b\\n\"\n");
     let plan_file = s.manifests.join("site.plan");
     let plan_path = plan_file.display().to_string();
-    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    s.run("plan", &["site.yaml", "--out", &plan_path])
+        .assert_code(0);
     // The live state moves after the plan was made: refused, nothing changes.
     s.put("/etc/b", b"someone else\n");
     let before = s.snapshot();
     let stale = s.run("apply", &[&plan_path]);
     stale.assert_code(1);
-    assert!(stale.stderr().contains("stale plan: file[/etc/b] changed on the target"), "{}", stale.all());
+    assert!(
+        stale
+            .stderr()
+            .contains("stale plan: file[/etc/b] changed on the target"),
+        "{}",
+        stale.all()
+    );
     assert_eq!(before, s.snapshot());
     // A fresh plan applies exactly.
-    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    s.run("plan", &["site.yaml", "--out", &plan_path])
+        .assert_code(0);
     s.run("apply", &[&plan_path]).assert_code(0);
     assert_eq!(s.read("/etc/b"), "b\n");
     // Changed manifests make a saved plan stale too.
-    s.run("plan", &["site.yaml", "--out", &plan_path]).assert_code(0);
+    s.run("plan", &["site.yaml", "--out", &plan_path])
+        .assert_code(0);
     s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"changed\\n\"\n  - file: /etc/b\n    content: \"b\\n\"\n");
     let stale = s.run("apply", &[&plan_path]);
     stale.assert_code(1);
-    assert!(stale.stderr().contains("manifests, templates or variables changed"), "{}", stale.all());
+    assert!(
+        stale
+            .stderr()
+            .contains("manifests, templates or variables changed"),
+        "{}",
+        stale.all()
+    );
 }
 
 #[test]
 fn a_second_apply_is_refused_while_the_lock_is_held() {
     use nix::fcntl::{Flock, FlockArg};
     let s = Sandbox::new();
-    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n",
+    );
     std::fs::create_dir_all(s.path("/run")).unwrap_or_else(|e| panic!("{e}"));
     let lock_path = s.path("/run/reconcile.lock");
     std::fs::write(&lock_path, "424242\n").unwrap_or_else(|e| panic!("{e}"));
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
-    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap_or_else(|(_, e)| panic!("{e}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held =
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap_or_else(|(_, e)| panic!("{e}"));
     let run = s.run("apply", &["site.yaml"]);
     run.assert_code(1);
     assert!(run.stderr().contains("pid 424242"), "{}", run.all());
@@ -288,11 +371,24 @@ fn a_second_apply_is_refused_while_the_lock_is_held() {
 #[test]
 fn graph_prints_text_and_dot() {
     let s = Sandbox::new();
-    s.manifest("site.yaml", "resources:\n  - directory: /etc/app\n  - file: /etc/app/a.conf\n    content: \"\"\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /etc/app\n  - file: /etc/app/a.conf\n    content: \"\"\n",
+    );
     let text = s.run("graph", &["site.yaml"]);
-    assert!(text.stdout().contains("file[/etc/app/a.conf]\n    after directory[/etc/app] (auto)"), "{}", text.all());
+    assert!(
+        text.stdout()
+            .contains("file[/etc/app/a.conf]\n    after directory[/etc/app] (auto)"),
+        "{}",
+        text.all()
+    );
     let dot = s.run("graph", &["site.yaml", "--format", "dot"]);
-    assert!(dot.stdout().contains("\"directory[/etc/app]\" -> \"file[/etc/app/a.conf]\" [style=dashed"), "{}", dot.all());
+    assert!(
+        dot.stdout()
+            .contains("\"directory[/etc/app]\" -> \"file[/etc/app/a.conf]\" [style=dashed"),
+        "{}",
+        dot.all()
+    );
 }
 
 /// Runs `apply` on a bad manifest: exit 1, the message names the place, and the root
@@ -314,45 +410,76 @@ fn refused(fixture: &str, expect: &[&str]) {
 
 #[test]
 fn bad_yaml_in_the_second_of_several_files() {
-    refused("syntax-second-file", &["syntax-second-file/b.yaml:3:14", "unclosed quote"]);
+    refused(
+        "syntax-second-file",
+        &["syntax-second-file/b.yaml:3:14", "unclosed quote"],
+    );
 }
 
 #[test]
 fn bad_unknown_field() {
-    refused("unknown-field.yaml", &["unknown-field.yaml:4:5", "field `ownr`", "did you mean `owner`"]);
+    refused(
+        "unknown-field.yaml",
+        &[
+            "unknown-field.yaml:4:5",
+            "field `ownr`",
+            "did you mean `owner`",
+        ],
+    );
 }
 
 #[test]
 fn bad_duplicate_key() {
-    refused("duplicate-key.yaml", &["duplicate-key.yaml:5:5", "duplicate mapping key: mode"]);
+    refused(
+        "duplicate-key.yaml",
+        &["duplicate-key.yaml:5:5", "duplicate mapping key: mode"],
+    );
 }
 
 #[test]
 fn bad_duplicate_id_across_files() {
-    refused("duplicate-id", &["duplicate-id/two.yaml:3:5: duplicate resource id file[/etc/motd]", "duplicate-id/one.yaml:2:5: first declared here"]);
+    refused(
+        "duplicate-id",
+        &[
+            "duplicate-id/two.yaml:3:5: duplicate resource id file[/etc/motd]",
+            "duplicate-id/one.yaml:2:5: first declared here",
+        ],
+    );
 }
 
 #[test]
 fn bad_dependency_cycle() {
     refused(
         "cycle.yaml",
-        &["dependency cycle: file[/etc/a] → file[/etc/b] → file[/etc/c] → file[/etc/a]", "cycle.yaml:5:5: file[/etc/b] is declared here"],
+        &[
+            "dependency cycle: file[/etc/a] → file[/etc/b] → file[/etc/c] → file[/etc/a]",
+            "cycle.yaml:5:5: file[/etc/b] is declared here",
+        ],
     );
 }
 
 #[test]
 fn bad_unquoted_mode() {
-    refused("unquoted-mode.yaml", &["unquoted-mode.yaml:4:11", "field `mode`", "quoted octal"]);
+    refused(
+        "unquoted-mode.yaml",
+        &["unquoted-mode.yaml:4:11", "field `mode`", "quoted octal"],
+    );
 }
 
 #[test]
 fn bad_relative_path() {
-    refused("relative-path.yaml", &["relative-path.yaml:2:11", "must be an absolute path"]);
+    refused(
+        "relative-path.yaml",
+        &["relative-path.yaml:2:11", "must be an absolute path"],
+    );
 }
 
 #[test]
 fn bad_dotdot_escape() {
-    refused("dotdot-escape.yaml", &["dotdot-escape.yaml:2:11", "must not contain `..`"]);
+    refused(
+        "dotdot-escape.yaml",
+        &["dotdot-escape.yaml:2:11", "must not contain `..`"],
+    );
 }
 
 #[test]
@@ -365,12 +492,22 @@ fn bad_alias_bomb_fails_fast() {
 
 #[test]
 fn bad_invalid_utf8() {
-    refused("invalid-utf8.yaml", &["invalid-utf8.yaml:3:18", "invalid UTF-8"]);
+    refused(
+        "invalid-utf8.yaml",
+        &["invalid-utf8.yaml:3:18", "invalid UTF-8"],
+    );
 }
 
 #[test]
 fn bad_template_with_undefined_variable() {
-    refused("undefined-variable", &["templates/app.conf.tera:3:1", "listen_port", "site.yaml:5:15: template used here"]);
+    refused(
+        "undefined-variable",
+        &[
+            "templates/app.conf.tera:3:1",
+            "listen_port",
+            "site.yaml:5:15: template used here",
+        ],
+    );
 }
 
 #[test]
@@ -379,13 +516,24 @@ fn bad_destination_symlink_to_outside_the_root() {
     let outside = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(outside.path(), "precious\n").unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir_all(s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
-    std::os::unix::fs::symlink(outside.path(), s.path("/etc/motd")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(outside.path(), s.path("/etc/motd"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let before = s.snapshot();
-    let run = s.run("apply", &[&format!("{FIXTURES}/bad/symlink-destination.yaml")]);
+    let run = s.run(
+        "apply",
+        &[&format!("{FIXTURES}/bad/symlink-destination.yaml")],
+    );
     run.assert_code(1);
     assert!(run.all().contains("is a symlink"), "{}", run.all());
-    assert!(run.all().contains("symlink-destination.yaml:2:5"), "{}", run.all());
-    assert_eq!(std::fs::read_to_string(outside.path()).ok().as_deref(), Some("precious\n"));
+    assert!(
+        run.all().contains("symlink-destination.yaml:2:5"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path()).ok().as_deref(),
+        Some("precious\n")
+    );
     assert_eq!(before, s.snapshot());
 }
 
@@ -394,11 +542,22 @@ fn bad_symlinked_parent_directory_is_not_followed() {
     let s = Sandbox::new();
     let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink(outside.path(), s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
-    s.manifest("site.yaml", "resources:\n  - file: /etc/motd\n    content: \"x\\n\"\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/motd\n    content: \"x\\n\"\n",
+    );
     let run = s.run("apply", &["site.yaml"]);
     run.assert_code(1);
-    assert!(run.all().contains("is a symlink; reconcile does not follow"), "{}", run.all());
-    assert_eq!(std::fs::read_dir(outside.path()).map(|d| d.count()).ok(), Some(0));
+    assert!(
+        run.all()
+            .contains("is a symlink; reconcile does not follow"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).map(|d| d.count()).ok(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -411,7 +570,13 @@ fn all_manifest_problems_are_reported_at_once() {
     let run = s.run("validate", &["site.yaml"]);
     run.assert_code(1);
     let err = run.stderr();
-    for want in ["site.yaml:2:11", "site.yaml:4:11", "site.yaml:6:5", "site.yaml:7:5", "4 errors in the manifests"] {
+    for want in [
+        "site.yaml:2:11",
+        "site.yaml:4:11",
+        "site.yaml:6:5",
+        "site.yaml:7:5",
+        "4 errors in the manifests",
+    ] {
         assert!(err.contains(want), "missing `{want}` in\n{err}");
     }
 }

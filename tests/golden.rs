@@ -6,7 +6,10 @@ use common::Sandbox;
 
 fn site(s: &Sandbox) {
     s.put("/etc/hostname", b"clinic-01\n");
-    s.put("/etc/intelluxe/app.conf", b"[app]\nname = intelluxe\nlog_level = debug\n");
+    s.put(
+        "/etc/intelluxe/app.conf",
+        b"[app]\nname = intelluxe\nlog_level = debug\n",
+    );
     s.put("/etc/intelluxe/old.conf", b"legacy\n");
     s.manifest(
         "site.yaml",
@@ -29,10 +32,25 @@ resources:
     target: /opt/{{ app }}/releases/1
 "#,
     );
-    s.manifest("templates/app.conf.tera", "[app]\nname = {{ app }}\nhost = {{ host.hostname }}\nlog_level = info\n");
-    for p in ["/etc/intelluxe", "/etc/intelluxe/app.conf", "/etc/intelluxe/old.conf"] {
-        let mode = if p.ends_with("intelluxe") { 0o755 } else { 0o644 };
-        std::fs::set_permissions(s.path(p), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "templates/app.conf.tera",
+        "[app]\nname = {{ app }}\nhost = {{ host.hostname }}\nlog_level = info\n",
+    );
+    for p in [
+        "/etc/intelluxe",
+        "/etc/intelluxe/app.conf",
+        "/etc/intelluxe/old.conf",
+    ] {
+        let mode = if p.ends_with("intelluxe") {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(
+            s.path(p),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -55,7 +73,8 @@ fn plan_json() {
     site(&s);
     let run = s.run("plan", &["site.yaml", "--format", "json"]);
     run.assert_code(0);
-    let mut v: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}"));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}"));
     v["root"] = "[ROOT]".into();
     v["inputs"] = "[inputs]".into();
     // Live fingerprints include the test user's uid; they are covered by the stale-plan tests.

@@ -3,7 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use super::{Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use super::{
+    Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES, EXIT_ERROR, EXIT_OK,
+};
 use crate::apply::Outcome;
 use crate::diag::Diagnostics;
 use crate::engine::{self, EngineError, Model};
@@ -18,7 +20,9 @@ struct Out {
 
 impl Out {
     fn style() -> Style {
-        Style { colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+        Style {
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
     }
 
     fn print(&self, text: &str) {
@@ -29,7 +33,10 @@ impl Out {
 
     fn error(&self, message: &str) {
         match self.log_format {
-            LogFormat::Json => eprintln!("{}", serde_json::json!({"level": "error", "message": message})),
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({"level": "error", "message": message})
+            ),
             LogFormat::Text => eprintln!("error: {message}"),
         }
     }
@@ -73,9 +80,16 @@ impl Out {
 }
 
 pub fn dispatch(cli: Cli) -> u8 {
-    let out = Out { log_format: cli.log_format };
+    let out = Out {
+        log_format: cli.log_format,
+    };
     match cli.command {
-        Command::Plan { target, format, out: save, detailed_exitcode } => plan(&out, &target, format, save, detailed_exitcode),
+        Command::Plan {
+            target,
+            format,
+            out: save,
+            detailed_exitcode,
+        } => plan(&out, &target, format, save, detailed_exitcode),
         Command::Apply { target, format } => apply(&out, &target, format),
         Command::Check { target, format } => check(&out, &target, format),
         Command::Validate { target } => validate(&out, &target),
@@ -84,8 +98,16 @@ pub fn dispatch(cli: Cli) -> u8 {
 }
 
 fn load_options(target: &Target) -> LoadOptions {
-    let paths = if target.paths.is_empty() { vec![PathBuf::from("manifests")] } else { target.paths.clone() };
-    LoadOptions { paths, env: target.env.clone(), vars: target.vars.clone() }
+    let paths = if target.paths.is_empty() {
+        vec![PathBuf::from("manifests")]
+    } else {
+        target.paths.clone()
+    };
+    LoadOptions {
+        paths,
+        env: target.env.clone(),
+        vars: target.vars.clone(),
+    }
 }
 
 fn open(out: &Out, target: &Target) -> Option<Host> {
@@ -124,19 +146,33 @@ fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Opti
     }
 }
 
-fn plan(out: &Out, target: &Target, format: OutputFormat, save: Option<PathBuf>, detailed: bool) -> u8 {
-    let Some(host) = open(out, target) else { return EXIT_ERROR };
+fn plan(
+    out: &Out,
+    target: &Target,
+    format: OutputFormat,
+    save: Option<PathBuf>,
+    detailed: bool,
+) -> u8 {
+    let Some(host) = open(out, target) else {
+        return EXIT_ERROR;
+    };
     let opts = load_options(target);
-    let Some((_, plan)) = plan_for(out, target, &host, &opts) else { return EXIT_ERROR };
+    let Some((_, plan)) = plan_for(out, target, &host, &opts) else {
+        return EXIT_ERROR;
+    };
     match format {
         OutputFormat::Json => out.json(&plan),
         OutputFormat::Text => out.print(&render::plan(&plan, Out::style())),
     }
     if let Some(path) = save {
-        let saved = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string()).and_then(|bytes| {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| e.to_string())
-        });
+        let saved = serde_json::to_vec_pretty(&plan)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, bytes)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| e.to_string())
+            });
         if let Err(e) = saved {
             out.error(&format!("cannot save the plan to {}: {e}", path.display()));
             return EXIT_ERROR;
@@ -164,9 +200,13 @@ struct CheckReport<'a> {
 }
 
 fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
-    let Some(host) = open(out, target) else { return EXIT_ERROR };
+    let Some(host) = open(out, target) else {
+        return EXIT_ERROR;
+    };
     let opts = load_options(target);
-    let Some((_, plan)) = plan_for(out, target, &host, &opts) else { return EXIT_ERROR };
+    let Some((_, plan)) = plan_for(out, target, &host, &opts) else {
+        return EXIT_ERROR;
+    };
     let drifted: Vec<&Change> = plan.changes.iter().filter(|c| c.is_change()).collect();
     match format {
         OutputFormat::Json => out.json(&CheckReport {
@@ -182,7 +222,10 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             if plan.has_changes() || !plan.errors.is_empty() {
                 out.print(&render::plan(&plan, Out::style()));
             } else {
-                out.print(&format!("In sync: {} resources match {}.\n", plan.summary.unchanged, plan.root));
+                out.print(&format!(
+                    "In sync: {} resources match {}.\n",
+                    plan.summary.unchanged, plan.root
+                ));
             }
         }
     }
@@ -198,7 +241,9 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
 /// Why a saved plan no longer holds, or None when it still does.
 fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
     if saved.inputs != fresh.inputs {
-        return Some("the manifests, templates or variables changed since the plan was made".into());
+        return Some(
+            "the manifests, templates or variables changed since the plan was made".into(),
+        );
     }
     if saved.changes.len() != fresh.changes.len() {
         return Some("the set of resources changed since the plan was made".into());
@@ -208,7 +253,10 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
             return Some("the set of resources changed since the plan was made".into());
         }
         if a.live != b.live || a.action != b.action || a.fields != b.fields {
-            return Some(format!("{} changed on the target since the plan was made", a.id));
+            return Some(format!(
+                "{} changed on the target since the plan was made",
+                a.id
+            ));
         }
     }
     None
@@ -227,14 +275,24 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let Some(host) = open(out, target) else { return EXIT_ERROR };
+    let Some(host) = open(out, target) else {
+        return EXIT_ERROR;
+    };
     let opts = match &saved {
         Some(p) => {
             if host.root().display().to_string() != p.root {
-                out.error(&format!("the plan was made for root {}, not {}", p.root, host.root().display()));
+                out.error(&format!(
+                    "the plan was made for root {}, not {}",
+                    p.root,
+                    host.root().display()
+                ));
                 return EXIT_ERROR;
             }
-            LoadOptions { paths: p.manifests.iter().map(PathBuf::from).collect(), env: p.environment.clone(), vars: p.vars.clone() }
+            LoadOptions {
+                paths: p.manifests.iter().map(PathBuf::from).collect(),
+                env: p.environment.clone(),
+                vars: p.vars.clone(),
+            }
         }
         None => load_options(target),
     };
@@ -245,10 +303,14 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let Some((model, plan)) = plan_for(out, target, &host, &opts) else { return EXIT_ERROR };
+    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
+        return EXIT_ERROR;
+    };
     if let Some(saved) = &saved {
         if let Some(reason) = stale_reason(saved, &plan) {
-            out.error(&format!("stale plan: {reason}; nothing was changed. Run `reconcile plan` again."));
+            out.error(&format!(
+                "stale plan: {reason}; nothing was changed. Run `reconcile plan` again."
+            ));
             return EXIT_ERROR;
         }
     }
@@ -283,14 +345,19 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
 }
 
 fn validate(out: &Out, target: &Target) -> u8 {
-    let Some(host) = open(out, target) else { return EXIT_ERROR };
+    let Some(host) = open(out, target) else {
+        return EXIT_ERROR;
+    };
     match engine::load_model(&load_options(target), &host) {
         Ok(model) => {
             let warnings = Diagnostics(model.loaded.diags.warnings().cloned().collect());
             if !warnings.0.is_empty() {
                 out.diagnostics(&warnings);
             }
-            out.print(&format!("Manifests valid: {} resources.\n", model.loaded.catalog.len()));
+            out.print(&format!(
+                "Manifests valid: {} resources.\n",
+                model.loaded.catalog.len()
+            ));
             EXIT_OK
         }
         Err(e) => {
@@ -301,7 +368,9 @@ fn validate(out: &Out, target: &Target) -> u8 {
 }
 
 fn graph(out: &Out, target: &Target, format: GraphFormat) -> u8 {
-    let Some(host) = open(out, target) else { return EXIT_ERROR };
+    let Some(host) = open(out, target) else {
+        return EXIT_ERROR;
+    };
     match engine::load_model(&load_options(target), &host) {
         Ok(model) => {
             let text = match format {

@@ -99,7 +99,10 @@ impl Cmd {
         command
             .args(&self.args)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LC_ALL", "C")
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
@@ -179,7 +182,14 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<S
 
 /// True when `name` is found as an executable on the standard PATH.
 pub fn tool_exists(name: &str) -> bool {
-    ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(name).is_file())
+    [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join(name).is_file())
 }

@@ -72,6 +72,12 @@ pub struct Perms {
     pub mode: Option<u32>,
 }
 
+/// A path's stat and, for a regular file, its content.
+pub type Observed = (Stat, Option<Vec<u8>>);
+
+/// A check run on the fully written temp file before it replaces the destination.
+pub type Validator<'a> = dyn Fn(&std::path::Path) -> Result<(), String> + 'a;
+
 /// An open parent directory and the final path component inside it.
 pub struct Parent {
     pub dir: OwnedFd,
@@ -137,7 +143,10 @@ impl Host {
             return Err(self.unsafe_error(path, "is the root itself"));
         };
         let mut create = create;
-        let mut current = self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()))?;
+        let mut current = self
+            .root_fd
+            .try_clone()
+            .map_err(|e| HostError::Other(e.to_string()))?;
         let mut walked = String::new();
         for comp in dirs {
             walked.push('/');
@@ -154,8 +163,14 @@ impl Host {
                         let fd = openat(current.as_fd(), *comp, DIR_FLAGS, Mode::empty())
                             .map_err(|e| self.walk_error(&walked, e))?;
                         let mode = perms.mode.unwrap_or(0o755);
-                        apply_perms_fd(&fd, &Perms { mode: Some(mode), ..*perms })
-                            .map_err(|e| self.path_error(&walked, e))?;
+                        apply_perms_fd(
+                            &fd,
+                            &Perms {
+                                mode: Some(mode),
+                                ..*perms
+                            },
+                        )
+                        .map_err(|e| self.path_error(&walked, e))?;
                         made.push(walked.clone());
                         current = fd;
                     }
@@ -176,7 +191,10 @@ impl Host {
         let Some((_, dirs)) = parts.split_last() else {
             return Ok(missing);
         };
-        let mut current = self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()))?;
+        let mut current = self
+            .root_fd
+            .try_clone()
+            .map_err(|e| HostError::Other(e.to_string()))?;
         let mut walked = String::new();
         for (i, comp) in dirs.iter().enumerate() {
             walked.push('/');
@@ -204,7 +222,11 @@ impl Host {
         let Some(parent) = self.open_parent(path, None)? else {
             return Ok(None);
         };
-        match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fstatat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => Ok(Some(Stat::from_raw(&st))),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(self.path_error(path, e.desc())),
@@ -212,7 +234,7 @@ impl Host {
     }
 
     /// Reads a path: its stat, and its content when it is a regular file.
-    pub fn read(&self, path: &str) -> Result<Option<(Stat, Option<Vec<u8>>)>, HostError> {
+    pub fn read(&self, path: &str) -> Result<Option<Observed>, HostError> {
         let Some(parent) = self.open_parent(path, None)? else {
             return Ok(None);
         };
@@ -221,7 +243,12 @@ impl Host {
             | OFlag::O_CLOEXEC
             | OFlag::O_NOCTTY
             | OFlag::O_NONBLOCK;
-        match openat(parent.dir.as_fd(), parent.name.as_str(), flags, Mode::empty()) {
+        match openat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            flags,
+            Mode::empty(),
+        ) {
             Ok(fd) => {
                 let st = fstat(&fd).map_err(|e| self.path_error(path, e.desc()))?;
                 let stat = Stat::from_raw(&st);
@@ -255,7 +282,8 @@ impl Host {
     /// Lists the names in a directory (not following symlinks), sorted.
     pub fn list_dir(&self, path: &str) -> Result<Vec<String>, HostError> {
         let dir_fd = self.open_dir(path)?;
-        let mut dir = nix::dir::Dir::from_fd(dir_fd).map_err(|e| self.path_error(path, e.desc()))?;
+        let mut dir =
+            nix::dir::Dir::from_fd(dir_fd).map_err(|e| self.path_error(path, e.desc()))?;
         let mut names = Vec::new();
         for entry in dir.iter() {
             let entry = entry.map_err(|e| self.path_error(path, e.desc()))?;
@@ -270,13 +298,21 @@ impl Host {
 
     fn open_dir(&self, path: &str) -> Result<OwnedFd, HostError> {
         if components(path).is_empty() {
-            return self.root_fd.try_clone().map_err(|e| HostError::Other(e.to_string()));
+            return self
+                .root_fd
+                .try_clone()
+                .map_err(|e| HostError::Other(e.to_string()));
         }
         let parent = self
             .open_parent(path, None)?
             .ok_or_else(|| self.path_error(path, "does not exist"))?;
-        openat(parent.dir.as_fd(), parent.name.as_str(), DIR_FLAGS, Mode::empty())
-            .map_err(|e| self.walk_error(path, e))
+        openat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            DIR_FLAGS,
+            Mode::empty(),
+        )
+        .map_err(|e| self.walk_error(path, e))
     }
 
     /// Writes a whole file atomically: a temp file beside it (O_EXCL, 0600), owner and
@@ -288,12 +324,16 @@ impl Host {
         content: &[u8],
         perms: &Perms,
         implied_dirs: &mut Vec<String>,
-        validate: Option<&dyn Fn(&std::path::Path) -> Result<(), String>>,
+        validate: Option<&Validator<'_>>,
     ) -> Result<(), HostError> {
         let parent = self
             .open_parent(path, Some((Perms::default(), implied_dirs)))?
             .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
-        match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fstatat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => {
                 let kind = Stat::from_raw(&st).kind;
                 if kind != FileKind::File {
@@ -315,7 +355,11 @@ impl Host {
         )
         .map_err(|e| self.path_error(path, format!("cannot create temp file: {}", e.desc())))?;
         let cleanup = |reason: HostError| {
-            let _ = unlinkat(parent.dir.as_fd(), temp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(
+                parent.dir.as_fd(),
+                temp_name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
             reason
         };
         let perms = Perms {
@@ -375,12 +419,21 @@ impl Host {
         let parent = self
             .open_parent(path, Some((Perms::default(), implied_dirs)))?
             .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
-        match mkdirat(parent.dir.as_fd(), parent.name.as_str(), Mode::from_bits_truncate(0o700)) {
+        match mkdirat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(self.path_error(path, e.desc())),
         }
-        let fd = openat(parent.dir.as_fd(), parent.name.as_str(), DIR_FLAGS, Mode::empty())
-            .map_err(|e| self.walk_error(path, e))?;
+        let fd = openat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            DIR_FLAGS,
+            Mode::empty(),
+        )
+        .map_err(|e| self.walk_error(path, e))?;
         let perms = Perms {
             mode: Some(perms.mode.unwrap_or(0o755)),
             ..*perms
@@ -399,11 +452,16 @@ impl Host {
         let parent = self
             .open_parent(path, Some((Perms::default(), implied_dirs)))?
             .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
-        if let Ok(st) =
-            fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        {
+        if let Ok(st) = fstatat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             if Stat::from_raw(&st).kind == FileKind::Directory {
-                return Err(self.unsafe_error(path, "is a directory; refusing to replace it with a symlink"));
+                return Err(self.unsafe_error(
+                    path,
+                    "is a directory; refusing to replace it with a symlink",
+                ));
             }
         }
         let temp_name = temp_name(&parent.name);
@@ -416,7 +474,11 @@ impl Host {
             parent.name.as_str(),
         )
         .map_err(|e| {
-            let _ = unlinkat(parent.dir.as_fd(), temp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(
+                parent.dir.as_fd(),
+                temp_name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
             self.path_error(path, e.desc())
         })?;
         fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
@@ -427,8 +489,11 @@ impl Host {
         let Some(parent) = self.open_parent(path, None)? else {
             return Ok(());
         };
-        let st = match fstatat(parent.dir.as_fd(), parent.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-        {
+        let st = match fstatat(
+            parent.dir.as_fd(),
+            parent.name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => Stat::from_raw(&st),
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(self.path_error(path, e.desc())),
@@ -437,11 +502,19 @@ impl Host {
             for name in self.list_dir(path)? {
                 self.remove(&format!("{}/{}", path.trim_end_matches('/'), name))?;
             }
-            unlinkat(parent.dir.as_fd(), parent.name.as_str(), UnlinkatFlags::RemoveDir)
-                .map_err(|e| self.path_error(path, e.desc()))?;
+            unlinkat(
+                parent.dir.as_fd(),
+                parent.name.as_str(),
+                UnlinkatFlags::RemoveDir,
+            )
+            .map_err(|e| self.path_error(path, e.desc()))?;
         } else {
-            unlinkat(parent.dir.as_fd(), parent.name.as_str(), UnlinkatFlags::NoRemoveDir)
-                .map_err(|e| self.path_error(path, e.desc()))?;
+            unlinkat(
+                parent.dir.as_fd(),
+                parent.name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(|e| self.path_error(path, e.desc()))?;
         }
         fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
     }
@@ -474,8 +547,13 @@ impl Host {
         let b = self
             .open_parent(to, None)?
             .ok_or_else(|| self.path_error(to, "parent directory missing"))?;
-        renameat(a.dir.as_fd(), a.name.as_str(), b.dir.as_fd(), b.name.as_str())
-            .map_err(|e| self.path_error(to, e.desc()))?;
+        renameat(
+            a.dir.as_fd(),
+            a.name.as_str(),
+            b.dir.as_fd(),
+            b.name.as_str(),
+        )
+        .map_err(|e| self.path_error(to, e.desc()))?;
         fsync(b.dir.as_fd()).map_err(|e| self.path_error(to, e.desc()))
     }
 }

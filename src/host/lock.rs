@@ -37,7 +37,7 @@ impl Host {
             Ok(mut lock) => {
                 let _ = lock.set_len(0);
                 let _ = lock.rewind();
-                let _ = write!(lock, "{}\n", std::process::id());
+                let _ = writeln!(lock, "{}", std::process::id());
                 let _ = lock.sync_data();
                 Ok(RunLock { _lock: lock })
             }

@@ -75,7 +75,11 @@ impl Decoder {
         let source = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) => {
-                self.error(span, field, format!("cannot read template {}: {e}", path.display()));
+                self.error(
+                    span,
+                    field,
+                    format!("cannot read template {}: {e}", path.display()),
+                );
                 return None;
             }
         };
@@ -88,7 +92,8 @@ impl Decoder {
         match self.templates.render_file(&shown, &text) {
             Ok(out) => Some(out),
             Err(d) => {
-                self.diags.push(d.related(span.clone(), "template used here"));
+                self.diags
+                    .push(d.related(span.clone(), "template used here"));
                 None
             }
         }
@@ -167,12 +172,20 @@ impl<'a> Fields<'a> {
         string_of(d, node, key)
     }
 
-    pub fn required_string(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
+    pub fn required_string(
+        &mut self,
+        d: &mut Decoder,
+        key: &'static str,
+    ) -> Option<(String, Span)> {
         let present = self.has(key);
         let out = self.string(d, key);
         if !present {
             let span = self.span.clone();
-            d.error(&span, key, format!("`{}` requires the field `{key}`", self.kind));
+            d.error(
+                &span,
+                key,
+                format!("`{}` requires the field `{key}`", self.kind),
+            );
         }
         out
     }
@@ -196,7 +209,11 @@ impl<'a> Fields<'a> {
                     Ok("true") => Some(true),
                     Ok("false") => Some(false),
                     Ok(other) => {
-                        d.error(&node.span, key, format!("expected true or false, the template gave `{other}`"));
+                        d.error(
+                            &node.span,
+                            key,
+                            format!("expected true or false, the template gave `{other}`"),
+                        );
                         None
                     }
                     Err(_) => {
@@ -208,7 +225,11 @@ impl<'a> Fields<'a> {
                 }
             }
             other => {
-                d.error(&node.span, key, format!("expected true or false, found {}", other.type_name()));
+                d.error(
+                    &node.span,
+                    key,
+                    format!("expected true or false, found {}", other.type_name()),
+                );
                 None
             }
         }
@@ -220,7 +241,11 @@ impl<'a> Fields<'a> {
         match u32::try_from(n) {
             Ok(v) => Some(v),
             Err(_) => {
-                d.error(&node.span, key, format!("{n} is out of range (0 to {})", u32::MAX));
+                d.error(
+                    &node.span,
+                    key,
+                    format!("{n} is out of range (0 to {})", u32::MAX),
+                );
                 None
             }
         }
@@ -232,7 +257,11 @@ impl<'a> Fields<'a> {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
             other => {
-                d.error(&node.span, key, format!("expected a number, found {}", other.type_name()));
+                d.error(
+                    &node.span,
+                    key,
+                    format!("expected a number, found {}", other.type_name()),
+                );
                 None
             }
         }
@@ -281,7 +310,11 @@ impl<'a> Fields<'a> {
             Value::Seq(items) => items.iter().filter_map(|n| string_of(d, n, key)).collect(),
             Value::Str(_) => string_of(d, node, key).into_iter().collect(),
             other => {
-                d.error(&node.span, key, format!("expected a list of strings, found {}", other.type_name()));
+                d.error(
+                    &node.span,
+                    key,
+                    format!("expected a list of strings, found {}", other.type_name()),
+                );
                 Vec::new()
             }
         }
@@ -315,7 +348,11 @@ impl<'a> Fields<'a> {
                 Some(s) => format!("; did you mean `{s}`?"),
                 None => format!("; known fields: {}", known.join(", ")),
             };
-            d.error(&k.span, &name, format!("unknown field for `{}`{hint}", self.kind));
+            d.error(
+                &k.span,
+                &name,
+                format!("unknown field for `{}`{hint}", self.kind),
+            );
         }
     }
 }
@@ -330,7 +367,11 @@ fn string_of(d: &mut Decoder, node: &Node, key: &str) -> Option<(String, Span)> 
             }
         },
         other => {
-            d.error(&node.span, key, format!("expected a string, found {}", other.type_name()));
+            d.error(
+                &node.span,
+                key,
+                format!("expected a string, found {}", other.type_name()),
+            );
             None
         }
     }
@@ -344,13 +385,21 @@ fn number_of(d: &mut Decoder, node: &Node, key: &str) -> Option<i64> {
             match text.trim().parse() {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    d.error(&span, key, format!("expected a whole number, the template gave `{text}`"));
+                    d.error(
+                        &span,
+                        key,
+                        format!("expected a whole number, the template gave `{text}`"),
+                    );
                     None
                 }
             }
         }
         other => {
-            d.error(&node.span, key, format!("expected a whole number, found {}", other.type_name()));
+            d.error(
+                &node.span,
+                key,
+                format!("expected a whole number, found {}", other.type_name()),
+            );
             None
         }
     }
@@ -373,7 +422,9 @@ pub fn format_mode(mode: u32) -> String {
 /// Absolute, without `.`/`..`/empty components or NUL; trailing slash dropped.
 pub fn normalize_abs(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
-        return Err(format!("`{path}` must be an absolute path (starting with /)"));
+        return Err(format!(
+            "`{path}` must be an absolute path (starting with /)"
+        ));
     }
     if path.contains('\0') {
         return Err("path contains a NUL byte".into());

@@ -61,22 +61,34 @@ fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
                 .collect(),
             Err(e) => {
-                diags.push(Diagnostic::error(None, format!("cannot read folder {}: {e}", path.display())));
+                diags.push(Diagnostic::error(
+                    None,
+                    format!("cannot read folder {}: {e}", path.display()),
+                ));
                 return Vec::new();
             }
         };
         files.sort();
         if files.is_empty() {
-            diags.push(Diagnostic::warning(None, format!("folder {} holds no *.yaml manifests", path.display())));
+            diags.push(Diagnostic::warning(
+                None,
+                format!("folder {} holds no *.yaml manifests", path.display()),
+            ));
         }
         files
     } else if path.is_file() {
         vec![path.to_path_buf()]
     } else {
-        diags.push(Diagnostic::error(None, format!("manifest {} does not exist", path.display())));
+        diags.push(Diagnostic::error(
+            None,
+            format!("manifest {} does not exist", path.display()),
+        ));
         Vec::new()
     }
 }
@@ -88,7 +100,11 @@ fn top_map<'a>(file: &'a ParsedFile, diags: &mut Diagnostics) -> &'a [(Node, Nod
         other => {
             diags.push(Diagnostic::error(
                 Some(file.root.span.clone()),
-                format!("a manifest must be a mapping with {}, found {}", TOP_LEVEL.join("/"), other.type_name()),
+                format!(
+                    "a manifest must be a mapping with {}, found {}",
+                    TOP_LEVEL.join("/"),
+                    other.type_name()
+                ),
             ));
             &[]
         }
@@ -121,7 +137,10 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) => {
-                diags.push(Diagnostic::error(Some(Span::file_only(shown)), format!("cannot read: {e}")));
+                diags.push(Diagnostic::error(
+                    Some(Span::file_only(shown)),
+                    format!("cannot read: {e}"),
+                ));
                 continue;
             }
         };
@@ -133,13 +152,23 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
                 continue;
             }
         };
-        let file = ParsedFile { path: path.clone(), shown, root };
+        let file = ParsedFile {
+            path: path.clone(),
+            shown,
+            root,
+        };
         for (k, _) in top_map(&file, diags) {
             let name = k.key_text();
             if !TOP_LEVEL.contains(&name.as_str()) {
                 diags.push(
-                    Diagnostic::error(Some(k.span.clone()), format!("unknown top-level key; expected one of {}", TOP_LEVEL.join(", ")))
-                        .field(name),
+                    Diagnostic::error(
+                        Some(k.span.clone()),
+                        format!(
+                            "unknown top-level key; expected one of {}",
+                            TOP_LEVEL.join(", ")
+                        ),
+                    )
+                    .field(name),
                 );
             }
         }
@@ -149,7 +178,16 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
                 Value::Seq(items) => items.iter().collect(),
                 Value::Str(_) => vec![inc],
                 other => {
-                    diags.push(Diagnostic::error(Some(inc.span.clone()), format!("expected a list of files or folders, found {}", other.type_name())).field("include"));
+                    diags.push(
+                        Diagnostic::error(
+                            Some(inc.span.clone()),
+                            format!(
+                                "expected a list of files or folders, found {}",
+                                other.type_name()
+                            ),
+                        )
+                        .field("include"),
+                    );
                     Vec::new()
                 }
             };
@@ -159,13 +197,23 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
                     Some(rel) if !rel.starts_with('/') => {
                         let target = base.join(rel);
                         if !target.exists() {
-                            diags.push(Diagnostic::error(Some(item.span.clone()), format!("{} does not exist", target.display())).field("include"));
+                            diags.push(
+                                Diagnostic::error(
+                                    Some(item.span.clone()),
+                                    format!("{} does not exist", target.display()),
+                                )
+                                .field("include"),
+                            );
                         }
                         let mut local = Diagnostics::default();
                         found.extend(expand(&target, &mut local));
                     }
                     _ => diags.push(
-                        Diagnostic::error(Some(item.span.clone()), "an include must be a path relative to this manifest").field("include"),
+                        Diagnostic::error(
+                            Some(item.span.clone()),
+                            "an include must be a path relative to this manifest",
+                        )
+                        .field("include"),
                     ),
                 }
             }
@@ -178,7 +226,11 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
 }
 
 /// Merges `vars:` of all files, applies the chosen environment and `--var` overrides.
-fn resolve_vars(files: &[ParsedFile], opts: &LoadOptions, diags: &mut Diagnostics) -> serde_json::Map<String, serde_json::Value> {
+fn resolve_vars(
+    files: &[ParsedFile],
+    opts: &LoadOptions,
+    diags: &mut Diagnostics,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut vars: BTreeMap<String, (serde_json::Value, Span)> = BTreeMap::new();
     let mut envs: HashMap<String, Vec<(&Node, &Node)>> = HashMap::new();
     for file in files {
@@ -198,7 +250,10 @@ fn resolve_vars(files: &[ParsedFile], opts: &LoadOptions, diags: &mut Diagnostic
                         }
                     }
                 }
-                None => diags.push(Diagnostic::error(Some(node.span.clone()), "`vars` must be a mapping").field("vars")),
+                None => diags.push(
+                    Diagnostic::error(Some(node.span.clone()), "`vars` must be a mapping")
+                        .field("vars"),
+                ),
             }
         }
         if let Some(node) = section(file, "environments") {
@@ -217,7 +272,10 @@ fn resolve_vars(files: &[ParsedFile], opts: &LoadOptions, diags: &mut Diagnostic
                         }
                     }
                 }
-                None => diags.push(Diagnostic::error(Some(node.span.clone()), "`environments` must be a mapping").field("environments")),
+                None => diags.push(
+                    Diagnostic::error(Some(node.span.clone()), "`environments` must be a mapping")
+                        .field("environments"),
+                ),
             }
         }
     }
@@ -239,19 +297,31 @@ fn resolve_vars(files: &[ParsedFile], opts: &LoadOptions, diags: &mut Diagnostic
                     None,
                     format!(
                         "--env {env}: no such environment; defined: {}",
-                        if known.is_empty() { "none".to_string() } else { known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
                     ),
                 ));
             }
         }
     }
-    let mut out: serde_json::Map<String, serde_json::Value> = vars.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let mut out: serde_json::Map<String, serde_json::Value> =
+        vars.into_iter().map(|(k, (v, _))| (k, v)).collect();
     for (k, v) in &opts.vars {
         out.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     out.insert(
         "environment".into(),
-        opts.env.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null),
+        opts.env
+            .clone()
+            .map(serde_json::Value::String)
+            .unwrap_or(serde_json::Value::Null),
     );
     out
 }
@@ -261,7 +331,11 @@ fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
     let before = f.id_list(d, "before");
     let notify = f.id_list(d, "notify");
     let secret = f.bool(d, "secret").unwrap_or(false);
-    let tags = f.string_list(d, "tags").into_iter().map(|(t, _)| t).collect();
+    let tags = f
+        .string_list(d, "tags")
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     let enabled = match f.raw("when") {
         None => true,
         Some(node) => match &node.value {
@@ -274,18 +348,39 @@ fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
                 }
             },
             other => {
-                d.error(&node.span, "when", format!("expected a condition (a string expression or a boolean), found {}", other.type_name()));
+                d.error(
+                    &node.span,
+                    "when",
+                    format!(
+                        "expected a condition (a string expression or a boolean), found {}",
+                        other.type_name()
+                    ),
+                );
                 true
             }
         },
     };
-    let meta = Meta { span: Some(f.span.clone()), requires, before, notify, secret, tags };
+    let meta = Meta {
+        span: Some(f.span.clone()),
+        requires,
+        before,
+        notify,
+        secret,
+        tags,
+    };
     (meta, enabled)
 }
 
 fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     let Some(pairs) = entry.as_map().filter(|p| !p.is_empty()) else {
-        d.error(&entry.span, "resources", format!("each resource must be a mapping whose first key names its kind, found {}", entry.value.type_name()));
+        d.error(
+            &entry.span,
+            "resources",
+            format!(
+                "each resource must be a mapping whose first key names its kind, found {}",
+                entry.value.type_name()
+            ),
+        );
         return None;
     };
     let (kind_key, name_node) = &pairs[0];
@@ -313,7 +408,11 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
             }
         },
         other => {
-            d.error(&name_node.span, kind.name, format!("the name must be a string, found {}", other.type_name()));
+            d.error(
+                &name_node.span,
+                kind.name,
+                format!("the name must be a string, found {}", other.type_name()),
+            );
             None
         }
     };
@@ -340,7 +439,11 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     let mut resources: Vec<Box<dyn Resource>> = Vec::new();
     let mut settings = Settings::default();
     for file in &files {
-        decoder.base_dir = file.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        decoder.base_dir = file
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         if let Some(node) = section(file, "settings") {
             decode_settings(&mut decoder, node, &mut settings);
         }
@@ -353,7 +456,11 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
                     }
                 }
             }
-            Some((other, node)) => decoder.error(&node.span, "resources", format!("expected a list of resources, found {}", other.type_name())),
+            Some((other, node)) => decoder.error(
+                &node.span,
+                "resources",
+                format!("expected a list of resources, found {}", other.type_name()),
+            ),
         }
         let _ = &file.shown;
     }

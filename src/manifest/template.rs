@@ -15,7 +15,10 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn new(vars: &serde_json::Map<String, serde_json::Value>, host: serde_json::Value) -> Templates {
+    pub fn new(
+        vars: &serde_json::Map<String, serde_json::Value>,
+        host: serde_json::Value,
+    ) -> Templates {
         let mut context = tera::Context::new();
         for (k, v) in vars {
             context.insert(k.as_str(), v);
@@ -54,8 +57,9 @@ impl Templates {
     /// Evaluates a `when:` expression to a boolean.
     pub fn eval_condition(&mut self, expr: &str, span: &Span) -> Result<bool, Diagnostic> {
         let text = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
-        let out = tera::Tera::one_off(&text, &self.context, false)
-            .map_err(|e| Diagnostic::error(Some(span.clone()), format!("condition: {}", explain(&e))))?;
+        let out = tera::Tera::one_off(&text, &self.context, false).map_err(|e| {
+            Diagnostic::error(Some(span.clone()), format!("condition: {}", explain(&e)))
+        })?;
         Ok(out == "true")
     }
 
@@ -153,7 +157,11 @@ mod tests {
     fn renders_inline_and_files() {
         let mut t = templates();
         let span = Span::file_only(Arc::from("m.yaml"));
-        assert_eq!(t.render_inline("{{ user }}@{{ host.hostname }}", &span).ok(), Some("svc@h1".into()));
+        assert_eq!(
+            t.render_inline("{{ user }}@{{ host.hostname }}", &span)
+                .ok(),
+            Some("svc@h1".into())
+        );
         let out = t.render_file("a.tera", "x\n{{ user }}\n");
         assert_eq!(out.ok().as_deref(), Some("x\nsvc\n"));
     }

@@ -69,7 +69,9 @@ impl Node {
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Float(f) => serde_json::Value::from(*f),
             Value::Str(s) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(pairs) => serde_json::Value::Object(
                 pairs
                     .iter()
@@ -224,7 +226,10 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(Diagnostic::error(
             Some(whole),
-            format!("manifest is larger than {} MiB", MAX_MANIFEST_BYTES / (1024 * 1024)),
+            format!(
+                "manifest is larger than {} MiB",
+                MAX_MANIFEST_BYTES / (1024 * 1024)
+            ),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -254,7 +259,10 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
                 )
             })
             .unwrap_or_else(|| whole.clone());
-        Diagnostic::error(Some(span), format!("YAML: {}", first_line(&e.without_snippet().to_string())))
+        Diagnostic::error(
+            Some(span),
+            format!("YAML: {}", first_line(&e.without_snippet().to_string())),
+        )
     })?;
     Ok(convert(file, raw, &whole))
 }
@@ -263,7 +271,10 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or(s).trim();
     let line = line.split(" at line ").next().unwrap_or(line);
-    let line = line.split(", set DuplicateKeyPolicy").next().unwrap_or(line);
+    let line = line
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(line);
     line.trim().to_string()
 }
 
@@ -285,7 +296,9 @@ mod tests {
         let map = n.as_map().unwrap_or_default();
         assert_eq!(map[0].0.span.line, 1);
         let list = &map[1].1;
-        let Value::Seq(items) = &list.value else { panic!("not a list") };
+        let Value::Seq(items) = &list.value else {
+            panic!("not a list")
+        };
         let inner = items[0].as_map().unwrap_or_default();
         assert_eq!((inner[0].1.span.line, inner[0].1.span.column), (3, 8));
         assert_eq!(inner[0].1.value, Value::Str("0644".into()));
@@ -294,7 +307,10 @@ mod tests {
     #[test]
     fn unquoted_mode_is_an_integer() {
         let n = parse(&file(), b"mode: 644\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n.as_map().map(|m| m[0].1.value.clone()), Some(Value::Int(644)));
+        assert_eq!(
+            n.as_map().map(|m| m[0].1.value.clone()),
+            Some(Value::Int(644))
+        );
     }
 
     #[test]

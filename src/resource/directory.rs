@@ -12,7 +12,10 @@ use crate::manifest::decode::{normalize_abs, Decoder, Fields};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
-use super::{implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{
+    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
+    ResourceError,
+};
 
 #[derive(Debug, Clone)]
 pub enum TreeSource {
@@ -42,7 +45,12 @@ struct Entry {
     content: Option<Vec<u8>>, // None: a directory
 }
 
-pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields) -> Option<Box<dyn Resource>> {
+pub fn decode(
+    d: &mut Decoder,
+    name: (String, Span),
+    meta: Meta,
+    f: &mut Fields,
+) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
     let path = match normalize_abs(&raw_path) {
         Ok(p) => Some(p),
@@ -77,7 +85,11 @@ pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields)
     let dir_mode = f.mode(d, "dir_mode");
     let purge = f.bool(d, "purge").unwrap_or(false);
     if source.is_none() && (file_mode.is_some() || dir_mode.is_some() || purge) {
-        d.error(&f.span, "source", "`file_mode`, `dir_mode` and `purge` only apply with `source`");
+        d.error(
+            &f.span,
+            "source",
+            "`file_mode`, `dir_mode` and `purge` only apply with `source`",
+        );
     }
     let path = path?;
     Some(Box::new(Directory {
@@ -98,7 +110,11 @@ impl Directory {
         PermSpec {
             owner: self.perms.owner.clone(),
             group: self.perms.group.clone(),
-            mode: if is_dir { self.dir_mode } else { self.file_mode },
+            mode: if is_dir {
+                self.dir_mode
+            } else {
+                self.file_mode
+            },
         }
     }
 
@@ -117,7 +133,12 @@ impl Directory {
     }
 
     /// Copies the tree into `base` (the final path, or a temp dir beside it).
-    fn populate(&self, host: &crate::host::Host, base: &str, entries: &[Entry]) -> Result<(), ResourceError> {
+    fn populate(
+        &self,
+        host: &crate::host::Host,
+        base: &str,
+        entries: &[Entry],
+    ) -> Result<(), ResourceError> {
         let accounts = host.accounts()?;
         let dir_perms = self.entry_spec(true).resolve(&accounts)?;
         let file_perms = self.entry_spec(false).resolve(&accounts)?;
@@ -144,7 +165,11 @@ impl Directory {
     }
 }
 
-fn read_shipped_tree(dir: &std::path::Path, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ResourceError> {
+fn read_shipped_tree(
+    dir: &std::path::Path,
+    prefix: &str,
+    out: &mut Vec<Entry>,
+) -> Result<(), ResourceError> {
     let fail = |e: std::io::Error| ResourceError::Failed(format!("{}: {e}", dir.display()));
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(fail)?
@@ -154,38 +179,75 @@ fn read_shipped_tree(dir: &std::path::Path, prefix: &str, out: &mut Vec<Entry>) 
     for name in names {
         let name = name.to_string_lossy().into_owned();
         let path = dir.join(&name);
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         let meta = std::fs::symlink_metadata(&path).map_err(fail)?;
         if meta.file_type().is_symlink() {
-            return Err(ResourceError::Failed(format!("{} is a symlink; source trees may hold only files and folders", path.display())));
+            return Err(ResourceError::Failed(format!(
+                "{} is a symlink; source trees may hold only files and folders",
+                path.display()
+            )));
         } else if meta.is_dir() {
-            out.push(Entry { rel: rel.clone(), content: None });
+            out.push(Entry {
+                rel: rel.clone(),
+                content: None,
+            });
             read_shipped_tree(&path, &rel, out)?;
         } else {
             let bytes = std::fs::read(&path).map_err(fail)?;
-            out.push(Entry { rel, content: Some(bytes) });
+            out.push(Entry {
+                rel,
+                content: Some(bytes),
+            });
         }
     }
     Ok(())
 }
 
-fn read_target_tree(host: &crate::host::Host, dir: &str, prefix: &str, out: &mut Vec<Entry>) -> Result<(), ResourceError> {
+fn read_target_tree(
+    host: &crate::host::Host,
+    dir: &str,
+    prefix: &str,
+    out: &mut Vec<Entry>,
+) -> Result<(), ResourceError> {
     match host.lstat(dir)? {
         Some(st) if st.kind == FileKind::Directory => {}
         Some(st) => {
-            return Err(ResourceError::Failed(format!("source {} is a {}, not a directory", host.show(dir), st.kind.name())))
+            return Err(ResourceError::Failed(format!(
+                "source {} is a {}, not a directory",
+                host.show(dir),
+                st.kind.name()
+            )))
         }
-        None => return Err(ResourceError::Failed(format!("source {} does not exist", host.show(dir)))),
+        None => {
+            return Err(ResourceError::Failed(format!(
+                "source {} does not exist",
+                host.show(dir)
+            )))
+        }
     }
     for name in host.list_dir(dir)? {
         let path = format!("{dir}/{name}");
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         match host.read(&path)? {
             Some((st, _)) if st.kind == FileKind::Directory => {
-                out.push(Entry { rel: rel.clone(), content: None });
+                out.push(Entry {
+                    rel: rel.clone(),
+                    content: None,
+                });
                 read_target_tree(host, &path, &rel, out)?;
             }
-            Some((_, Some(bytes))) => out.push(Entry { rel, content: Some(bytes) }),
+            Some((_, Some(bytes))) => out.push(Entry {
+                rel,
+                content: Some(bytes),
+            }),
             Some((st, None)) => {
                 return Err(ResourceError::Failed(format!(
                     "{} is a {}; source trees may hold only files and folders",
@@ -200,9 +262,18 @@ fn read_target_tree(host: &crate::host::Host, dir: &str, prefix: &str, out: &mut
 }
 
 /// Every entry below a live directory, relative, for `purge`.
-fn live_entries(host: &crate::host::Host, dir: &str, prefix: &str, out: &mut Vec<String>) -> Result<(), ResourceError> {
+fn live_entries(
+    host: &crate::host::Host,
+    dir: &str,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), ResourceError> {
     for name in host.list_dir(dir)? {
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         let path = format!("{dir}/{name}");
         out.push(rel.clone());
         if host.lstat(&path)?.map(|s| s.kind) == Some(FileKind::Directory) {
@@ -243,9 +314,20 @@ impl Resource for Directory {
             Ensure::Present => self.read_source(host)?,
             Ensure::Absent => Vec::new(),
         };
-        let mut desired_parts = vec![format!("{:?}", self.ensure), self.perms.fingerprint_parts(), format!("{:?}:{:?}:{}", self.file_mode, self.dir_mode, self.purge)];
+        let mut desired_parts = vec![
+            format!("{:?}", self.ensure),
+            self.perms.fingerprint_parts(),
+            format!("{:?}:{:?}:{}", self.file_mode, self.dir_mode, self.purge),
+        ];
         for e in &entries {
-            desired_parts.push(format!("{}={}", e.rel, e.content.as_deref().map(short_hash).unwrap_or_else(|| "dir".into())));
+            desired_parts.push(format!(
+                "{}={}",
+                e.rel,
+                e.content
+                    .as_deref()
+                    .map(short_hash)
+                    .unwrap_or_else(|| "dir".into())
+            ));
         }
         change.desired = fingerprint(desired_parts.iter().map(|s| s.as_bytes()));
         let mut live_parts = vec![stat_fingerprint(live.as_ref())];
@@ -254,19 +336,34 @@ impl Resource for Directory {
             (Ensure::Absent, None) => {}
             (Ensure::Absent, Some(st)) => {
                 if st.kind != FileKind::Directory {
-                    return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a directory; not removing it", st.kind.name()) }.into());
+                    return Err(HostError::Unsafe {
+                        path: host.show(&self.path),
+                        reason: format!(
+                            "is a {}, not a directory; not removing it",
+                            st.kind.name()
+                        ),
+                    }
+                    .into());
                 }
                 change.action = Action::Delete;
             }
-            (Ensure::Present, Some(st)) if st.kind == FileKind::Symlink && self.source.is_none() => {
+            (Ensure::Present, Some(st))
+                if st.kind == FileKind::Symlink && self.source.is_none() =>
+            {
                 return Err(HostError::Unsafe {
                     path: host.show(&self.path),
                     reason: "is a symlink; a directory resource replaces a symlink only when it has a `source:` to copy".into(),
                 }
                 .into());
             }
-            (Ensure::Present, Some(st)) if st.kind != FileKind::Directory && st.kind != FileKind::Symlink => {
-                return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a directory", st.kind.name()) }.into());
+            (Ensure::Present, Some(st))
+                if st.kind != FileKind::Directory && st.kind != FileKind::Symlink =>
+            {
+                return Err(HostError::Unsafe {
+                    path: host.show(&self.path),
+                    reason: format!("is a {}, not a directory", st.kind.name()),
+                }
+                .into());
             }
             (Ensure::Present, live) => {
                 self.perms.check_known(ctx.accounts, ctx.catalog)?;
@@ -280,7 +377,11 @@ impl Resource for Directory {
                         change.action = Action::Update;
                         let target = host.read_link(&self.path)?.unwrap_or_default();
                         live_parts.push(target.clone());
-                        change.field("type", Some(format!("symlink → {target}")), Some("directory (copy)".into()));
+                        change.field(
+                            "type",
+                            Some(format!("symlink → {target}")),
+                            Some("directory (copy)".into()),
+                        );
                         self.perms.diff(ctx.accounts, None, 0o755, &mut change);
                     }
                     Some(st) => self.perms.diff(ctx.accounts, Some(&st), 0o755, &mut change),
@@ -293,42 +394,87 @@ impl Resource for Directory {
                         "{}={}:{}",
                         e.rel,
                         stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
-                        live_entry.as_ref().and_then(|(_, b)| b.as_deref()).map(short_hash).unwrap_or_default()
+                        live_entry
+                            .as_ref()
+                            .and_then(|(_, b)| b.as_deref())
+                            .map(short_hash)
+                            .unwrap_or_default()
                     ));
                     let spec = self.entry_spec(e.content.is_none());
                     match (&e.content, &live_entry) {
                         (_, None) => {
                             if is_dir {
-                                change.field(&format!("{}/", e.rel), None, Some(if e.content.is_some() { "file" } else { "directory" }.into()));
+                                change.field(
+                                    &format!("{}/", e.rel),
+                                    None,
+                                    Some(
+                                        if e.content.is_some() {
+                                            "file"
+                                        } else {
+                                            "directory"
+                                        }
+                                        .into(),
+                                    ),
+                                );
                             }
                         }
                         (Some(new), Some((st, old))) => {
                             let old = old.as_deref().unwrap_or_default();
                             if st.kind != FileKind::File {
-                                return Err(HostError::Unsafe { path: host.show(&child), reason: format!("is a {}, expected a file", st.kind.name()) }.into());
+                                return Err(HostError::Unsafe {
+                                    path: host.show(&child),
+                                    reason: format!("is a {}, expected a file", st.kind.name()),
+                                }
+                                .into());
                             }
                             if old != &new[..] {
-                                change.secret_field(&format!("{}: content", e.rel), Some(short_hash(old)), Some(short_hash(new)));
+                                change.secret_field(
+                                    &format!("{}: content", e.rel),
+                                    Some(short_hash(old)),
+                                    Some(short_hash(new)),
+                                );
                                 if !self.meta.secret {
                                     if let Some(d) = text_diff(old, new, &child) {
                                         diffs.push_str(&d);
                                     }
                                 }
                             }
-                            spec.diff_named(ctx.accounts, Some(st), 0o644, &mut change, &format!("{}: ", e.rel));
+                            spec.diff_named(
+                                ctx.accounts,
+                                Some(st),
+                                0o644,
+                                &mut change,
+                                &format!("{}: ", e.rel),
+                            );
                         }
                         (None, Some((st, _))) => {
                             if st.kind != FileKind::Directory {
-                                return Err(HostError::Unsafe { path: host.show(&child), reason: format!("is a {}, expected a directory", st.kind.name()) }.into());
+                                return Err(HostError::Unsafe {
+                                    path: host.show(&child),
+                                    reason: format!(
+                                        "is a {}, expected a directory",
+                                        st.kind.name()
+                                    ),
+                                }
+                                .into());
                             }
-                            spec.diff_named(ctx.accounts, Some(st), 0o755, &mut change, &format!("{}/: ", e.rel));
+                            spec.diff_named(
+                                ctx.accounts,
+                                Some(st),
+                                0o755,
+                                &mut change,
+                                &format!("{}/: ", e.rel),
+                            );
                         }
                     }
                 }
                 if self.purge && is_dir {
                     let mut extra = Vec::new();
                     live_entries(host, &self.path, "", &mut extra)?;
-                    for rel in extra.iter().filter(|r| !entries.iter().any(|e| &e.rel == *r)) {
+                    for rel in extra
+                        .iter()
+                        .filter(|r| !entries.iter().any(|e| &e.rel == *r))
+                    {
                         live_parts.push(format!("extra:{rel}"));
                         change.field(rel, Some("present".into()), None);
                     }
@@ -374,7 +520,10 @@ impl Resource for Directory {
         if self.purge {
             let mut extra = Vec::new();
             live_entries(host, &self.path, "", &mut extra)?;
-            for rel in extra.iter().filter(|r| !entries.iter().any(|e| &e.rel == *r)) {
+            for rel in extra
+                .iter()
+                .filter(|r| !entries.iter().any(|e| &e.rel == *r))
+            {
                 host.remove(&self.child(rel))?;
             }
         }

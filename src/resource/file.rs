@@ -10,7 +10,10 @@ use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
-use super::{parent_dir_dep, implied_parents, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{
+    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
+    ResourceError,
+};
 
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -32,7 +35,12 @@ pub struct File {
     pub backup: bool,
 }
 
-pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields) -> Option<Box<dyn Resource>> {
+pub fn decode(
+    d: &mut Decoder,
+    name: (String, Span),
+    meta: Meta,
+    f: &mut Fields,
+) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
     let path = match crate::manifest::decode::normalize_abs(&raw_path) {
         Ok(p) => Some(p),
@@ -54,7 +62,11 @@ pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields)
         .filter(|&&b| b)
         .count();
     if given > 1 {
-        d.error(&f.span, "content", "give at most one of `content`, `template` and `source`");
+        d.error(
+            &f.span,
+            "content",
+            "give at most one of `content`, `template` and `source`",
+        );
     }
     let content = if let Some((text, _)) = content_text {
         Some(Content::Bytes(Arc::from(text.into_bytes())))
@@ -71,18 +83,29 @@ pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields)
                 }
             }
         } else {
-            d.read_shipped(&src, &sspan, "source").map(|b| Content::Bytes(Arc::from(b)))
+            d.read_shipped(&src, &sspan, "source")
+                .map(|b| Content::Bytes(Arc::from(b)))
         }
     } else {
         None
     };
     if let Some((v, vspan)) = &validate {
         if !v.split_whitespace().any(|w| w.contains("%s")) {
-            d.error(vspan, "validate", "the validate command must contain %s (the file to check)");
+            d.error(
+                vspan,
+                "validate",
+                "the validate command must contain %s (the file to check)",
+            );
         }
     }
-    if ensure == Ensure::Absent && (content.is_some() || perms.mode.is_some() || perms.owner.is_some()) {
-        d.warn(&f.span, "state", "state: absent ignores content, owner, group and mode");
+    if ensure == Ensure::Absent
+        && (content.is_some() || perms.mode.is_some() || perms.owner.is_some())
+    {
+        d.warn(
+            &f.span,
+            "state",
+            "state: absent ignores content, owner, group and mode",
+        );
     }
     let path = path?;
     Some(Box::new(File {
@@ -121,13 +144,20 @@ impl File {
         let temp = temp.display().to_string();
         let mut words = command.split_whitespace().map(|w| w.replace("%s", &temp));
         let program = words.next().ok_or("empty validate command")?;
-        let out = Cmd::new(program).args(words).run().map_err(|e| e.to_string())?;
+        let out = Cmd::new(program)
+            .args(words)
+            .run()
+            .map_err(|e| e.to_string())?;
         if out.success() {
             Ok(())
         } else {
             // Tools often echo the offending line; for a secret file that could leak it.
             if self.meta.secret {
-                Err(format!("`{command}` rejected the new content ({})", out.status.map_or("signal".into(), |c| format!("exit code {c}"))))
+                Err(format!(
+                    "`{command}` rejected the new content ({})",
+                    out.status
+                        .map_or("signal".into(), |c| format!("exit code {c}"))
+                ))
             } else {
                 Err(format!("`{command}`: {}", out.reason()))
             }
@@ -190,7 +220,11 @@ impl Resource for File {
         };
         change.desired = fingerprint([
             format!("{:?}", self.ensure).as_bytes(),
-            desired.as_deref().map(short_hash).unwrap_or_default().as_bytes(),
+            desired
+                .as_deref()
+                .map(short_hash)
+                .unwrap_or_default()
+                .as_bytes(),
             self.perms.fingerprint_parts().as_bytes(),
             self.validate.as_deref().unwrap_or("").as_bytes(),
         ]);
@@ -220,7 +254,11 @@ impl Resource for File {
                 let old = live_bytes.unwrap_or_default();
                 if let Some(new) = &desired {
                     if old != &new[..] {
-                        change.secret_field("content", Some(short_hash(old)), Some(short_hash(new)));
+                        change.secret_field(
+                            "content",
+                            Some(short_hash(old)),
+                            Some(short_hash(new)),
+                        );
                         if !self.meta.secret {
                             change.diff = text_diff(old, new, &self.path);
                         }
@@ -244,7 +282,8 @@ impl Resource for File {
                 let accounts = host.accounts()?;
                 let mut perms = self.perms.resolve(&accounts)?;
                 let live = host.read(&self.path)?;
-                let writes_content = change.action == Action::Create || change.changes_field("content");
+                let writes_content =
+                    change.action == Action::Create || change.changes_field("content");
                 if !writes_content {
                     return Ok(host.set_perms(&self.path, &perms)?);
                 }
@@ -258,15 +297,30 @@ impl Resource for File {
                     Some(Content::Bytes(b)) => b.clone(),
                     Some(Content::TargetFile(src)) => match host.read(src)? {
                         Some((_, Some(b))) => Arc::from(b),
-                        _ => return Err(ResourceError::Failed(format!("source {} vanished", host.show(src)))),
+                        _ => {
+                            return Err(ResourceError::Failed(format!(
+                                "source {} vanished",
+                                host.show(src)
+                            )))
+                        }
                     },
-                    None => live.as_ref().and_then(|(_, b)| b.clone()).map(Arc::from).unwrap_or_else(|| Arc::from(Vec::new())),
+                    None => live
+                        .as_ref()
+                        .and_then(|(_, b)| b.clone())
+                        .map(Arc::from)
+                        .unwrap_or_else(|| Arc::from(Vec::new())),
                 };
                 if self.backup {
                     if let Some((st, Some(old))) = &live {
-                        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+                        let stamp = jiff::Timestamp::now()
+                            .strftime("%Y%m%dT%H%M%SZ")
+                            .to_string();
                         let backup = format!("{}.{stamp}.bak", self.path);
-                        let keep = crate::host::Perms { uid: Some(st.uid), gid: Some(st.gid), mode: Some(st.mode) };
+                        let keep = crate::host::Perms {
+                            uid: Some(st.uid),
+                            gid: Some(st.gid),
+                            mode: Some(st.mode),
+                        };
                         host.write_atomic(&backup, old, &keep, &mut Vec::new(), None)?;
                     }
                 }

@@ -49,8 +49,8 @@ impl PermSpec {
     /// Refuses owners that neither exist on the target nor are declared.
     pub fn check_known(&self, accounts: &Accounts, catalog: &Catalog) -> Result<(), ResourceError> {
         if let Some(o) = self.owner() {
-            let known = accounts.resolve_uid(o).is_some()
-                || catalog.contains(&ResourceId::new("user", o));
+            let known =
+                accounts.resolve_uid(o).is_some() || catalog.contains(&ResourceId::new("user", o));
             if !known {
                 return Err(ResourceError::Failed(format!(
                     "owner `{o}` is not a user on the target (its /etc/passwd) and no user[{o}] is declared"
@@ -58,8 +58,8 @@ impl PermSpec {
             }
         }
         if let Some(g) = self.group() {
-            let known = accounts.resolve_gid(g).is_some()
-                || catalog.contains(&ResourceId::new("group", g));
+            let known =
+                accounts.resolve_gid(g).is_some() || catalog.contains(&ResourceId::new("group", g));
             if !known {
                 return Err(ResourceError::Failed(format!(
                     "group `{g}` is not a group on the target (its /etc/group) and no group[{g}] is declared"
@@ -71,7 +71,13 @@ impl PermSpec {
 
     /// Adds owner/group/mode field changes between the live stat (None: to be
     /// created) and the spec; `default_mode` is what a new object gets unmanaged.
-    pub fn diff(&self, accounts: &Accounts, live: Option<&Stat>, default_mode: u32, change: &mut Change) {
+    pub fn diff(
+        &self,
+        accounts: &Accounts,
+        live: Option<&Stat>,
+        default_mode: u32,
+        change: &mut Change,
+    ) {
         self.diff_named(accounts, live, default_mode, change, "");
     }
 
@@ -102,17 +108,29 @@ impl PermSpec {
             Some(st) => {
                 if let Some(o) = self.owner() {
                     if !owner_matches(o, st.uid, |n| accounts.resolve_uid(n)) {
-                        change.field(&name("owner"), Some(accounts.user_name(st.uid)), Some(o.to_string()));
+                        change.field(
+                            &name("owner"),
+                            Some(accounts.user_name(st.uid)),
+                            Some(o.to_string()),
+                        );
                     }
                 }
                 if let Some(g) = self.group() {
                     if !owner_matches(g, st.gid, |n| accounts.resolve_gid(n)) {
-                        change.field(&name("group"), Some(accounts.group_name(st.gid)), Some(g.to_string()));
+                        change.field(
+                            &name("group"),
+                            Some(accounts.group_name(st.gid)),
+                            Some(g.to_string()),
+                        );
                     }
                 }
                 if let Some(m) = self.mode {
                     if m != st.mode {
-                        change.field(&name("mode"), Some(format_mode(st.mode)), Some(format_mode(m)));
+                        change.field(
+                            &name("mode"),
+                            Some(format_mode(st.mode)),
+                            Some(format_mode(m)),
+                        );
                     }
                 }
             }
@@ -162,6 +180,13 @@ fn owner_matches(desired: &str, live: u32, resolve: impl Fn(&str) -> Option<u32>
 pub fn stat_fingerprint(st: Option<&Stat>) -> String {
     match st {
         None => "absent".into(),
-        Some(s) => format!("{}:{}:{}:{:o}:{}", s.kind.name(), s.uid, s.gid, s.mode, s.size),
+        Some(s) => format!(
+            "{}:{}:{}:{:o}:{}",
+            s.kind.name(),
+            s.uid,
+            s.gid,
+            s.mode,
+            s.size
+        ),
     }
 }

@@ -9,7 +9,10 @@ use crate::manifest::decode::{normalize_abs, Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
 use super::perms::stat_fingerprint;
-use super::{implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{
+    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
+    ResourceError,
+};
 
 #[derive(Debug)]
 pub struct Symlink {
@@ -22,7 +25,12 @@ pub struct Symlink {
     pub force: bool,
 }
 
-pub fn decode(d: &mut Decoder, name: (String, Span), meta: Meta, f: &mut Fields) -> Option<Box<dyn Resource>> {
+pub fn decode(
+    d: &mut Decoder,
+    name: (String, Span),
+    meta: Meta,
+    f: &mut Fields,
+) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
     let path = match normalize_abs(&raw_path) {
         Ok(p) => Some(p),
@@ -78,12 +86,21 @@ impl Resource for Symlink {
             stat_fingerprint(live.as_ref()).as_bytes(),
             live_target.as_deref().unwrap_or("").as_bytes(),
         ]);
-        change.desired = fingerprint([format!("{:?}", self.ensure).as_bytes(), self.target.as_bytes()]);
+        change.desired = fingerprint([
+            format!("{:?}", self.ensure).as_bytes(),
+            self.target.as_bytes(),
+        ]);
         match (self.ensure, live) {
             (Ensure::Absent, None) => {}
-            (Ensure::Absent, Some(st)) if st.kind == FileKind::Symlink => change.action = Action::Delete,
+            (Ensure::Absent, Some(st)) if st.kind == FileKind::Symlink => {
+                change.action = Action::Delete
+            }
             (Ensure::Absent, Some(st)) => {
-                return Err(HostError::Unsafe { path: host.show(&self.path), reason: format!("is a {}, not a symlink; not removing it", st.kind.name()) }.into())
+                return Err(HostError::Unsafe {
+                    path: host.show(&self.path),
+                    reason: format!("is a {}, not a symlink; not removing it", st.kind.name()),
+                }
+                .into())
             }
             (Ensure::Present, None) => {
                 change.action = Action::Create;
@@ -104,7 +121,10 @@ impl Resource for Symlink {
             (Ensure::Present, Some(st)) => {
                 return Err(HostError::Unsafe {
                     path: host.show(&self.path),
-                    reason: format!("is a {}; a symlink resource replaces only a file, and only with `force: true`", st.kind.name()),
+                    reason: format!(
+                    "is a {}; a symlink resource replaces only a file, and only with `force: true`",
+                    st.kind.name()
+                ),
                 }
                 .into())
             }
@@ -116,7 +136,11 @@ impl Resource for Symlink {
         match change.action {
             Action::None => Ok(()),
             Action::Delete => Ok(ctx.host.remove(&self.path)?),
-            Action::Create | Action::Update => Ok(ctx.host.set_symlink(&self.path, &self.target, &mut Vec::new())?),
+            Action::Create | Action::Update => {
+                Ok(ctx
+                    .host
+                    .set_symlink(&self.path, &self.target, &mut Vec::new())?)
+            }
         }
     }
 

@@ -11,7 +11,11 @@ use sha2::{Digest, Sha256};
 
 /// Paths that are reconcile's own bookkeeping, not managed state: the run lock and
 /// the audit trail. Everything else must be byte-identical after read-only commands.
-const BOOKKEEPING: &[&str] = &["run/reconcile.lock", "var/log/reconcile", "var/lib/reconcile"];
+const BOOKKEEPING: &[&str] = &[
+    "run/reconcile.lock",
+    "var/log/reconcile",
+    "var/lib/reconcile",
+];
 
 pub struct Sandbox {
     _dir: tempfile::TempDir,
@@ -27,7 +31,11 @@ impl Sandbox {
         for d in [&root, &manifests] {
             std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir: {e}"));
         }
-        Sandbox { _dir: dir, root, manifests }
+        Sandbox {
+            _dir: dir,
+            root,
+            manifests,
+        }
     }
 
     /// Writes a manifest (or template) file below the manifests folder.
@@ -59,13 +67,21 @@ impl Sandbox {
     }
 
     pub fn mode(&self, path: &str) -> u32 {
-        std::fs::symlink_metadata(self.path(path)).map(|m| m.mode() & 0o7777).unwrap_or_else(|e| panic!("stat {path}: {e}"))
+        std::fs::symlink_metadata(self.path(path))
+            .map(|m| m.mode() & 0o7777)
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"))
     }
 
     /// Runs `reconcile CMD --root ROOT ARGS...` from the manifests folder.
     pub fn run(&self, cmd: &str, args: &[&str]) -> Run {
-        let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
-        c.current_dir(&self.manifests).env("NO_COLOR", "1").arg(cmd).arg("--root").arg(&self.root).args(args);
+        let mut c =
+            assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+        c.current_dir(&self.manifests)
+            .env("NO_COLOR", "1")
+            .arg(cmd)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args);
         Run(c.output().unwrap_or_else(|e| panic!("run: {e}")))
     }
 
@@ -80,7 +96,12 @@ impl Sandbox {
         let mut plan_args = vec!["--detailed-exitcode"];
         plan_args.extend_from_slice(args);
         let again = self.run("plan", &plan_args);
-        assert_eq!(again.code(), 0, "plan after apply is not empty:\n{}", again.all());
+        assert_eq!(
+            again.code(),
+            0,
+            "plan after apply is not empty:\n{}",
+            again.all()
+        );
         assert!(again.stdout().contains("No changes."), "{}", again.all());
         applied
     }
@@ -99,7 +120,12 @@ impl Run {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
     pub fn all(&self) -> String {
-        format!("--- exit {}\n--- stdout\n{}--- stderr\n{}", self.code(), self.stdout(), self.stderr())
+        format!(
+            "--- exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        )
     }
     pub fn assert_code(&self, code: i32) -> &Run {
         assert_eq!(self.code(), code, "{}", self.all());
@@ -115,19 +141,36 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let rel = path.strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_default();
-        if BOOKKEEPING.iter().any(|b| rel == *b || rel.starts_with(&format!("{b}/"))) {
+        let rel = path
+            .strip_prefix(root)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if BOOKKEEPING
+            .iter()
+            .any(|b| rel == *b || rel.starts_with(&format!("{b}/")))
+        {
             continue;
         }
         // The folders holding the bookkeeping may be created by a run; their other
         // content is still compared below.
-        let holds_bookkeeping = BOOKKEEPING.iter().any(|b| b.starts_with(&format!("{rel}/")));
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let holds_bookkeeping = BOOKKEEPING
+            .iter()
+            .any(|b| b.starts_with(&format!("{rel}/")));
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         let kind = if meta.file_type().is_symlink() {
-            format!("link->{}", std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default())
+            format!(
+                "link->{}",
+                std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            )
         } else if meta.is_dir() {
             "dir".to_string()
         } else {
@@ -135,7 +178,15 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             format!("file:{:x}", Sha256::digest(&bytes))
         };
         if !holds_bookkeeping {
-            out.insert(rel, format!("{kind} {:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid()));
+            out.insert(
+                rel,
+                format!(
+                    "{kind} {:o} {}:{}",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ),
+            );
         }
         if meta.is_dir() {
             walk(root, &path, out);
@@ -152,7 +203,10 @@ pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root, and CI runs everything");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root, and CI runs everything"
+    );
     eprintln!("skipping {test}: needs root");
     false
 }

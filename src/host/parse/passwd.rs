@@ -26,7 +26,8 @@ pub struct GroupEntry {
 fn account_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().filter_map(|(i, l)| {
         let t = l.trim_end_matches('\r');
-        let skip = t.trim().is_empty() || t.starts_with('#') || t.starts_with('+') || t.starts_with('-');
+        let skip =
+            t.trim().is_empty() || t.starts_with('#') || t.starts_with('+') || t.starts_with('-');
         (!skip).then_some((i + 1, t))
     })
 }
@@ -102,7 +103,10 @@ mod tests {
         let entries = parse_passwd(text).unwrap_or_default();
         assert!(entries.iter().any(|e| e.name == "root" && e.uid == 0));
         let svc = entries.iter().find(|e| e.name == "intelluxe-service");
-        assert_eq!(svc.map(|e| (e.uid, e.gid, e.shell.as_str())), Some((2000, 2001, "/bin/false")));
+        assert_eq!(
+            svc.map(|e| (e.uid, e.gid, e.shell.as_str())),
+            Some((2000, 2001, "/bin/false"))
+        );
         assert!(entries.iter().all(|e| !e.name.starts_with('+')));
     }
 
@@ -111,9 +115,15 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/parse/group");
         let groups = parse_group(text).unwrap_or_default();
         let sudo = groups.iter().find(|g| g.name == "sudo");
-        assert_eq!(sudo.map(|g| g.members.clone()), Some(vec!["justin".to_string()]));
+        assert_eq!(
+            sudo.map(|g| g.members.clone()),
+            Some(vec!["justin".to_string()])
+        );
         let prod = groups.iter().find(|g| g.name == "intelluxe-prod");
-        assert_eq!(prod.map(|g| (g.gid, g.members.is_empty())), Some((2001, true)));
+        assert_eq!(
+            prod.map(|g| (g.gid, g.members.is_empty())),
+            Some((2001, true))
+        );
     }
 
     #[test]
