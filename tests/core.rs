@@ -580,3 +580,105 @@ fn all_manifest_problems_are_reported_at_once() {
         assert!(err.contains(want), "missing `{want}` in\n{err}");
     }
 }
+
+#[test]
+fn backup_keeps_the_replaced_content() {
+    let s = Sandbox::new();
+    s.put("/etc/app.conf", b"old\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/app.conf\n    content: \"new\\n\"\n    backup: true\n",
+    );
+    s.converge(&["site.yaml"]);
+    let backups: Vec<String> = std::fs::read_dir(s.path("/etc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("app.conf.") && n.ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(s.read(&format!("/etc/{}", backups[0])), "old\n");
+}
+
+#[test]
+fn owners_resolve_through_the_target_roots_passwd() {
+    if !common::require_root("owners_resolve_through_the_target_roots_passwd") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Sandbox::new();
+    // Ids no real machine account is likely to have: resolution must come from ROOT/etc.
+    s.put(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/bash\nsvc-test:x:4242:4343::/opt/svc:/bin/false\n",
+    );
+    s.put("/etc/group", b"root:x:0:\nsvc-grp:x:4343:\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /opt/svc/app.conf\n    content: \"x\\n\"\n    owner: svc-test\n    group: svc-grp\n    mode: \"0640\"\n  - directory: /opt/svc/data\n    owner: 4242\n    group: svc-grp\n    mode: \"0700\"\n",
+    );
+    s.converge(&["site.yaml"]);
+    let meta = std::fs::metadata(s.path("/opt/svc/app.conf")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+    let meta = std::fs::metadata(s.path("/opt/svc/data")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (4242, 4343, 0o700)
+    );
+    // A drifted owner shows by name.
+    nix::unistd::chown(
+        &s.path("/opt/svc/app.conf"),
+        Some(nix::unistd::Uid::from_raw(0)),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(
+        plan.stdout().contains("owner: root → svc-test"),
+        "{}",
+        plan.all()
+    );
+}
+
+#[test]
+fn unknown_owner_is_refused_before_anything_changes() {
+    let s = Sandbox::new();
+    s.put("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n");
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n  - file: /etc/b\n    content: \"b\\n\"\n    owner: nobody-here\n");
+    let before = s.snapshot();
+    let run = s.run("apply", &["site.yaml"]);
+    run.assert_code(1);
+    assert!(
+        run.all().contains(
+            "site.yaml:4:5: file[/etc/b]: owner `nobody-here` is not a user on the target"
+        ),
+        "{}",
+        run.all()
+    );
+    assert_eq!(before, s.snapshot());
+}
+
+#[test]
+fn json_diagnostics_for_machines() {
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    mode: 644\n");
+    let run = s.run("validate", &["--log-format", "json", "site.yaml"]);
+    run.assert_code(1);
+    let line = run
+        .stderr()
+        .lines()
+        .next()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {}", run.all()));
+    assert_eq!(
+        (
+            v["line"].as_u64(),
+            v["column"].as_u64(),
+            v["field"].as_str()
+        ),
+        (Some(3), Some(11), Some("mode"))
+    );
+}
