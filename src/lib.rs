@@ -1,5 +1,6 @@
 //! reconcile: a declarative desired-state reconciler for Linux hosts.
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod diag;
 pub mod engine;

@@ -3,8 +3,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
+use serde_json::{json, Value};
+
+use super::trail::{self, Trail};
 use super::{
-    Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES, EXIT_ERROR, EXIT_OK,
+    AuditCommand, Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES,
+    EXIT_ERROR, EXIT_OK,
 };
 use crate::apply::Outcome;
 use crate::diag::Diagnostics;
@@ -90,7 +94,12 @@ pub fn dispatch(cli: Cli) -> u8 {
             out: save,
             detailed_exitcode,
         } => plan(&out, &target, format, save, detailed_exitcode),
-        Command::Apply { target, format } => apply(&out, &target, format),
+        Command::Apply {
+            target,
+            format,
+            audit_key,
+        } => apply(&out, &target, format, audit_key.as_deref()),
+        Command::Audit { root, command } => audit(&out, &root, command),
         Command::Check { target, format } => check(&out, &target, format),
         Command::Validate { target } => validate(&out, &target),
         Command::Graph { target, format } => graph(&out, &target, format),
@@ -262,7 +271,12 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
     None
 }
 
-fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
+fn apply(
+    out: &Out,
+    target: &Target,
+    format: OutputFormat,
+    audit_key: Option<&std::path::Path>,
+) -> u8 {
     let saved = match target.paths.as_slice() {
         [one] => engine::read_plan_file(one),
         _ => None,
@@ -272,6 +286,13 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => {
             out.engine_error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let key = match audit_key.map(crate::audit::read_key_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            out.error(&e.to_string());
             return EXIT_ERROR;
         }
     };
@@ -303,21 +324,96 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
-        return EXIT_ERROR;
+    let model = engine::load_model(&opts, &host);
+    let configured_log = model
+        .as_ref()
+        .ok()
+        .and_then(|m| m.loaded.settings.audit_log.clone());
+    let trail = match Trail::open(&host, configured_log.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let manifests: Vec<String> = opts.paths.iter().map(|p| p.display().to_string()).collect();
+    let files = model
+        .as_ref()
+        .map(|m| m.loaded.files.clone())
+        .unwrap_or_else(|_| opts.paths.clone());
+    trail.record(
+        "run_start",
+        json!({
+            "command": if saved.is_some() { "apply-plan" } else { "apply" },
+            "manifests": manifests,
+            "git": trail::git_state(&files),
+            "environment": opts.env,
+            "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "root": host.root().display().to_string(),
+        }),
+    );
+    let finish = |code: u8, counts: Value| -> u8 {
+        trail.record("run_end", json!({ "exit_code": code, "counts": counts }));
+        if let Some(key) = &key {
+            if let Err(e) = trail.checkpoint(key) {
+                out.error(&format!("audit checkpoint failed: {e}"));
+                return EXIT_ERROR;
+            }
+        }
+        let errors = trail.errors();
+        if errors.is_empty() {
+            code
+        } else {
+            out.error(&format!(
+                "the audit log could not be written: {}",
+                errors.join("; ")
+            ));
+            EXIT_ERROR
+        }
+    };
+    let refuse = |reason: &str, details: Vec<String>| -> u8 {
+        trail.record("refused", json!({ "reason": reason, "details": details }));
+        finish(EXIT_ERROR, Value::Null)
+    };
+    let model = match model {
+        Ok(m) => m,
+        Err(e) => {
+            out.engine_error(&e);
+            let details = match &e {
+                EngineError::Manifest(d) => d.errors().map(ToString::to_string).collect(),
+                other => vec![other.to_string()],
+            };
+            return refuse("invalid manifests", details);
+        }
+    };
+    let warnings: Diagnostics = Diagnostics(model.loaded.diags.warnings().cloned().collect());
+    if !warnings.0.is_empty() {
+        out.diagnostics(&warnings);
+    }
+    let plan = match engine::make_plan(&model, &opts, &host, jobs(target)) {
+        Ok(p) => p,
+        Err(e) => {
+            out.engine_error(&e);
+            return refuse("observing the target failed", vec![e.to_string()]);
+        }
     };
     if let Some(saved) = &saved {
         if let Some(reason) = stale_reason(saved, &plan) {
             out.error(&format!(
                 "stale plan: {reason}; nothing was changed. Run `reconcile plan` again."
             ));
-            return EXIT_ERROR;
+            return refuse("stale plan", vec![reason]);
         }
     }
     if !plan.errors.is_empty() {
         out.print(&render::plan(&plan, Out::style()));
         out.error("some resources could not be planned; nothing was changed");
-        return EXIT_ERROR;
+        let details = plan
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.id, e.message))
+            .collect();
+        return refuse("resources could not be planned", details);
     }
     let mut planned: Vec<Option<Change>> = (0..model.loaded.catalog.len()).map(|_| None).collect();
     for c in plan.changes {
@@ -327,9 +423,10 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     }
     let outcomes = crate::apply::execute(&model, &host, &planned, jobs(target), &|o: &Outcome| {
         tracing::info!(resource = %o.id, status = ?o.status, "applied");
+        trail.outcome(o);
     });
     match format {
-        OutputFormat::Json => out.json(&serde_json::json!({
+        OutputFormat::Json => out.json(&json!({
             "format": "reconcile-apply",
             "version": 1,
             "root": host.root().display().to_string(),
@@ -337,11 +434,112 @@ fn apply(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         })),
         OutputFormat::Text => out.print(&render::apply(&outcomes, Out::style())),
     }
-    if outcomes.iter().any(Outcome::failed) {
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+    let counts = json!({
+        "changed": count(Outcome::changed),
+        "unchanged": count(|o| o.status == crate::apply::Status::Unchanged),
+        "failed": count(|o| matches!(o.status, crate::apply::Status::Failed { .. })),
+        "skipped": count(|o| matches!(o.status, crate::apply::Status::Skipped { .. })),
+    });
+    let code = if outcomes.iter().any(Outcome::failed) {
         EXIT_ERROR
     } else {
         EXIT_OK
+    };
+    finish(code, counts)
+}
+
+fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
+    let default_files = |root: &std::path::Path| -> Result<(Vec<PathBuf>, PathBuf), String> {
+        let host = Host::open(root).map_err(|e| e.to_string())?;
+        let (log, head) = trail::paths(&host, None);
+        let files = crate::audit::log_files(&log).map_err(|e| e.to_string())?;
+        Ok((files, head))
+    };
+    match command {
+        AuditCommand::Verify { key, files } => {
+            let key = match key.as_deref().map(crate::audit::read_key_file).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    out.error(&e.to_string());
+                    return EXIT_ERROR;
+                }
+            };
+            let report = if files.is_empty() {
+                match default_files(root) {
+                    Ok((files, head)) if head.exists() => {
+                        crate::audit::verify_with_head(&files, key.as_deref(), &head)
+                    }
+                    Ok((files, _)) => crate::audit::verify(&files, key.as_deref()),
+                    Err(e) => {
+                        out.error(&e);
+                        return EXIT_ERROR;
+                    }
+                }
+            } else {
+                crate::audit::verify(&files, key.as_deref())
+            };
+            match report {
+                Ok(r) => {
+                    out.print(&r.to_string());
+                    if r.ok() {
+                        EXIT_OK
+                    } else {
+                        EXIT_ERROR
+                    }
+                }
+                Err(e) => {
+                    out.error(&e.to_string());
+                    EXIT_ERROR
+                }
+            }
+        }
+        AuditCommand::Show {
+            since,
+            resource,
+            files,
+        } => {
+            let since = match since.as_deref().map(parse_since).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    out.error(&e);
+                    return EXIT_ERROR;
+                }
+            };
+            let files = if files.is_empty() {
+                match default_files(root) {
+                    Ok((f, _)) => f,
+                    Err(e) => {
+                        out.error(&e);
+                        return EXIT_ERROR;
+                    }
+                }
+            } else {
+                files
+            };
+            match crate::audit::show(&files, since, resource.as_deref()) {
+                Ok(text) => {
+                    out.print(&text);
+                    EXIT_OK
+                }
+                Err(e) => {
+                    out.error(&e.to_string());
+                    EXIT_ERROR
+                }
+            }
+        }
     }
+}
+
+fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| format!("--since {text}: expected an RFC 3339 time (2026-11-23T02:00:00Z) or a date (2026-11-23)"))
 }
 
 fn validate(out: &Out, target: &Target) -> u8 {

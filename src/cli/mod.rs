@@ -2,6 +2,7 @@
 //! command runs and returns its exit code.
 
 mod commands;
+mod trail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,9 @@ pub enum Command {
         target: Target,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Key file (outside the log) for an HMAC checkpoint at the end of the run.
+        #[arg(long)]
+        audit_key: Option<PathBuf>,
     },
     /// Detect drift (read-only): exit 0 in sync, 2 drift, 1 error.
     Check {
@@ -106,12 +110,42 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Verify or show the audit trail.
+    Audit {
+        /// Target root whose audit log is read.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the dependency graph.
     Graph {
         #[command(flatten)]
         target: Target,
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain (and keyed checkpoints); names the first broken seq.
+    Verify {
+        /// HMAC key file for checkpoints.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Log files, oldest first (default: the root's log and its rotations).
+        files: Vec<PathBuf>,
+    },
+    /// Human-readable records.
+    Show {
+        /// Only records at or after this time (RFC 3339, or YYYY-MM-DD in UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records about resources whose id contains this text.
+        #[arg(long)]
+        resource: Option<String>,
+        files: Vec<PathBuf>,
     },
 }
 
