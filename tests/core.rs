@@ -682,3 +682,18 @@ fn json_diagnostics_for_machines() {
         (Some(3), Some(11), Some("mode"))
     );
 }
+
+#[test]
+fn completions_and_man_page() {
+    let s = Sandbox::new();
+    let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+    let out = c
+        .args(["completions", "bash"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_reconcile()"));
+    let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+    let out = c.arg("man").output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH reconcile 1"));
+    drop(s);
+}

@@ -100,6 +100,25 @@ pub fn dispatch(cli: Cli) -> u8 {
             audit_key,
         } => apply(&out, &target, format, audit_key.as_deref()),
         Command::Audit { root, command } => audit(&out, &root, command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "reconcile", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut page) {
+                Ok(()) => {
+                    out.print(&String::from_utf8_lossy(&page));
+                    EXIT_OK
+                }
+                Err(e) => {
+                    out.error(&format!("cannot render the man page: {e}"));
+                    EXIT_ERROR
+                }
+            }
+        }
         Command::Check { target, format } => check(&out, &target, format),
         Command::Validate { target } => validate(&out, &target),
         Command::Graph { target, format } => graph(&out, &target, format),

@@ -118,6 +118,10 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout.
+    Man,
     /// Print the dependency graph.
     Graph {
         #[command(flatten)]
