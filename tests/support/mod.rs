@@ -1,0 +1,5 @@
+//! Helpers shared by integration tests. Each test binary compiles this module and
+//! uses only part of it, hence the dead_code allowances.
+
+#[allow(dead_code)]
+pub mod testhost;
