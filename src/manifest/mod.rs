@@ -387,7 +387,9 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     let kind_name = kind_key.key_text();
     let Some(kind) = resource::kind(&kind_name) else {
         let known: Vec<&str> = resource::KINDS.iter().map(|k| k.name).collect();
-        let hint = if META_FIELDS.contains(&kind_name.as_str()) {
+        let hint = if kind_name == "module" {
+            "modules are not supported yet; declare the resources directly".to_string()
+        } else if META_FIELDS.contains(&kind_name.as_str()) {
             "the first key of a resource must name its kind".to_string()
         } else {
             format!("unknown resource kind; known kinds: {}", known.join(", "))
