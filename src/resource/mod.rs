@@ -5,9 +5,11 @@
 //! diff) and its `apply`.
 
 pub mod directory;
-pub mod perms;
 pub mod file;
+pub mod group;
+pub mod perms;
 pub mod symlink;
+pub mod user;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -159,7 +161,8 @@ pub trait Resource: Send + Sync + Debug + Any {
 }
 
 /// Decodes one manifest entry of a kind into a resource; problems go to the decoder.
-pub type DecodeFn = fn(&mut Decoder, name: (String, Span), meta: Meta, &mut Fields) -> Option<Box<dyn Resource>>;
+pub type DecodeFn =
+    fn(&mut Decoder, name: (String, Span), meta: Meta, &mut Fields) -> Option<Box<dyn Resource>>;
 
 /// Called once before the graph runs, with every changed resource of one kind, for
 /// work that must be batched (systemd: write all unit files, then one daemon-reload).
@@ -173,9 +176,31 @@ pub struct Kind {
 
 /// The registry: one line per kind.
 pub const KINDS: &[Kind] = &[
-    Kind { name: "file", decode: file::decode, before_apply: None },
-    Kind { name: "directory", decode: directory::decode, before_apply: None },
-    Kind { name: "symlink", decode: symlink::decode, before_apply: None },
+    Kind {
+        name: "file",
+        decode: file::decode,
+        before_apply: None,
+    },
+    Kind {
+        name: "directory",
+        decode: directory::decode,
+        before_apply: None,
+    },
+    Kind {
+        name: "symlink",
+        decode: symlink::decode,
+        before_apply: None,
+    },
+    Kind {
+        name: "user",
+        decode: user::decode,
+        before_apply: None,
+    },
+    Kind {
+        name: "group",
+        decode: group::decode,
+        before_apply: None,
+    },
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
@@ -197,7 +222,11 @@ impl Ensure {
             Some((s, _)) if s == "present" => Ensure::Present,
             Some((s, _)) if s == "absent" => Ensure::Absent,
             Some((s, span)) => {
-                d.error(&span, "state", format!("`{s}` is not a state; use present or absent"));
+                d.error(
+                    &span,
+                    "state",
+                    format!("`{s}` is not a state; use present or absent"),
+                );
                 Ensure::Present
             }
         }

@@ -1,6 +1,7 @@
 //! Pure parsers of real host files and tool output, tested against recorded fixtures.
 
 pub mod passwd;
+pub mod shadow;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}: {message}")]

@@ -65,10 +65,8 @@ impl std::fmt::Debug for GshadowEntry {
 fn account_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().filter_map(|(i, l)| {
         let t = l.trim_end_matches('\r');
-        let skip = t.trim().is_empty()
-            || t.starts_with('#')
-            || t.starts_with('+')
-            || t.starts_with('-');
+        let skip =
+            t.trim().is_empty() || t.starts_with('#') || t.starts_with('+') || t.starts_with('-');
         (!skip).then_some((i + 1, t))
     })
 }
@@ -149,7 +147,7 @@ impl LoginDefs {
     }
 
     pub fn number(&self, key: &str) -> Option<u32> {
-        self.get(key).and_then(|v| parse_c_number(v))
+        self.get(key).and_then(parse_c_number)
     }
 
     /// `[SYS_UID_MIN, SYS_UID_MAX]` with shadow-utils' defaults (101 and UID_MIN-1)
@@ -171,7 +169,10 @@ impl LoginDefs {
 
     /// The mode `useradd -m` gives a new home: HOME_MODE, else 0777 & ~UMASK.
     pub fn home_mode(&self) -> u32 {
-        if let Some(m) = self.get("HOME_MODE").and_then(|v| u32::from_str_radix(v, 8).ok()) {
+        if let Some(m) = self
+            .get("HOME_MODE")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+        {
             return m & 0o7777;
         }
         let umask = self
@@ -221,16 +222,30 @@ mod tests {
     fn shadow_fixture() {
         let text = include_str!("../../../tests/fixtures/parse/shadow");
         let entries = parse_shadow(text).unwrap_or_else(|e| panic!("{e}"));
-        assert!(entries.iter().all(|e| !e.name.starts_with('+') && !e.name.starts_with('-')));
+        assert!(entries
+            .iter()
+            .all(|e| !e.name.starts_with('+') && !e.name.starts_with('-')));
         assert_eq!(entries.len(), 10);
         let root = entries.iter().find(|e| e.name == "root");
-        assert_eq!(root.map(|e| (e.password.as_str(), e.last_change, e.max_age)), Some(("*", Some(19850), Some(99999))));
+        assert_eq!(
+            root.map(|e| (e.password.as_str(), e.last_change, e.max_age)),
+            Some(("*", Some(19850), Some(99999)))
+        );
         let justin = entries.iter().find(|e| e.name == "justin");
-        assert_eq!(justin.map(|e| (e.locked(), e.inactive, e.expire)), Some((true, Some(30), Some(20500))));
+        assert_eq!(
+            justin.map(|e| (e.locked(), e.inactive, e.expire)),
+            Some((true, Some(30), Some(20500)))
+        );
         let svc = entries.iter().find(|e| e.name == "intelluxe-service");
-        assert_eq!(svc.map(|e| (e.password.as_str(), e.min_age, e.warn_period)), Some(("!", None, None)));
+        assert_eq!(
+            svc.map(|e| (e.password.as_str(), e.min_age, e.warn_period)),
+            Some(("!", None, None))
+        );
         let deploy = entries.iter().find(|e| e.name == "deploy");
-        assert_eq!(deploy.map(|e| (e.locked(), e.password.starts_with("$y$"))), Some((false, true)));
+        assert_eq!(
+            deploy.map(|e| (e.locked(), e.password.starts_with("$y$"))),
+            Some((false, true))
+        );
     }
 
     #[test]
@@ -247,7 +262,14 @@ mod tests {
         let err = parse_shadow("root:*:19850:0:99999:7:::\nbroken:x:1\n");
         assert_eq!(err.map_err(|e| e.line), Err(2));
         let err = parse_shadow("# c\nroot:*:soon:0:99999:7:::\n");
-        assert!(matches!(err, Err(ParseError { line: 2, file: "shadow", .. })));
+        assert!(matches!(
+            err,
+            Err(ParseError {
+                line: 2,
+                file: "shadow",
+                ..
+            })
+        ));
         // Eight fields (no trailing reserved field) are accepted.
         assert_eq!(parse_shadow("a:!:1:::::\n").map(|v| v.len()), Ok(1));
     }
@@ -260,7 +282,10 @@ mod tests {
         let ix = groups.iter().find(|g| g.name == "intelluxe");
         assert_eq!(
             ix.map(|g| (g.admins.clone(), g.members.clone())),
-            Some((vec!["justin".to_string()], vec!["justin".to_string(), "intelluxe-service".to_string()]))
+            Some((
+                vec!["justin".to_string()],
+                vec!["justin".to_string(), "intelluxe-service".to_string()]
+            ))
         );
         let prod = groups.iter().find(|g| g.name == "intelluxe-prod");
         assert_eq!(prod.map(|g| g.members.is_empty()), Some(true));
@@ -278,6 +303,9 @@ mod tests {
         let empty = parse_login_defs("");
         assert_eq!(empty.sys_uid_range(), (101, 999));
         assert_eq!(empty.home_mode(), 0o755);
-        assert_eq!(parse_login_defs("UID_MIN 0x3e8\n").number("UID_MIN"), Some(1000));
+        assert_eq!(
+            parse_login_defs("UID_MIN 0x3e8\n").number("UID_MIN"),
+            Some(1000)
+        );
     }
 }
