@@ -26,4 +26,5 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 echo "== cargo test"
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# Benches are run by bench/smoke.sh, not as tests.
+cargo test --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
