@@ -9,6 +9,7 @@ pub mod file;
 pub mod group;
 pub mod perms;
 pub mod symlink;
+pub mod unit;
 pub mod user;
 
 use std::any::Any;
@@ -190,6 +191,11 @@ pub const KINDS: &[Kind] = &[
         name: "symlink",
         decode: symlink::decode,
         before_apply: None,
+    },
+    Kind {
+        name: "unit",
+        decode: unit::decode,
+        before_apply: Some(unit::before_apply),
     },
     Kind {
         name: "user",

@@ -2,6 +2,7 @@
 
 pub mod passwd;
 pub mod shadow;
+pub mod systemctl;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}: {message}")]

@@ -263,8 +263,17 @@ fn split_file_line(line: &str) -> Option<VerifyMessage> {
 /// `name.type` where type is one of systemd's unit types (names may hold `@`, `\`).
 pub fn is_unit_name(s: &str) -> bool {
     const TYPES: &[&str] = &[
-        "service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer",
-        "slice", "scope",
+        "service",
+        "socket",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "target",
+        "path",
+        "timer",
+        "slice",
+        "scope",
     ];
     let Some((stem, ty)) = s.rsplit_once('.') else {
         return false;
@@ -284,7 +293,10 @@ pub struct SecurityItem {
     pub json_field: String,
     #[serde(default)]
     pub description: String,
-    pub set: bool,
+    /// Whether the setting is in effect; `None` when it does not apply (e.g.
+    /// `SupplementaryGroups=` of a service running as root).
+    #[serde(default)]
+    pub set: Option<bool>,
     /// How much this setting adds to the score (as printed, 0.0-1.0); `None` when
     /// the setting is satisfied.
     #[serde(default, deserialize_with = "exposure_value")]
@@ -314,7 +326,11 @@ pub fn parse_security_json(text: &str) -> Result<Vec<SecurityItem>, ParseError> 
 pub fn top_exposures(items: &[SecurityItem], n: usize) -> Vec<(&str, f64)> {
     let mut v: Vec<(&str, f64)> = items
         .iter()
-        .filter_map(|i| i.exposure.filter(|e| *e > 0.0).map(|e| (i.name.as_str(), e)))
+        .filter_map(|i| {
+            i.exposure
+                .filter(|e| *e > 0.0)
+                .map(|e| (i.name.as_str(), e))
+        })
         .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
     v.truncate(n);
@@ -471,11 +487,15 @@ pub fn exec_program(value: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const SHOW_SERVICE: &str = include_str!("../../../tests/fixtures/systemd/show-service-running.txt");
+    const SHOW_SERVICE: &str =
+        include_str!("../../../tests/fixtures/systemd/show-service-running.txt");
     const SHOW_TIMER: &str = include_str!("../../../tests/fixtures/systemd/show-timer-waiting.txt");
-    const SHOW_FAILED: &str = include_str!("../../../tests/fixtures/systemd/show-service-failed.txt");
-    const SHOW_STALE: &str = include_str!("../../../tests/fixtures/systemd/show-service-need-reload.txt");
-    const SHOW_MISSING: &str = include_str!("../../../tests/fixtures/systemd/show-service-not-found.txt");
+    const SHOW_FAILED: &str =
+        include_str!("../../../tests/fixtures/systemd/show-service-failed.txt");
+    const SHOW_STALE: &str =
+        include_str!("../../../tests/fixtures/systemd/show-service-need-reload.txt");
+    const SHOW_MISSING: &str =
+        include_str!("../../../tests/fixtures/systemd/show-service-not-found.txt");
     const SECURITY_JSON: &str = include_str!("../../../tests/fixtures/systemd/security-short.json");
     const SECURITY_TEXT: &str = include_str!("../../../tests/fixtures/systemd/security.txt");
     const VERIFY_STDERR: &str = include_str!("../../../tests/fixtures/systemd/verify-typo.stderr");
@@ -502,7 +522,11 @@ mod tests {
         let u = parse_show_one(SHOW_TIMER)?;
         assert_eq!(u.active_state(), ActiveState::Active);
         assert_eq!(u.sub_state(), "waiting");
-        assert!(u.next_elapse_realtime().is_some_and(|n| n.starts_with("Sun ")), "{u:?}");
+        assert!(
+            u.next_elapse_realtime()
+                .is_some_and(|n| n.starts_with("Sun ")),
+            "{u:?}"
+        );
         Ok(())
     }
 
@@ -530,7 +554,12 @@ mod tests {
         assert!(matches!(bad, Err(ParseError { line: 2, .. })), "{bad:?}");
         // Values keep their own `=`.
         let env = parse_show_one("Environment=A=1 B=2\n");
-        assert_eq!(env.ok().and_then(|u| u.get("Environment").map(String::from)).as_deref(), Some("A=1 B=2"));
+        assert_eq!(
+            env.ok()
+                .and_then(|u| u.get("Environment").map(String::from))
+                .as_deref(),
+            Some("A=1 B=2")
+        );
     }
 
     #[test]
@@ -545,7 +574,15 @@ mod tests {
         let items = parse_security_json(SECURITY_JSON)?;
         assert!(items.len() > 60, "{}", items.len());
         let nnp = items.iter().find(|i| i.json_field == "NoNewPrivileges");
-        assert!(nnp.is_some_and(|i| i.set && i.exposure.is_none()), "{nnp:?}");
+        assert!(
+            nnp.is_some_and(|i| i.set == Some(true) && i.exposure.is_none()),
+            "{nnp:?}"
+        );
+        // Settings that do not apply print `"set":null` (a service running as root).
+        let na = parse_security_json(
+            r#"[{"set":null,"name":"SupplementaryGroups=","json_field":"SupplementaryGroups","description":"Service runs as root, option does not matter","exposure":null}]"#,
+        )?;
+        assert_eq!(na[0].set, None);
         let top = top_exposures(&items, 3);
         assert_eq!(top.len(), 3);
         assert!(top[0].1 >= top[1].1 && top[1].1 >= top[2].1);
@@ -562,7 +599,11 @@ mod tests {
         assert!(!e.rating.is_empty());
         assert_eq!(
             parse_security_overall("→ Overall exposure level for a.service: 9.2 UNSAFE 😨\n"),
-            Some(Exposure { unit: "a.service".into(), score: 9.2, rating: "UNSAFE".into() })
+            Some(Exposure {
+                unit: "a.service".into(),
+                score: 9.2,
+                rating: "UNSAFE".into()
+            })
         );
         assert_eq!(parse_security_overall("nothing here"), None);
     }
@@ -577,11 +618,19 @@ mod tests {
         assert!(msgs.iter().any(|m| matches!(m,
             VerifyMessage::Unit { unit, message } if unit == "rc-typo.service" && message.starts_with("Command "))),
             "{msgs:?}");
-        let other = parse_verify("Unit x.timer has a bad unit file setting.\n/a:b/c.service:3: Bad\n");
-        assert_eq!(other[0], VerifyMessage::Other("Unit x.timer has a bad unit file setting.".into()));
+        let other =
+            parse_verify("Unit x.timer has a bad unit file setting.\n/a:b/c.service:3: Bad\n");
+        assert_eq!(
+            other[0],
+            VerifyMessage::Other("Unit x.timer has a bad unit file setting.".into())
+        );
         assert_eq!(
             other[1],
-            VerifyMessage::File { path: "/a:b/c.service".into(), line: 3, message: "Bad".into() }
+            VerifyMessage::File {
+                path: "/a:b/c.service".into(),
+                line: 3,
+                message: "Bad".into()
+            }
         );
     }
 
@@ -601,10 +650,19 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 12);
         assert_eq!(unit_value(&entries, "Unit", "Description"), Some("x"));
-        assert_eq!(unit_values(&entries, "Service", "ExecStart"), vec!["-/bin/true x"]);
+        assert_eq!(
+            unit_values(&entries, "Service", "ExecStart"),
+            vec!["-/bin/true x"]
+        );
         let first = entries.iter().find(|e| e.key == "ExecStart");
-        assert_eq!(first.map(|e| (e.value.as_str(), e.line)), Some(("/bin/echo a b", 7)));
-        assert_eq!(unit_value(&entries, "Install", "WantedBy"), Some("multi-user.target"));
+        assert_eq!(
+            first.map(|e| (e.value.as_str(), e.line)),
+            Some(("/bin/echo a b", 7))
+        );
+        assert_eq!(
+            unit_value(&entries, "Install", "WantedBy"),
+            Some("multi-user.target")
+        );
         assert_eq!(exec_program("-/bin/true x"), Some("/bin/true"));
         assert_eq!(exec_program("!!/usr/bin/id"), Some("/usr/bin/id"));
     }
