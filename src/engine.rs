@@ -27,11 +27,12 @@ pub enum EngineError {
 }
 
 pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError> {
-    let loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
-    let graph = crate::graph::build(&loaded.catalog).map_err(|mut d| {
+    let mut loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
+    let (graph, warnings) = crate::graph::build(&loaded.catalog).map_err(|mut d| {
         d.0.splice(0..0, loaded.diags.0.iter().cloned());
         EngineError::Manifest(d)
     })?;
+    loaded.diags.extend(warnings);
     Ok(Model { loaded, graph })
 }
 

@@ -46,7 +46,8 @@ pub struct Graph {
     pub notifies: Vec<Vec<usize>>,
 }
 
-pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
+/// Builds the graph; on success also returns the warnings found on the way.
+pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
     let n = catalog.len();
     let mut dag: DiGraph<usize, EdgeKind> = DiGraph::with_capacity(n, n * 2);
@@ -140,13 +141,14 @@ pub fn build(catalog: &Catalog) -> Result<Graph, Diagnostics> {
         deps[b].push(a);
         dependents[a].push(b);
     }
-    Ok(Graph {
+    let graph = Graph {
         dag,
         order,
         deps,
         dependents,
         notifies,
-    })
+    };
+    Ok((graph, diags))
 }
 
 /// Kahn's algorithm, always taking the earliest-declared ready resource, so plans
@@ -250,5 +252,49 @@ impl Graph {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Change;
+    use crate::resource::{ApplyCtx, Meta, PlanCtx, Resource, ResourceError};
+
+    #[derive(Debug)]
+    struct Linted {
+        id: ResourceId,
+        meta: Meta,
+    }
+
+    impl Resource for Linted {
+        fn id(&self) -> &ResourceId {
+            &self.id
+        }
+        fn meta(&self) -> &Meta {
+            &self.meta
+        }
+        fn validate(&self, _: &Catalog) -> Vec<Diagnostic> {
+            vec![Diagnostic::warning(None, "looks odd")]
+        }
+        fn plan(&self, _: &PlanCtx) -> Result<Change, ResourceError> {
+            Ok(Change::new(self.id.clone(), false))
+        }
+        fn apply(&self, _: &ApplyCtx, _: &Change) -> Result<(), ResourceError> {
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn validation_warnings_are_kept() {
+        let catalog = Catalog::new(vec![Box::new(Linted {
+            id: ResourceId::new("test", "x"),
+            meta: Meta::default(),
+        })]);
+        let warnings = build(&catalog).map(|(_, w)| w.0.len()).unwrap_or(0);
+        assert_eq!(warnings, 1);
     }
 }
