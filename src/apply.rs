@@ -113,6 +113,13 @@ pub fn execute(
     let run_one = |i: usize, outcomes: &std::collections::HashMap<usize, Outcome>| -> Outcome {
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
+        if !model.selected.get(i).copied().unwrap_or(true) {
+            return Outcome {
+                id,
+                status: Status::Unchanged,
+                change: None,
+            };
+        }
         if let Some(reason) = failed_early.get(&i) {
             return Outcome {
                 id,
@@ -256,6 +263,7 @@ pub fn execute(
     graph
         .order
         .iter()
+        .filter(|&&i| model.selected.get(i).copied().unwrap_or(true))
         .filter_map(|&i| st.outcomes[i].clone())
         .collect()
 }

@@ -14,6 +14,8 @@ use crate::resource::{Catalog, PlanCtx, ResourceError};
 pub struct Model {
     pub loaded: Loaded,
     pub graph: Graph,
+    /// Which resources this run works on (all, unless `--tags` narrowed it).
+    pub selected: Vec<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,48 @@ pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError>
         EngineError::Manifest(d)
     })?;
     loaded.diags.extend(warnings);
-    Ok(Model { loaded, graph })
+    let selected = vec![true; loaded.catalog.len()];
+    let mut model = Model {
+        loaded,
+        graph,
+        selected,
+    };
+    select_tags(&mut model, &opts.tags)?;
+    Ok(model)
+}
+
+/// Narrows a model to the resources carrying any of `tags`, plus everything they
+/// depend on (a tagged resource cannot converge without its requirements).
+pub fn select_tags(model: &mut Model, tags: &[String]) -> Result<usize, EngineError> {
+    if tags.is_empty() {
+        return Ok(model.selected.len());
+    }
+    let catalog = &model.loaded.catalog;
+    let mut selected = vec![false; catalog.len()];
+    let mut stack: Vec<usize> = (0..catalog.len())
+        .filter(|&i| {
+            catalog.resources[i]
+                .meta()
+                .tags
+                .iter()
+                .any(|t| tags.contains(t))
+        })
+        .collect();
+    if stack.is_empty() {
+        return Err(EngineError::Other(format!(
+            "no resource has the tag(s) {}",
+            tags.join(", ")
+        )));
+    }
+    while let Some(i) = stack.pop() {
+        if !selected[i] {
+            selected[i] = true;
+            stack.extend(model.graph.deps[i].iter().copied());
+        }
+    }
+    let count = selected.iter().filter(|&&s| s).count();
+    model.selected = selected;
+    Ok(count)
 }
 
 /// How many resources are observed or applied at once.
@@ -44,12 +87,14 @@ pub fn default_jobs() -> usize {
         .clamp(2, 16)
 }
 
-/// Observes every resource (read-only) in parallel; results are in catalog order.
+/// Observes the selected resources (read-only) in parallel; results are in catalog
+/// order, `None` for resources not selected.
 pub fn observe_all(
     catalog: &Catalog,
     host: &Host,
     jobs: usize,
-) -> Result<Vec<Result<Change, ResourceError>>, EngineError> {
+    selected: &[bool],
+) -> Result<Vec<Option<Result<Change, ResourceError>>>, EngineError> {
     let accounts = host.accounts()?;
     let ctx = PlanCtx {
         host,
@@ -70,7 +115,9 @@ pub fn observe_all(
                         if i >= n {
                             break;
                         }
-                        out.push((i, catalog.resources[i].plan(&ctx)));
+                        if selected.get(i).copied().unwrap_or(true) {
+                            out.push((i, catalog.resources[i].plan(&ctx)));
+                        }
                     }
                     out
                 })
@@ -86,10 +133,14 @@ pub fn observe_all(
     for (i, r) in parts.into_iter().flatten() {
         results[i] = Some(r);
     }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| EngineError::Other("an observer thread panicked".into())))
-        .collect()
+    let missing = results
+        .iter()
+        .enumerate()
+        .any(|(i, r)| r.is_none() && selected.get(i).copied().unwrap_or(true));
+    if missing {
+        return Err(EngineError::Other("an observer thread panicked".into()));
+    }
+    Ok(results)
 }
 
 /// Builds the plan value for a model.
@@ -100,9 +151,7 @@ pub fn make_plan(
     jobs: usize,
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
-    let observed = observe_all(catalog, host, jobs)?;
-    let mut observed: Vec<Option<Result<Change, ResourceError>>> =
-        observed.into_iter().map(Some).collect();
+    let mut observed = observe_all(catalog, host, jobs, &model.selected)?;
     let mut changes = Vec::with_capacity(catalog.len());
     let mut errors = Vec::new();
     for &i in &model.graph.order {
@@ -137,6 +186,7 @@ pub fn make_plan(
             .collect(),
         environment: opts.env.clone(),
         vars: opts.vars.clone(),
+        tags: opts.tags.clone(),
         inputs: model.loaded.fingerprint.clone(),
         summary: Plan::summarize(&changes, errors.len()),
         changes,

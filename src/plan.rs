@@ -184,6 +184,9 @@ pub struct Plan {
     /// `--var` overrides, so `apply PLANFILE` can rebuild the same desired state.
     #[serde(default)]
     pub vars: Vec<(String, String)>,
+    /// `--tags` the plan was narrowed to (empty: every resource).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Fingerprint of every input (manifests, templates, shipped files, overrides).
     pub inputs: String,
     pub summary: Summary,

@@ -697,3 +697,38 @@ fn completions_and_man_page() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH reconcile 1"));
     drop(s);
 }
+
+#[test]
+fn tags_narrow_a_run_to_tagged_resources_and_their_dependencies() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"
+resources:
+  - directory: /etc/app
+  - file: /etc/app/upgrade.conf
+    content: "window=sun\n"
+    tags: [upgrade]
+  - file: /etc/app/other.conf
+    content: "x\n"
+    tags: [web]
+"#,
+    );
+    let plan = s.run("plan", &["site.yaml", "--tags", "upgrade"]);
+    let out = plan.stdout();
+    assert!(
+        out.contains("+ directory[/etc/app]") && out.contains("+ file[/etc/app/upgrade.conf]"),
+        "{out}"
+    );
+    assert!(!out.contains("other.conf"), "{out}");
+    s.converge(&["site.yaml", "--tags", "upgrade"]);
+    assert!(!s.path("/etc/app/other.conf").exists());
+    s.run("check", &["site.yaml"]).assert_code(2);
+    let none = s.run("plan", &["site.yaml", "--tags", "nosuch"]);
+    none.assert_code(1);
+    assert!(
+        none.stderr().contains("no resource has the tag(s) nosuch"),
+        "{}",
+        none.all()
+    );
+}

@@ -135,6 +135,7 @@ fn load_options(target: &Target) -> LoadOptions {
         paths,
         env: target.env.clone(),
         vars: target.vars.clone(),
+        tags: target.tags.clone(),
     }
 }
 
@@ -161,6 +162,7 @@ fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Opti
             return None;
         }
     };
+
     let warnings: Diagnostics = Diagnostics(model.loaded.diags.warnings().cloned().collect());
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
@@ -332,6 +334,7 @@ fn apply(
                 paths: p.manifests.iter().map(PathBuf::from).collect(),
                 env: p.environment.clone(),
                 vars: p.vars.clone(),
+                tags: p.tags.clone(),
             }
         }
         None => load_options(target),
@@ -368,6 +371,7 @@ fn apply(
             "git": trail::git_state(&files),
             "environment": opts.env,
             "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "tags": opts.tags,
             "root": host.root().display().to_string(),
         }),
     );

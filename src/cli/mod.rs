@@ -59,6 +59,10 @@ pub struct Target {
     /// Variable override, `key=value` (repeatable); applied after the environment.
     #[arg(long = "var", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Work only on resources with any of these tags (comma-separated or repeated),
+    /// plus everything they depend on.
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
     /// Resources observed/applied at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,

@@ -26,6 +26,8 @@ pub struct LoadOptions {
     pub env: Option<String>,
     /// `--var key=value` overrides, applied last.
     pub vars: Vec<(String, String)>,
+    /// `--tags`: work only on resources with these tags and their dependencies.
+    pub tags: Vec<String>,
 }
 
 /// Settings that are not resources (top-level `settings:`).
