@@ -238,7 +238,13 @@ pub fn execute(
                         };
                     }
                 };
-                let outcome = run_one(i, &snapshot);
+                let outcome = {
+                    let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
+                    let _entered = span.enter();
+                    let outcome = run_one(i, &snapshot);
+                    tracing::debug!(status = ?outcome.status, "done");
+                    outcome
+                };
                 on_done(&outcome);
                 let mut st = match shared.lock() {
                     Ok(g) => g,

@@ -116,7 +116,10 @@ pub fn observe_all(
                             break;
                         }
                         if selected.get(i).copied().unwrap_or(true) {
-                            out.push((i, catalog.resources[i].plan(&ctx)));
+                            let r = &catalog.resources[i];
+                            let span = tracing::debug_span!("observe", resource = %r.id());
+                            let _entered = span.enter();
+                            out.push((i, r.plan(&ctx)));
                         }
                     }
                     out

@@ -112,6 +112,18 @@ fn tampering_is_detected_with_the_first_broken_seq() {
     s.put(LOG, (rows[..3].join("\n") + "\n").as_bytes());
     s.run("audit", &["verify"]).assert_code(1);
 
+    // Append a forged record whose prev does not match the last line.
+    let mut forged: serde_json::Value =
+        serde_json::from_str(original.lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    forged["seq"] = 6.into();
+    forged["prev"] = "0".repeat(64).into();
+    forged["event"] = "change".into();
+    s.put(LOG, format!("{original}{forged}\n").as_bytes());
+    let run = s.run("audit", &["verify"]);
+    run.assert_code(1);
+    assert!(run.stdout().contains("seq 6"), "{}", run.all());
+
     // The untouched log verifies again.
     s.put(LOG, original.as_bytes());
     s.run("audit", &["verify"]).assert_code(0);
