@@ -1,9 +1,9 @@
 //! The audit trail through the real binary: records per apply, verification,
 //! tampering, refusal when the log cannot be written, kill -9, rotation, secrets.
 
-mod common;
+mod support;
 
-use common::Sandbox;
+use support::sandbox::Sandbox;
 
 const LOG: &str = "/var/log/reconcile/audit.jsonl";
 

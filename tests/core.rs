@@ -2,9 +2,9 @@
 //! read-only commands proven read-only, the bad-input corpus, stale plans, the lock,
 //! validation and failure isolation.
 
-mod common;
+mod support;
 
-use common::Sandbox;
+use support::sandbox::Sandbox;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -603,7 +603,7 @@ fn backup_keeps_the_replaced_content() {
 
 #[test]
 fn owners_resolve_through_the_target_roots_passwd() {
-    if !common::require_root("owners_resolve_through_the_target_roots_passwd") {
+    if !support::sandbox::require_root("owners_resolve_through_the_target_roots_passwd") {
         return;
     }
     use std::os::unix::fs::MetadataExt;

@@ -1,8 +1,8 @@
 //! Golden snapshots of rendered plans (text and JSON) for representative manifests.
 
-mod common;
+mod support;
 
-use common::Sandbox;
+use support::sandbox::Sandbox;
 
 fn site(s: &Sandbox) {
     s.put("/etc/hostname", b"clinic-01\n");

@@ -1,12 +1,11 @@
 //! The `unit` kind: offline against temp roots (systemctl --root, systemd-analyze),
 //! live in booted test hosts with a real systemd (see tests/support/testhost.rs).
 
-mod common;
 mod support;
 
 use std::time::Duration;
 
-use common::Sandbox;
+use support::sandbox::Sandbox;
 use support::testhost::{boot_or_skip, in_ci, TestHost};
 
 /// Offline tests need systemctl and systemd-analyze on this machine (never acting on

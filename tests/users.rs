@@ -6,11 +6,11 @@
 //! `passwd` package: those tests skip with a reason, except under CI=true where they
 //! fail. The bad-input tests need neither: they are refused before anything runs.
 
-mod common;
+mod support;
 
 use std::os::unix::fs::MetadataExt;
 
-use common::Sandbox;
+use support::sandbox::Sandbox;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/users");
 
@@ -46,7 +46,7 @@ fn in_ci() -> bool {
 
 /// Root and the shadow tools, or a printed reason to skip (a failure under CI=true).
 fn can_apply(test: &str) -> bool {
-    if !common::require_root(test) {
+    if !support::sandbox::require_root(test) {
         return false;
     }
     let missing: Vec<&str> = [

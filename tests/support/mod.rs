@@ -2,4 +2,6 @@
 //! uses only part of it, hence the dead_code allowances.
 
 #[allow(dead_code)]
+pub mod sandbox;
+#[allow(dead_code)]
 pub mod testhost;

@@ -1,6 +1,6 @@
-//! Shared helpers for integration tests: a sandbox root, running the real binary,
-//! and snapshots of a whole root to prove that read-only commands change nothing.
-#![allow(dead_code)]
+//! Sandbox roots for integration tests: a scratch target root and manifests folder,
+//! running the real binary, and snapshots of a whole root to prove that read-only
+//! commands change nothing.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
