@@ -732,3 +732,34 @@ resources:
         none.all()
     );
 }
+
+/// SEED-NOTES 1: the runbook's logrotate policy has a trailing comment on `rotate`,
+/// which logrotate rejects (and then skips the whole block). `validate:` with the real
+/// logrotate catches it before the file is installed.
+#[test]
+fn logrotate_policy_is_validated_by_the_real_logrotate() {
+    if !reconcile::host::exec::tool_exists("logrotate") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must install logrotate"
+        );
+        eprintln!("skipping: logrotate is not installed");
+        return;
+    }
+    let s = Sandbox::new();
+    let policy = |rotate_line: &str| {
+        format!(
+            "resources:\n  - file: /etc/logrotate.d/intelluxe-healthcare\n    validate: \"logrotate -d %s\"\n    content: |\n      /opt/intelluxe/logs/*.log {{\n          daily\n          missingok\n          {rotate_line}\n          compress\n          delaycompress\n          notifempty\n          create 0640 root adm\n      }}\n"
+        )
+    };
+    s.manifest(
+        "bad.yaml",
+        &policy("rotate 2555  # 7 years (HIPAA requirement)"),
+    );
+    let run = s.run("apply", &["bad.yaml"]);
+    run.assert_code(1);
+    assert!(run.stdout().contains("bad rotation count"), "{}", run.all());
+    assert!(!s.path("/etc/logrotate.d/intelluxe-healthcare").exists());
+    s.manifest("good.yaml", &policy("rotate 2555"));
+    s.converge(&["good.yaml"]);
+}
