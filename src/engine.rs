@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::diag::Diagnostics;
 use crate::graph::Graph;
@@ -87,6 +88,9 @@ pub fn default_jobs() -> usize {
         .clamp(2, 16)
 }
 
+/// Resources a worker takes at once when observing.
+const OBSERVE_CHUNK: usize = 16;
+
 /// Observes the selected resources (read-only) in parallel; results are in catalog
 /// order, `None` for resources not selected.
 pub fn observe_all(
@@ -104,38 +108,47 @@ pub fn observe_all(
     let next = AtomicUsize::new(0);
     let n = catalog.len();
     let workers = jobs.min(n.max(1));
-    let mut parts: Vec<Vec<(usize, Result<Change, ResourceError>)>> = Vec::new();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            break;
-                        }
-                        if selected.get(i).copied().unwrap_or(true) {
-                            let r = &catalog.resources[i];
-                            let span = tracing::debug_span!("observe", resource = %r.id());
-                            let _entered = span.enter();
-                            out.push((i, r.plan(&ctx)));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Ok(part) = h.join() {
-                parts.push(part);
+    // Filled in place as workers finish chunks: no per-worker copies of every change
+    // (at 100,000 resources each copy is tens of MB).
+    let slots: Mutex<Vec<Option<Result<Change, ResourceError>>>> =
+        Mutex::new((0..n).map(|_| None).collect());
+    let work = || {
+        // Observation is read-only: parent directories opened once per thread serve
+        // every file below them.
+        let _dirs = host.cache_dirs();
+        let mut done = Vec::with_capacity(OBSERVE_CHUNK);
+        loop {
+            // Runs of neighbours (usually files of one directory) per worker.
+            let first = next.fetch_add(OBSERVE_CHUNK, Ordering::Relaxed);
+            if first >= n {
+                break;
+            }
+            for i in first..n.min(first + OBSERVE_CHUNK) {
+                if selected.get(i).copied().unwrap_or(true) {
+                    let r = &catalog.resources[i];
+                    let span = tracing::debug_span!("observe", resource = %r.id());
+                    let _entered = span.enter();
+                    done.push((i, r.plan(&ctx)));
+                }
+            }
+            let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+            for (i, r) in done.drain(..) {
+                slots[i] = Some(r);
             }
         }
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        // The calling thread is one of the workers: one thread fewer, and what it
+        // allocates reuses the memory the manifest trees just gave back to its arena
+        // (glibc gives each thread its own), which keeps the peak RSS down.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work));
+        for h in handles {
+            // A panicked worker leaves its slots empty: reported below.
+            let _ = h.join();
+        }
     });
-    let mut results: Vec<Option<Result<Change, ResourceError>>> = (0..n).map(|_| None).collect();
-    for (i, r) in parts.into_iter().flatten() {
-        results[i] = Some(r);
-    }
+    let results = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
     let missing = results
         .iter()
         .enumerate()
@@ -144,6 +157,36 @@ pub fn observe_all(
         return Err(EngineError::Other("an observer thread panicked".into()));
     }
     Ok(results)
+}
+
+/// Reorders `v` so that `v[k]` becomes the old `v[order[k]]`, in place, when `order` is
+/// a permutation of `v`'s indices; `false` (and `v` untouched) otherwise.
+fn permute<T>(v: &mut [T], order: &[usize]) -> bool {
+    let n = v.len();
+    if order.len() != n {
+        return false;
+    }
+    let mut seen = vec![false; n];
+    for &i in order {
+        if i >= n || std::mem::replace(&mut seen[i], true) {
+            return false;
+        }
+    }
+    // Follow each cycle once, swapping the next element of the cycle into place.
+    let mut done = vec![false; n];
+    for start in 0..n {
+        let mut k = start;
+        while !done[k] {
+            done[k] = true;
+            let src = order[k];
+            if src == start {
+                break;
+            }
+            v.swap(k, src);
+            k = src;
+        }
+    }
+    true
 }
 
 /// Builds the plan value for a model.
@@ -155,22 +198,42 @@ pub fn make_plan(
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
     let mut observed = observe_all(catalog, host, jobs, &model.selected)?;
-    let mut changes = Vec::with_capacity(catalog.len());
     let mut errors = Vec::new();
-    for &i in &model.graph.order {
-        match observed[i].take() {
-            Some(Ok(c)) => changes.push(c),
-            Some(Err(e)) => {
-                let r = &catalog.resources[i];
-                errors.push(PlanError {
-                    id: r.id().clone(),
-                    at: r.meta().span.as_ref().map(ToString::to_string),
-                    message: e.to_string(),
-                });
+    let mut error_of = |i: usize, e: ResourceError| {
+        let r = &catalog.resources[i];
+        errors.push(PlanError {
+            id: r.id().clone(),
+            at: r.meta().span.as_ref().map(ToString::to_string),
+            message: e.to_string(),
+        });
+    };
+    let order = &model.graph.order;
+    let changes: Vec<Change> = if permute(&mut observed, order) {
+        // Reordered in place, then collected in place: a second vector of every change
+        // would cost tens of MB at 100,000 resources.
+        observed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, o)| match o {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    error_of(order[k], e);
+                    None
+                }
+                None => None,
+            })
+            .collect()
+    } else {
+        let mut changes = Vec::with_capacity(catalog.len());
+        for &i in order {
+            match observed[i].take() {
+                Some(Ok(c)) => changes.push(c),
+                Some(Err(e)) => error_of(i, e),
+                None => {}
             }
-            None => {}
         }
-    }
+        changes
+    };
     let warnings = model
         .loaded
         .diags
@@ -213,4 +276,32 @@ pub fn read_plan_file(path: &Path) -> Option<Result<Plan, EngineError>> {
             EngineError::Other(format!("{}: not a valid plan file: {e}", path.display()))
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute;
+
+    #[test]
+    fn permute_matches_indexing() {
+        let orders: [&[usize]; 5] = [
+            &[0, 1, 2, 3, 4],
+            &[4, 3, 2, 1, 0],
+            &[1, 2, 3, 4, 0],
+            &[2, 0, 1, 4, 3],
+            &[3, 4, 0, 2, 1],
+        ];
+        for order in orders {
+            let old = vec!['a', 'b', 'c', 'd', 'e'];
+            let mut v = old.clone();
+            assert!(permute(&mut v, order));
+            let want: Vec<char> = order.iter().map(|&i| old[i]).collect();
+            assert_eq!(v, want, "{order:?}");
+        }
+        let mut v = vec![1, 2, 3];
+        assert!(!permute(&mut v, &[0, 0, 1]));
+        assert!(!permute(&mut v, &[0, 1]));
+        assert!(!permute(&mut v, &[0, 1, 3]));
+        assert_eq!(v, vec![1, 2, 3]);
+    }
 }

@@ -1,7 +1,10 @@
 //! Symlink-safe, root-relative file operations with atomic replacement.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
@@ -91,6 +94,36 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
+/// Most directory fds one thread keeps open while observing (well under any fd limit;
+/// when full the cache starts over rather than tracking recency).
+const DIR_CACHE_MAX: usize = 256;
+
+/// Directories already opened by the symlink-safe walk, keyed by manifest path, for one
+/// target root, on one thread, for the duration of a read-only observation pass (see
+/// [`Host::cache_dirs`]). Without it every observed path walked from the root again:
+/// three `openat`s and closes for `/srv/app/x.conf` before the file itself.
+struct DirCache {
+    root: PathBuf,
+    dirs: HashMap<String, OwnedFd>,
+}
+
+thread_local! {
+    static DIR_CACHE: RefCell<Option<DirCache>> = const { RefCell::new(None) };
+}
+
+/// Keeps [`DIR_CACHE`] alive on this thread; dropping it closes the cached fds.
+#[must_use = "the cache lives only as long as the guard"]
+pub struct DirCacheGuard {
+    // Tied to the thread that made it: the cache is thread-local.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for DirCacheGuard {
+    fn drop(&mut self) {
+        DIR_CACHE.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 /// Splits a normalised absolute manifest path into its components.
 fn components(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
@@ -143,16 +176,32 @@ impl Host {
             return Err(self.unsafe_error(path, "is the root itself"));
         };
         let mut create = create;
-        let mut current = self
-            .root_fd
-            .try_clone()
-            .map_err(|e| HostError::Other(e.to_string()))?;
+        // Read-only walks may start from a cached directory; creating walks never do
+        // (they run during apply, when directories come and go).
+        let (mut current, start) = match create {
+            None => self.cached_dir(dirs)?,
+            Some(_) => (
+                self.root_fd
+                    .try_clone()
+                    .map_err(|e| HostError::Other(e.to_string()))?,
+                0,
+            ),
+        };
         let mut walked = String::new();
-        for comp in dirs {
+        for comp in &dirs[..start] {
+            walked.push('/');
+            walked.push_str(comp);
+        }
+        for comp in &dirs[start..] {
             walked.push('/');
             walked.push_str(comp);
             match openat(current.as_fd(), *comp, DIR_FLAGS, Mode::empty()) {
-                Ok(fd) => current = fd,
+                Ok(fd) => {
+                    if create.is_none() {
+                        remember_dir(self, &walked, &fd);
+                    }
+                    current = fd
+                }
                 Err(Errno::ENOENT) => match create.as_mut() {
                     None => return Ok(None),
                     Some((perms, made)) => {
@@ -182,6 +231,53 @@ impl Host {
             dir: current,
             name: (*name).to_string(),
         }))
+    }
+
+    /// Caches directory fds opened by read-only walks on this thread until the guard is
+    /// dropped. For an observation pass only: it must not span writes, since a cached
+    /// fd keeps naming the directory it was opened on even if that path is replaced.
+    pub fn cache_dirs(&self) -> DirCacheGuard {
+        DIR_CACHE.with(|c| {
+            *c.borrow_mut() = Some(DirCache {
+                root: self.root.clone(),
+                dirs: HashMap::new(),
+            })
+        });
+        DirCacheGuard {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// The deepest cached directory among the parents `dirs` (a dup of its fd) and how
+    /// many components it covers; the root (0) when nothing is cached.
+    fn cached_dir(&self, dirs: &[&str]) -> Result<(OwnedFd, usize), HostError> {
+        let hit = DIR_CACHE.with(|c| {
+            let cache = c.borrow();
+            let cache = cache.as_ref().filter(|c| c.root == self.root)?;
+            if cache.dirs.is_empty() {
+                return None;
+            }
+            let mut key = String::new();
+            let mut prefixes = Vec::with_capacity(dirs.len());
+            for comp in dirs {
+                key.push('/');
+                key.push_str(comp);
+                prefixes.push(key.len());
+            }
+            prefixes.iter().enumerate().rev().find_map(|(i, &len)| {
+                let fd = cache.dirs.get(&key[..len])?;
+                fd.try_clone().ok().map(|fd| (fd, i + 1))
+            })
+        });
+        match hit {
+            Some(found) => Ok(found),
+            None => Ok((
+                self.root_fd
+                    .try_clone()
+                    .map_err(|e| HostError::Other(e.to_string()))?,
+                0,
+            )),
+        }
     }
 
     /// Missing parent directories of `path`, outermost first, without creating them.
@@ -556,6 +652,25 @@ impl Host {
         .map_err(|e| self.path_error(to, e.desc()))?;
         fsync(b.dir.as_fd()).map_err(|e| self.path_error(to, e.desc()))
     }
+}
+
+/// Adds a directory the walk just opened to this thread's cache, if one is active.
+fn remember_dir(host: &Host, walked: &str, fd: &OwnedFd) {
+    DIR_CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        let Some(cache) = cache.as_mut().filter(|c| c.root == host.root) else {
+            return;
+        };
+        if cache.dirs.contains_key(walked) {
+            return;
+        }
+        if cache.dirs.len() >= DIR_CACHE_MAX {
+            cache.dirs.clear();
+        }
+        if let Ok(dup) = fd.try_clone() {
+            cache.dirs.insert(walked.to_string(), dup);
+        }
+    });
 }
 
 fn temp_name(name: &str) -> String {

@@ -1,6 +1,7 @@
 //! Typed decoding of manifest entries, field by field, so every problem names its
 //! `file:line:column` and field, and all problems are collected before refusing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use super::yaml::{Node, Value};
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::id::ResourceId;
 
+/// A template file as read: its shown path and its bytes.
+type TemplateSource = (String, Arc<[u8]>);
+
 /// Shared state while decoding all entries of all manifest files.
 pub struct Decoder {
     pub diags: Diagnostics,
@@ -19,6 +23,10 @@ pub struct Decoder {
     pub base_dir: PathBuf,
     /// Hash of every input read (manifests, templates, shipped files), for stale plans.
     pub inputs: Sha256,
+    /// Template files already read, by (manifest folder, name as written): a big
+    /// manifest uses a few templates thousands of times, and each use used to cost two
+    /// `stat`s and a read.
+    template_sources: HashMap<(PathBuf, String), TemplateSource>,
 }
 
 impl Decoder {
@@ -28,6 +36,7 @@ impl Decoder {
             templates,
             base_dir: PathBuf::from("."),
             inputs: Sha256::new(),
+            template_sources: HashMap::new(),
         }
     }
 
@@ -71,25 +80,34 @@ impl Decoder {
             self.error(span, field, format!("template `{rel}` must be a path relative to the manifest's templates/ folder, without `..`"));
             return None;
         }
-        let path = self.template_path(rel);
-        let source = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                self.error(
-                    span,
-                    field,
-                    format!("cannot read template {}: {e}", path.display()),
-                );
-                return None;
+        let key = (self.base_dir.clone(), rel.to_string());
+        let (shown, source) = match self.template_sources.get(&key) {
+            Some(hit) => hit.clone(),
+            None => {
+                let path = self.template_path(rel);
+                let source = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.error(
+                            span,
+                            field,
+                            format!("cannot read template {}: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                };
+                let entry = (path.display().to_string(), Arc::<[u8]>::from(source));
+                self.template_sources.insert(key, entry.clone());
+                entry
             }
         };
-        let shown = path.display().to_string();
+        // Recorded on every use, as before the cache, so plan fingerprints are unchanged.
         self.record_input(&shown, &source);
-        let Ok(text) = String::from_utf8(source) else {
+        let Ok(text) = std::str::from_utf8(&source) else {
             self.error(span, field, format!("template {shown} is not valid UTF-8"));
             return None;
         };
-        match self.templates.render_file(&shown, &text) {
+        match self.templates.render_file(&shown, text) {
             Ok(out) => Some(out),
             Err(d) => {
                 self.diags

@@ -43,6 +43,9 @@ impl Templates {
         if !Self::needs_render(text) {
             return Ok(text.to_string());
         }
+        if let Some(done) = self.substitute(text) {
+            return Ok(done);
+        }
         let result = match self.inline_cache.get(text) {
             Some(r) => r.clone(),
             None => {
@@ -52,6 +55,47 @@ impl Templates {
             }
         };
         result.map_err(|msg| Diagnostic::error(Some(span.clone()), format!("template: {msg}")))
+    }
+
+    /// The fast path for the common case, text with `{{ name }}` / `{{ a.b }}` whose
+    /// values are strings: substituted directly, without parsing a Tera template per
+    /// distinct string (a 100,000-path manifest spent half its load time there).
+    /// `None` means "let Tera do it" -- anything else (filters, tags, comments,
+    /// whitespace control, non-string or undefined values, keywords) goes to Tera,
+    /// so errors and every other output are exactly Tera's.
+    fn substitute(&self, text: &str) -> Option<String> {
+        if text.contains("{%") || text.contains("{#") {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find("}}")?;
+            let expr = after[..end].trim_matches([' ', '\t', '\r', '\n']);
+            out.push_str(self.lookup_string(expr)?);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// A string variable named by a plain dotted path, or `None`.
+    fn lookup_string(&self, expr: &str) -> Option<&str> {
+        let mut parts = expr.split('.');
+        let first = parts.next()?;
+        if !is_plain_ident(first) {
+            return None;
+        }
+        let mut value = self.context.get(first)?;
+        for key in parts {
+            if !is_plain_ident(key) {
+                return None;
+            }
+            value = value.as_object()?.get(key)?;
+        }
+        value.as_str()
     }
 
     /// Evaluates a `when:` expression to a boolean.
@@ -88,6 +132,21 @@ impl Templates {
         self.file_cache.insert(shown_name.to_string(), out.clone());
         Ok(out)
     }
+}
+
+/// An identifier Tera reads as a variable name (not a literal, operator or magic name).
+fn is_plain_ident(s: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "true", "false", "True", "False", "and", "or", "not", "in", "is", "loop", "self", "super",
+    ];
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+        && !KEYWORDS.contains(&s)
 }
 
 /// Tera hides the useful part of an error in its source chain.
@@ -173,6 +232,58 @@ mod tests {
         let err = err.err().map(|d| d.to_string()).unwrap_or_default();
         assert!(err.contains("conf.tera:3:1"), "{err}");
         assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn fast_path_matches_tera() {
+        let mut vars = serde_json::Map::new();
+        vars.insert("user".into(), serde_json::Value::String("svc".into()));
+        vars.insert("port".into(), serde_json::json!(8080));
+        vars.insert("flag".into(), serde_json::json!(true));
+        vars.insert("true".into(), serde_json::Value::String("x".into()));
+        vars.insert(
+            "tricky".into(),
+            serde_json::Value::String("{{ user }} }}".into()),
+        );
+        let mut t = Templates::new(
+            &vars,
+            serde_json::json!({"hostname": "h1", "n": {"a": "b"}}),
+        );
+        let span = Span::file_only(Arc::from("m.yaml"));
+        let cases = [
+            "/etc/{{ user }}/x",
+            "{{user}}{{ host.hostname }}",
+            "a }} b {{ user }}",
+            "{{ port }}",
+            "{{ flag }}",
+            "{{ true }}",
+            "{{ tricky }}",
+            "{{ host.n.a }}",
+            "{{ user | upper }}",
+            "{{- user }} x",
+            "{{ user }}{# c #}",
+            "{% if flag %}{{ user }}{% endif %}",
+            "{{ host['hostname'] }}",
+            "{{\n user\t}}",
+            "{{ missing }}",
+            "{{ host.missing }}",
+            "{{ user }",
+            "{{ __tera_context }}",
+        ];
+        for case in cases {
+            let tera = tera::Tera::one_off(case, &t.context, false).map_err(|e| explain(&e));
+            let fast = t.substitute(case);
+            if let Some(f) = &fast {
+                assert_eq!(Ok(f.clone()), tera, "fast path differs for {case:?}");
+            }
+            let ours = t.render_inline(case, &span).map_err(|d| d.to_string());
+            assert_eq!(ours.is_ok(), tera.is_ok(), "{case:?}");
+            if let (Ok(a), Ok(b)) = (&ours, &tera) {
+                assert_eq!(a, b, "{case:?}");
+            }
+        }
+        assert!(t.substitute("/etc/{{ user }}/x").is_some());
+        assert!(t.substitute("{{ missing }}").is_none());
     }
 
     #[test]

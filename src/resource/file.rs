@@ -72,7 +72,8 @@ pub fn decode(
         Some(Content::Bytes(Arc::from(text.into_bytes())))
     } else if let Some((rel, tspan)) = template {
         d.render_template(&rel, &tspan, "template")
-            .map(|out| Content::Bytes(Arc::from(out.as_bytes())))
+            // Shares the rendered text: a template used by many files is stored once.
+            .map(|out| Content::Bytes(Arc::<[u8]>::from(out)))
     } else if let Some((src, sspan)) = source {
         if src.starts_with('/') {
             match crate::manifest::decode::normalize_abs(&src) {
