@@ -266,10 +266,12 @@ pub fn execute(
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
+    // Moved out, not cloned: a large converge holds a diff per created file.
+    let mut outcomes = st.outcomes;
     graph
         .order
         .iter()
         .filter(|&&i| model.selected.get(i).copied().unwrap_or(true))
-        .filter_map(|&i| st.outcomes[i].clone())
+        .filter_map(|&i| outcomes[i].take())
         .collect()
 }

@@ -113,10 +113,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    // A formatter call per byte showed up at 7-9% of a no-op check.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -142,6 +144,14 @@ pub fn text_diff(old: &[u8], new: &[u8], path: &str) -> Option<String> {
         .header(&format!("a{path}"), &format!("b{path}"))
         .to_string();
     Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_digits() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
 }
 
 /// A short content id for plans: enough to tell contents apart, never the content.

@@ -439,7 +439,10 @@ fn apply(
         return refuse("resources could not be planned", details);
     }
     let mut planned: Vec<Option<Change>> = (0..model.loaded.catalog.len()).map(|_| None).collect();
-    for c in plan.changes {
+    for mut c in plan.changes {
+        // Each resource is observed again before it is applied and reported with that
+        // fresh change; keeping a second copy of every diff only costs memory.
+        c.diff = None;
         if let Some(i) = model.loaded.catalog.index_of(&c.id) {
             planned[i] = Some(c);
         }
