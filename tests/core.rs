@@ -763,3 +763,29 @@ fn logrotate_policy_is_validated_by_the_real_logrotate() {
     s.manifest("good.yaml", &policy("rotate 2555"));
     s.converge(&["good.yaml"]);
 }
+
+#[test]
+fn shipped_sources_for_files_and_trees() {
+    let s = Sandbox::new();
+    s.manifest("files/motd", "welcome\n");
+    s.manifest("files/scripts/run.sh", "#!/bin/sh\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/motd\n    source: files/motd\n  - directory: /opt/scripts\n    source: files/scripts\n    file_mode: \"0750\"\n  - file: /etc/bad\n    source: ../outside\n",
+    );
+    let bad = s.run("validate", &["site.yaml"]);
+    bad.assert_code(1);
+    assert!(
+        bad.stderr()
+            .contains("site.yaml:8:13: field `source`: `../outside` must not contain `..`"),
+        "{}",
+        bad.all()
+    );
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/motd\n    source: files/motd\n  - directory: /opt/scripts\n    source: files/scripts\n    file_mode: \"0750\"\n",
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/etc/motd"), "welcome\n");
+    assert_eq!(s.mode("/opt/scripts/run.sh"), 0o750);
+}

@@ -117,14 +117,9 @@ impl Decoder {
         }
     }
 
-    /// Reads a file shipped with the manifests (relative `source:`).
-    pub fn read_shipped(&mut self, rel: &str, span: &Span, field: &str) -> Option<Vec<u8>> {
-        if rel.split('/').any(|c| c == "..") {
-            self.error(span, field, format!("`{rel}` must not contain `..`"));
-            return None;
-        }
-        let path = self.base_dir.join(rel);
-        match std::fs::read(&path) {
+    /// Reads a file shipped with the manifests (a relative `source:`, already joined).
+    pub fn read_shipped(&mut self, path: &Path, span: &Span, field: &str) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
             Ok(b) => {
                 self.record_input(&path.display().to_string(), &b);
                 Some(b)
@@ -136,9 +131,28 @@ impl Decoder {
         }
     }
 
+    /// A resource name that is a path on the target: normalised, or an error on it.
+    pub fn path_name(&mut self, raw: &str, span: &Span, kind: &str) -> Option<String> {
+        match normalize_abs(raw) {
+            Ok(p) => Some(p),
+            Err(msg) => {
+                self.error(span, kind, msg);
+                None
+            }
+        }
+    }
+
     pub fn shipped_path(&self, rel: &str) -> PathBuf {
         self.base_dir.join(rel)
     }
+}
+
+/// Where a `source:` points: absolute paths name a path on the target (read when
+/// planning), relative ones a file or folder shipped with the manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    Target(String),
+    Shipped(PathBuf),
 }
 
 /// The settings of one manifest entry, consumed field by field; whatever is left at
@@ -316,6 +330,20 @@ impl<'a> Fields<'a> {
                 d.error(&span, key, msg);
                 None
             }
+        }
+    }
+
+    /// A `source:` field: normalised target path, or a shipped path without `..`.
+    pub fn source(&mut self, d: &mut Decoder, key: &'static str) -> Option<(SourceRef, Span)> {
+        let (src, span) = self.string(d, key)?;
+        if src.starts_with('/') {
+            let path = d.path_name(&src, &span, key)?;
+            Some((SourceRef::Target(path), span))
+        } else if src.split('/').any(|c| c == "..") {
+            d.error(&span, key, format!("`{src}` must not contain `..`"));
+            None
+        } else {
+            Some((SourceRef::Shipped(d.shipped_path(&src)), span))
         }
     }
 

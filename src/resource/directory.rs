@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::diag::Span;
 use crate::host::{FileKind, HostError, Perms};
 use crate::id::ResourceId;
-use crate::manifest::decode::{normalize_abs, Decoder, Fields};
+use crate::manifest::decode::{Decoder, Fields, SourceRef};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
@@ -52,33 +52,16 @@ pub fn decode(
     f: &mut Fields,
 ) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
-    let path = match normalize_abs(&raw_path) {
-        Ok(p) => Some(p),
-        Err(msg) => {
-            d.error(&span, "directory", msg);
-            None
-        }
-    };
+    let path = d.path_name(&raw_path, &span, "directory");
     let ensure = Ensure::decode(d, f);
     let perms = PermSpec::decode(d, f);
-    let source = f.string(d, "source").and_then(|(src, sspan)| {
-        if src.starts_with('/') {
-            match normalize_abs(&src) {
-                Ok(p) => Some(TreeSource::Target(p)),
-                Err(msg) => {
-                    d.error(&sspan, "source", msg);
-                    None
-                }
-            }
-        } else if src.split('/').any(|c| c == "..") {
-            d.error(&sspan, "source", format!("`{src}` must not contain `..`"));
-            None
-        } else {
-            let p = d.shipped_path(&src);
+    let source = f.source(d, "source").map(|(src, sspan)| match src {
+        SourceRef::Target(p) => TreeSource::Target(p),
+        SourceRef::Shipped(p) => {
             if !p.is_dir() {
                 d.error(&sspan, "source", format!("{} is not a folder", p.display()));
             }
-            Some(TreeSource::Shipped(p))
+            TreeSource::Shipped(p)
         }
     });
     let file_mode = f.mode(d, "file_mode");

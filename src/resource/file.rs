@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::diag::Span;
 use crate::host::{Cmd, FileKind, HostError};
 use crate::id::ResourceId;
-use crate::manifest::decode::{Decoder, Fields};
+use crate::manifest::decode::{Decoder, Fields, SourceRef};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
@@ -42,19 +42,13 @@ pub fn decode(
     f: &mut Fields,
 ) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
-    let path = match crate::manifest::decode::normalize_abs(&raw_path) {
-        Ok(p) => Some(p),
-        Err(msg) => {
-            d.error(&span, "file", msg);
-            None
-        }
-    };
+    let path = d.path_name(&raw_path, &span, "file");
     let ensure = Ensure::decode(d, f);
     let perms = PermSpec::decode(d, f);
     let inline = f.raw("content").map(|n| n.span.clone());
     let content_text = f.string(d, "content");
     let template = f.string(d, "template");
-    let source = f.string(d, "source");
+    let source = f.source(d, "source");
     let validate = f.string(d, "validate");
     let backup = f.bool(d, "backup").unwrap_or(false);
     let given = [inline.is_some(), template.is_some(), source.is_some()]
@@ -75,17 +69,11 @@ pub fn decode(
             // Shares the rendered text: a template used by many files is stored once.
             .map(|out| Content::Bytes(Arc::<[u8]>::from(out)))
     } else if let Some((src, sspan)) = source {
-        if src.starts_with('/') {
-            match crate::manifest::decode::normalize_abs(&src) {
-                Ok(p) => Some(Content::TargetFile(p)),
-                Err(msg) => {
-                    d.error(&sspan, "source", msg);
-                    None
-                }
-            }
-        } else {
-            d.read_shipped(&src, &sspan, "source")
-                .map(|b| Content::Bytes(Arc::from(b)))
+        match src {
+            SourceRef::Target(p) => Some(Content::TargetFile(p)),
+            SourceRef::Shipped(p) => d
+                .read_shipped(&p, &sspan, "source")
+                .map(|b| Content::Bytes(Arc::from(b))),
         }
     } else {
         None

@@ -5,7 +5,7 @@ use std::any::Any;
 use crate::diag::Span;
 use crate::host::{FileKind, HostError};
 use crate::id::ResourceId;
-use crate::manifest::decode::{normalize_abs, Decoder, Fields};
+use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
 use super::perms::stat_fingerprint;
@@ -32,13 +32,7 @@ pub fn decode(
     f: &mut Fields,
 ) -> Option<Box<dyn Resource>> {
     let (raw_path, span) = name;
-    let path = match normalize_abs(&raw_path) {
-        Ok(p) => Some(p),
-        Err(msg) => {
-            d.error(&span, "symlink", msg);
-            None
-        }
-    };
+    let path = d.path_name(&raw_path, &span, "symlink");
     let ensure = Ensure::decode(d, f);
     let target = f.string(d, "target");
     let force = f.bool(d, "force").unwrap_or(false);
