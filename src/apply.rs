@@ -49,12 +49,15 @@ struct Shared {
 }
 
 /// Applies `planned` (catalog-indexed; `None` = nothing planned). `on_done` is called
-/// for every outcome before it counts as done (the audit log hooks in here).
+/// for every outcome before it counts as done (the audit log and streamed output hook
+/// in here). Without `keep_diffs`, content diffs are dropped once `on_done` has seen
+/// them: a large converge would otherwise hold one per created file until the end.
 pub fn execute(
     model: &Model,
     host: &Host,
     planned: &[Option<Change>],
     jobs: usize,
+    keep_diffs: bool,
     on_done: &(dyn Fn(&Outcome) + Sync),
 ) -> Vec<Outcome> {
     let catalog = &model.loaded.catalog;
@@ -246,6 +249,12 @@ pub fn execute(
                     outcome
                 };
                 on_done(&outcome);
+                let mut outcome = outcome;
+                if !keep_diffs {
+                    if let Some(c) = outcome.change.as_mut() {
+                        c.diff = None;
+                    }
+                }
                 let mut st = match shared.lock() {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),

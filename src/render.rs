@@ -126,21 +126,28 @@ pub fn plan(p: &Plan, style: Style) -> String {
     out
 }
 
-pub fn apply(outcomes: &[Outcome], style: Style) -> String {
+/// One finished resource of an apply, printed as soon as it is done.
+pub fn applied(o: &Outcome, style: Style) -> String {
+    let mut out = String::new();
+    if o.changed() {
+        match &o.change {
+            Some(c) => change(&mut out, c, style),
+            None => {
+                let _ = writeln!(out, "  ↻ {} (refreshed)", o.id);
+            }
+        }
+    }
+    out
+}
+
+/// The end of an apply: every failure with its reason, and the counts.
+pub fn apply_summary(outcomes: &[Outcome], style: Style) -> String {
     let mut out = String::new();
     let mut counts = (0, 0, 0, 0);
     for o in outcomes {
         match &o.status {
             Status::Unchanged => counts.0 += 1,
-            Status::Changed | Status::Refreshed => {
-                counts.1 += 1;
-                match &o.change {
-                    Some(c) => change(&mut out, c, style),
-                    None => {
-                        let _ = writeln!(out, "  ↻ {} (refreshed)", o.id);
-                    }
-                }
-            }
+            Status::Changed | Status::Refreshed => counts.1 += 1,
             Status::Failed { .. } => counts.2 += 1,
             Status::Skipped { .. } => counts.3 += 1,
         }

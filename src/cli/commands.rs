@@ -447,10 +447,22 @@ fn apply(
             planned[i] = Some(c);
         }
     }
-    let outcomes = crate::apply::execute(&model, &host, &planned, jobs(target), &|o: &Outcome| {
-        tracing::info!(resource = %o.id, status = ?o.status, "applied");
-        trail.outcome(o);
-    });
+    let style = Out::style();
+    let streamed = format == OutputFormat::Text;
+    let outcomes = crate::apply::execute(
+        &model,
+        &host,
+        &planned,
+        jobs(target),
+        !streamed,
+        &|o: &Outcome| {
+            tracing::info!(resource = %o.id, status = ?o.status, "applied");
+            trail.outcome(o);
+            if streamed {
+                out.print(&render::applied(o, style));
+            }
+        },
+    );
     match format {
         OutputFormat::Json => out.json(&json!({
             "format": "reconcile-apply",
@@ -458,7 +470,7 @@ fn apply(
             "root": host.root().display().to_string(),
             "outcomes": outcomes,
         })),
-        OutputFormat::Text => out.print(&render::apply(&outcomes, Out::style())),
+        OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
     }
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let counts = json!({
