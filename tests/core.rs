@@ -789,3 +789,35 @@ fn shipped_sources_for_files_and_trees() {
     assert_eq!(s.read("/etc/motd"), "welcome\n");
     assert_eq!(s.mode("/opt/scripts/run.sh"), 0o750);
 }
+
+#[test]
+fn children_of_a_symlink_that_a_copy_replaces_are_planned_as_new() {
+    let s = Sandbox::new();
+    s.put("/home/dev/stack/compose.yml", b"services: {}\n");
+    std::fs::create_dir_all(s.path("/opt/app")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("/home/dev/stack", s.path("/opt/app/stack"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /opt/app/stack\n    source: /home/dev/stack\n  - directory: /opt/app/stack/data\n    mode: \"0700\"\n  - file: /opt/app/stack/.env\n    content: \"MODE=prod\\n\"\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout().contains("+ directory[/opt/app/stack/data]")
+            && plan.stdout().contains("+ file[/opt/app/stack/.env]"),
+        "{}",
+        plan.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/opt/app/stack/.env"), "MODE=prod\n");
+    // The development tree behind the old symlink was not written through.
+    assert!(!s.path("/home/dev/stack/.env").exists());
+    // A symlinked parent that nothing replaces is still refused.
+    std::os::unix::fs::symlink("/home/dev", s.path("/opt/other")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "other.yaml",
+        "resources:\n  - file: /opt/other/x\n    content: \"x\\n\"\n",
+    );
+    s.run("plan", &["other.yaml"]).assert_code(1);
+}

@@ -13,8 +13,8 @@ use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
-    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
-    ResourceError,
+    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
+    PlanCtx, Resource, ResourceError,
 };
 
 #[derive(Debug, Clone)]
@@ -292,7 +292,7 @@ impl Resource for Directory {
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
         let host = ctx.host;
         let mut change = Change::new(self.id.clone(), self.meta.secret);
-        let live = host.lstat(&self.path)?;
+        let live = observe_below_declared(ctx, &self.path, host.lstat(&self.path))?;
         let entries = match self.ensure {
             Ensure::Present => self.read_source(host)?,
             Ensure::Absent => Vec::new(),

@@ -11,8 +11,8 @@ use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
-    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
-    ResourceError,
+    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
+    PlanCtx, Resource, ResourceError,
 };
 
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ impl Resource for File {
 
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
         let mut change = Change::new(self.id.clone(), self.meta.secret);
-        let live = ctx.host.read(&self.path)?;
+        let live = observe_below_declared(ctx, &self.path, ctx.host.read(&self.path))?;
         let (stat, live_bytes) = match &live {
             Some((st, bytes)) => (Some(*st), bytes.as_deref()),
             None => (None, None),

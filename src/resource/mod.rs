@@ -255,9 +255,34 @@ pub fn parent_dir_dep(path: &str) -> AutoDep {
     }
 }
 
+/// True when an ancestor of `path` is a symlink today that a declared `directory`
+/// will replace (the runbook's symlink-to-copy): below it, nothing exists yet.
+fn under_replaced_symlink(ctx: &PlanCtx, path: &str) -> bool {
+    crate::manifest::decode::ancestors(path).any(|a| {
+        ctx.catalog.contains(&ResourceId::new("directory", a))
+            && matches!(ctx.host.lstat(a), Ok(Some(st)) if st.kind == crate::host::FileKind::Symlink)
+    })
+}
+
+/// Observes `path`, treating it as absent when a declared directory will replace a
+/// symlinked ancestor first (the walk refuses the symlink, rightly, until then).
+pub fn observe_below_declared<T>(
+    ctx: &PlanCtx,
+    path: &str,
+    observed: Result<Option<T>, HostError>,
+) -> Result<Option<T>, ResourceError> {
+    match observed {
+        Err(HostError::Unsafe { .. }) if under_replaced_symlink(ctx, path) => Ok(None),
+        other => Ok(other?),
+    }
+}
+
 /// Missing parents that no declared directory resource will create: shown as implied.
 pub fn implied_parents(ctx: &PlanCtx, path: &str) -> Result<Vec<String>, ResourceError> {
-    let missing = ctx.host.missing_parents(path)?;
+    let missing = match ctx.host.missing_parents(path) {
+        Err(HostError::Unsafe { .. }) if under_replaced_symlink(ctx, path) => Vec::new(),
+        other => other?,
+    };
     Ok(missing
         .into_iter()
         .filter(|p| {

@@ -10,8 +10,8 @@ use crate::plan::{fingerprint, Action, Change};
 
 use super::perms::stat_fingerprint;
 use super::{
-    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource,
-    ResourceError,
+    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
+    PlanCtx, Resource, ResourceError,
 };
 
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Resource for Symlink {
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
         let host = ctx.host;
         let mut change = Change::new(self.id.clone(), self.meta.secret);
-        let live = host.lstat(&self.path)?;
+        let live = observe_below_declared(ctx, &self.path, host.lstat(&self.path))?;
         let live_target = match live {
             Some(st) if st.kind == FileKind::Symlink => host.read_link(&self.path)?,
             _ => None,

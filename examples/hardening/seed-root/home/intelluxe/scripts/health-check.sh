@@ -1,0 +1,2 @@
+#!/bin/bash
+systemctl is-active intelluxe-stack.service
