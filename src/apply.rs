@@ -55,7 +55,7 @@ struct Shared {
 pub fn execute(
     model: &Model,
     host: &Host,
-    planned: &[Option<Change>],
+    planned: Vec<Option<Change>>,
     jobs: usize,
     keep_diffs: bool,
     on_done: &(dyn Fn(&Outcome) + Sync),
@@ -100,6 +100,16 @@ pub fn execute(
         }
     }
 
+    // Each planned change is taken by the worker that handles its resource, so a large
+    // run does not hold every planned change until the end.
+    let planned: Vec<Mutex<Option<Change>>> = planned.into_iter().map(Mutex::new).collect();
+    let take_planned = |i: usize| -> Option<Change> {
+        match planned[i].lock() {
+            Ok(mut slot) => slot.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    };
+
     let shared = Mutex::new(Shared {
         ready: graph
             .order
@@ -116,6 +126,7 @@ pub fn execute(
     let run_one = |i: usize, outcomes: &std::collections::HashMap<usize, Outcome>| -> Outcome {
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
+        let planned_i = take_planned(i);
         if !model.selected.get(i).copied().unwrap_or(true) {
             return Outcome {
                 id,
@@ -129,7 +140,7 @@ pub fn execute(
                 status: Status::Failed {
                     reason: reason.clone(),
                 },
-                change: planned[i].clone(),
+                change: planned_i.clone(),
             };
         }
         let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
@@ -144,13 +155,13 @@ pub fn execute(
                 status: Status::Skipped {
                     reason: format!("{} did not converge", catalog.resources[bad].id()),
                 },
-                change: planned[i].clone(),
+                change: planned_i.clone(),
             };
         }
         let dep_changed = graph.deps[i]
             .iter()
             .any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
-        let planned_change = planned[i].as_ref().is_some_and(Change::is_change);
+        let planned_change = planned_i.as_ref().is_some_and(Change::is_change);
         let mut status = Status::Unchanged;
         let mut applied = None;
         if planned_change || dep_changed {
@@ -172,7 +183,7 @@ pub fn execute(
                     return Outcome {
                         id,
                         status: Status::Failed { reason },
-                        change: planned[i].clone(),
+                        change: planned_i.clone(),
                     }
                 }
                 Ok(change) if change.action == Action::None => {}

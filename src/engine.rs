@@ -98,6 +98,7 @@ pub fn observe_all(
     host: &Host,
     jobs: usize,
     selected: &[bool],
+    keep_diffs: bool,
 ) -> Result<Vec<Option<Result<Change, ResourceError>>>, EngineError> {
     let accounts = host.accounts()?;
     let ctx = PlanCtx {
@@ -128,7 +129,13 @@ pub fn observe_all(
                     let r = &catalog.resources[i];
                     let span = tracing::debug_span!("observe", resource = %r.id());
                     let _entered = span.enter();
-                    done.push((i, r.plan(&ctx)));
+                    let mut planned = r.plan(&ctx);
+                    if !keep_diffs {
+                        if let Ok(c) = planned.as_mut() {
+                            c.diff = None;
+                        }
+                    }
+                    done.push((i, planned));
                 }
             }
             let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -189,15 +196,17 @@ fn permute<T>(v: &mut [T], order: &[usize]) -> bool {
     true
 }
 
-/// Builds the plan value for a model.
+/// Builds the plan value for a model. Without `keep_diffs` (apply, which shows the
+/// diffs of what it actually changes), content diffs are dropped as soon as made.
 pub fn make_plan(
     model: &Model,
     opts: &LoadOptions,
     host: &Host,
     jobs: usize,
+    keep_diffs: bool,
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
-    let mut observed = observe_all(catalog, host, jobs, &model.selected)?;
+    let mut observed = observe_all(catalog, host, jobs, &model.selected, keep_diffs)?;
     let mut errors = Vec::new();
     let mut error_of = |i: usize, e: ResourceError| {
         let r = &catalog.resources[i];

@@ -167,7 +167,7 @@ fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Opti
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
-    match engine::make_plan(&model, opts, host, jobs(target)) {
+    match engine::make_plan(&model, opts, host, jobs(target), true) {
         Ok(p) => Some((model, p)),
         Err(e) => {
             out.engine_error(&e);
@@ -413,7 +413,8 @@ fn apply(
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
-    let plan = match engine::make_plan(&model, &opts, &host, jobs(target)) {
+    // Apply reports the diffs of what it changes, observed again right before acting.
+    let plan = match engine::make_plan(&model, &opts, &host, jobs(target), false) {
         Ok(p) => p,
         Err(e) => {
             out.engine_error(&e);
@@ -439,10 +440,7 @@ fn apply(
         return refuse("resources could not be planned", details);
     }
     let mut planned: Vec<Option<Change>> = (0..model.loaded.catalog.len()).map(|_| None).collect();
-    for mut c in plan.changes {
-        // Each resource is observed again before it is applied and reported with that
-        // fresh change; keeping a second copy of every diff only costs memory.
-        c.diff = None;
+    for c in plan.changes {
         if let Some(i) = model.loaded.catalog.index_of(&c.id) {
             planned[i] = Some(c);
         }
@@ -452,7 +450,7 @@ fn apply(
     let outcomes = crate::apply::execute(
         &model,
         &host,
-        &planned,
+        planned,
         jobs(target),
         !streamed,
         &|o: &Outcome| {
