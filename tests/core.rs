@@ -821,3 +821,35 @@ fn children_of_a_symlink_that_a_copy_replaces_are_planned_as_new() {
     );
     s.run("plan", &["other.yaml"]).assert_code(1);
 }
+
+#[test]
+fn apply_creates_a_missing_root_and_plan_does_not() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/a\n    content: \"a\\n\"\n",
+    );
+    let fresh = s.root.join("new-root");
+    let fresh_arg = fresh.display().to_string();
+    let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+    let out = c
+        .current_dir(&s.manifests)
+        .args(["plan", "--root", &fresh_arg, "site.yaml"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("does not exist (`reconcile apply` creates it"));
+    assert!(!fresh.exists());
+    let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+    let out = c
+        .current_dir(&s.manifests)
+        .args(["apply", "--root", &fresh_arg, "site.yaml"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("etc/a")).ok().as_deref(),
+        Some("a\n")
+    );
+}

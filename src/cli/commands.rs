@@ -140,6 +140,13 @@ fn load_options(target: &Target) -> LoadOptions {
 }
 
 fn open(out: &Out, target: &Target) -> Option<Host> {
+    if !target.root.exists() {
+        out.error(&format!(
+            "target root {} does not exist (`reconcile apply` creates it; plan and check never write)",
+            target.root.display()
+        ));
+        return None;
+    }
     match Host::open(&target.root) {
         Ok(h) => Some(h),
         Err(e) => {
@@ -317,6 +324,18 @@ fn apply(
             return EXIT_ERROR;
         }
     };
+    if !target.root.exists() {
+        // A new scratch root is the usual first run; never for a root that is a
+        // dangling symlink or otherwise unreadable (create_dir_all fails then).
+        if let Err(e) = std::fs::create_dir_all(&target.root) {
+            out.error(&format!(
+                "cannot create the target root {}: {e}",
+                target.root.display()
+            ));
+            return EXIT_ERROR;
+        }
+        tracing::warn!(root = %target.root.display(), "created the target root");
+    }
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
