@@ -853,3 +853,24 @@ fn apply_creates_a_missing_root_and_plan_does_not() {
         Some("a\n")
     );
 }
+
+#[test]
+fn a_changed_template_makes_a_saved_plan_stale() {
+    let s = Sandbox::new();
+    s.manifest("templates/a.tera", "one\n");
+    s.manifest("site.yaml", "resources:\n  - file: /etc/a\n    template: a.tera\n  - file: /etc/b\n    template: a.tera\n");
+    let plan_path = s.manifests.join("site.plan").display().to_string();
+    s.run("plan", &["site.yaml", "--out", &plan_path])
+        .assert_code(0);
+    s.manifest("templates/a.tera", "two\n");
+    let stale = s.run("apply", &[&plan_path]);
+    stale.assert_code(1);
+    assert!(
+        stale
+            .stderr()
+            .contains("manifests, templates or variables changed"),
+        "{}",
+        stale.all()
+    );
+    assert!(!s.path("/etc/a").exists());
+}
