@@ -30,12 +30,14 @@ pub enum EngineError {
 }
 
 pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError> {
+    let started = std::time::Instant::now();
     let mut loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
     let (graph, warnings) = crate::graph::build(&loaded.catalog).map_err(|mut d| {
         d.0.splice(0..0, loaded.diags.0.iter().cloned());
         EngineError::Manifest(d)
     })?;
     loaded.diags.extend(warnings);
+    tracing::debug!(elapsed = ?started.elapsed(), "dependency graph built");
     let selected = vec![true; loaded.catalog.len()];
     let mut model = Model {
         loaded,
@@ -206,7 +208,9 @@ pub fn make_plan(
     keep_diffs: bool,
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
+    let started = std::time::Instant::now();
     let mut observed = observe_all(catalog, host, jobs, &model.selected, keep_diffs)?;
+    tracing::debug!(elapsed = ?started.elapsed(), jobs, "host observed");
     let mut errors = Vec::new();
     let mut error_of = |i: usize, e: ResourceError| {
         let r = &catalog.resources[i];

@@ -2,6 +2,7 @@
 //! templating, and typed decoding of every resource entry.
 
 pub mod decode;
+mod fastyaml;
 pub mod template;
 pub mod yaml;
 
@@ -52,7 +53,6 @@ const META_FIELDS: &[&str] = &["requires", "before", "notify", "secret", "tags",
 
 struct ParsedFile {
     path: PathBuf,
-    shown: Arc<str>,
     root: Node,
 }
 
@@ -156,7 +156,6 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
         };
         let file = ParsedFile {
             path: path.clone(),
-            shown,
             root,
         };
         for (k, _) in top_map(&file, diags) {
@@ -430,10 +429,12 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
 
 /// Loads, templates and decodes everything; refuses with every problem at once.
 pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
+    let started = std::time::Instant::now();
     let mut diags = Diagnostics::default();
     let facts = serde_json::to_value(host.facts()).unwrap_or(serde_json::Value::Null);
     let mut decoder = Decoder::new(Templates::new(&serde_json::Map::new(), facts.clone()));
     let files = read_all(opts, &mut diags, &mut decoder);
+    tracing::debug!(elapsed = ?started.elapsed(), files = files.len(), "manifests read and parsed");
     let vars = resolve_vars(&files, opts, &mut diags);
     decoder.templates = Templates::new(&vars, facts);
     decoder.record_input("--env", opts.env.as_deref().unwrap_or("").as_bytes());
@@ -466,9 +467,9 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
                 format!("expected a list of resources, found {}", other.type_name()),
             ),
         }
-        let _ = &file.shown;
     }
     diags.extend(std::mem::take(&mut decoder.diags));
+    tracing::debug!(elapsed = ?started.elapsed(), resources = resources.len(), "resources decoded");
     // Duplicate ids: name both places.
     let mut first: HashMap<ResourceId, Option<Span>> = HashMap::new();
     let mut unique = Vec::with_capacity(resources.len());

@@ -254,6 +254,18 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
             value: Value::Null,
         });
     }
+    // A bug in the fast path must cost speed, never a crash on someone's manifest.
+    let fast = std::panic::catch_unwind(|| super::fastyaml::parse(file, text));
+    if let Ok(Some(node)) = fast {
+        return Ok(node);
+    }
+    parse_general(file, text)
+}
+
+/// The full YAML parser: every construct, budgets against alias bombs, and the
+/// diagnostics. `fastyaml` is tried first and must agree with it.
+pub(super) fn parse_general(file: &Arc<str>, text: &str) -> Result<Node, Diagnostic> {
+    let whole = Span::file_only(file.clone());
     let raw: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
         let span = e
             .location()
