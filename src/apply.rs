@@ -27,8 +27,9 @@ pub struct Outcome {
     pub id: crate::id::ResourceId,
     #[serde(flatten)]
     pub status: Status,
+    /// Boxed: the outcome table has a slot per resource, most of them never holding one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub change: Option<Change>,
+    pub change: Option<Box<Change>>,
 }
 
 impl Outcome {
@@ -50,14 +51,15 @@ struct Shared {
 
 /// Applies `planned` (catalog-indexed; `None` = nothing planned). `on_done` is called
 /// for every outcome before it counts as done (the audit log and streamed output hook
-/// in here). Without `keep_diffs`, content diffs are dropped once `on_done` has seen
-/// them: a large converge would otherwise hold one per created file until the end.
+/// in here). Without `keep_changes`, an outcome's change (fields, diff) is dropped
+/// once `on_done` has seen it and only its status is kept: a large converge would
+/// otherwise hold a change per created file until the end.
 pub fn execute(
     model: &Model,
     host: &Host,
     planned: Vec<Option<Change>>,
     jobs: usize,
-    keep_diffs: bool,
+    keep_changes: bool,
     on_done: &(dyn Fn(&Outcome) + Sync),
 ) -> Vec<Outcome> {
     let catalog = &model.loaded.catalog;
@@ -102,12 +104,15 @@ pub fn execute(
 
     // Each planned change is taken by the worker that handles its resource, so a large
     // run does not hold every planned change until the end.
-    let planned: Vec<Mutex<Option<Change>>> = planned.into_iter().map(Mutex::new).collect();
+    // One lock for the table rather than one per slot: wrapping every slot would copy
+    // the whole table (tens of MB at 100,000 resources) while both exist.
+    let planned = Mutex::new(planned);
     let take_planned = |i: usize| -> Option<Change> {
-        match planned[i].lock() {
-            Ok(mut slot) => slot.take(),
-            Err(p) => p.into_inner().take(),
-        }
+        let mut slots = match planned.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        slots.get_mut(i).and_then(Option::take)
     };
 
     let shared = Mutex::new(Shared {
@@ -140,7 +145,7 @@ pub fn execute(
                 status: Status::Failed {
                     reason: reason.clone(),
                 },
-                change: planned_i.clone(),
+                change: planned_i.clone().map(Box::new),
             };
         }
         let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
@@ -155,7 +160,7 @@ pub fn execute(
                 status: Status::Skipped {
                     reason: format!("{} did not converge", catalog.resources[bad].id()),
                 },
-                change: planned_i.clone(),
+                change: planned_i.clone().map(Box::new),
             };
         }
         let dep_changed = graph.deps[i]
@@ -183,7 +188,7 @@ pub fn execute(
                     return Outcome {
                         id,
                         status: Status::Failed { reason },
-                        change: planned_i.clone(),
+                        change: planned_i.clone().map(Box::new),
                     }
                 }
                 Ok(change) if change.action == Action::None => {}
@@ -194,11 +199,11 @@ pub fn execute(
                             status: Status::Failed {
                                 reason: e.to_string(),
                             },
-                            change: Some(change),
+                            change: Some(Box::new(change)),
                         };
                     }
                     status = Status::Changed;
-                    applied = Some(change);
+                    applied = Some(Box::new(change));
                 }
             }
         }
@@ -261,10 +266,8 @@ pub fn execute(
                 };
                 on_done(&outcome);
                 let mut outcome = outcome;
-                if !keep_diffs {
-                    if let Some(c) = outcome.change.as_mut() {
-                        c.diff = None;
-                    }
+                if !keep_changes {
+                    outcome.change = None;
                 }
                 let mut st = match shared.lock() {
                     Ok(g) => g,
@@ -286,7 +289,7 @@ pub fn execute(
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
-    // Moved out, not cloned: a large converge holds a diff per created file.
+    // Moved out, not cloned.
     let mut outcomes = st.outcomes;
     graph
         .order

@@ -168,6 +168,36 @@ pub fn observe_all(
     Ok(results)
 }
 
+/// The plan's changes (graph order) as a table indexed like the catalog, for
+/// `apply::execute`; rearranged in place when every resource has its change (the
+/// usual case), so a large converge never holds two tables of changes.
+pub fn by_catalog_index(model: &Model, changes: Vec<Change>) -> Vec<Option<Change>> {
+    let catalog = &model.loaded.catalog;
+    let n = catalog.len();
+    let at: Vec<usize> = changes
+        .iter()
+        .map(|c| catalog.index_of(&c.id).unwrap_or(usize::MAX))
+        .collect();
+    // Same size as `Change` (the option uses a niche), so this reuses the buffer.
+    let mut slots: Vec<Option<Change>> = changes.into_iter().map(Some).collect();
+    let mut order = vec![usize::MAX; n];
+    for (k, &i) in at.iter().enumerate() {
+        if let Some(slot) = order.get_mut(i) {
+            *slot = k;
+        }
+    }
+    if slots.len() == n && permute(&mut slots, &order) {
+        return slots;
+    }
+    let mut table: Vec<Option<Change>> = (0..n).map(|_| None).collect();
+    for (slot, i) in slots.into_iter().zip(at) {
+        if let Some(t) = table.get_mut(i) {
+            *t = slot;
+        }
+    }
+    table
+}
+
 /// Reorders `v` so that `v[k]` becomes the old `v[order[k]]`, in place, when `order` is
 /// a permutation of `v`'s indices; `false` (and `v` untouched) otherwise.
 fn permute<T>(v: &mut [T], order: &[usize]) -> bool {

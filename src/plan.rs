@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 use crate::id::ResourceId;
 
@@ -30,7 +31,7 @@ pub const SENSITIVE: &str = "(sensitive)";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
-    pub field: String,
+    pub field: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,16 +81,26 @@ impl Change {
     }
 
     /// Records a field difference (values hidden for sensitive resources when asked).
-    pub fn field(&mut self, name: &str, before: Option<String>, after: Option<String>) {
+    pub fn field(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        before: Option<String>,
+        after: Option<String>,
+    ) {
         self.fields.push(FieldChange {
-            field: name.to_string(),
+            field: name.into(),
             before,
             after,
         });
     }
 
     /// Records a field whose values are never shown when the resource is secret.
-    pub fn secret_field(&mut self, name: &str, before: Option<String>, after: Option<String>) {
+    pub fn secret_field(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        before: Option<String>,
+        after: Option<String>,
+    ) {
         if self.sensitive {
             let hide = |v: Option<String>| v.map(|_| SENSITIVE.to_string());
             self.field(name, hide(before), hide(after));

@@ -161,6 +161,13 @@ fn jobs(target: &Target) -> usize {
 }
 
 /// Loads and plans; prints problems and returns None on failure.
+/// Hands a read-only command's model to the process exit instead of freeing it
+/// piece by piece: at 100,000 resources the frees were 5% of a `validate`. Only for
+/// data (the model holds no locks, files or children).
+fn leave_to_exit(model: Model) -> &'static Model {
+    Box::leak(Box::new(model))
+}
+
 fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Option<(Model, Plan)> {
     let model = match engine::load_model(opts, host) {
         Ok(m) => m,
@@ -194,9 +201,10 @@ fn plan(
         return EXIT_ERROR;
     };
     let opts = load_options(target);
-    let Some((_, plan)) = plan_for(out, target, &host, &opts) else {
+    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
         return EXIT_ERROR;
     };
+    leave_to_exit(model);
     match format {
         OutputFormat::Json => out.json(&plan),
         OutputFormat::Text => out.print(&render::plan(&plan, Out::style())),
@@ -241,9 +249,10 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         return EXIT_ERROR;
     };
     let opts = load_options(target);
-    let Some((_, plan)) = plan_for(out, target, &host, &opts) else {
+    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
         return EXIT_ERROR;
     };
+    leave_to_exit(model);
     let drifted: Vec<&Change> = plan.changes.iter().filter(|c| c.is_change()).collect();
     match format {
         OutputFormat::Json => out.json(&CheckReport {
@@ -458,12 +467,7 @@ fn apply(
             .collect();
         return refuse("resources could not be planned", details);
     }
-    let mut planned: Vec<Option<Change>> = (0..model.loaded.catalog.len()).map(|_| None).collect();
-    for c in plan.changes {
-        if let Some(i) = model.loaded.catalog.index_of(&c.id) {
-            planned[i] = Some(c);
-        }
-    }
+    let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text;
     let outcomes = crate::apply::execute(
@@ -603,6 +607,7 @@ fn validate(out: &Out, target: &Target) -> u8 {
     };
     match engine::load_model(&load_options(target), &host) {
         Ok(model) => {
+            let model = leave_to_exit(model);
             let warnings = Diagnostics(model.loaded.diags.warnings().cloned().collect());
             if !warnings.0.is_empty() {
                 out.diagnostics(&warnings);

@@ -36,6 +36,8 @@ pub(super) fn parse(file: &Arc<str>, text: &str) -> Option<Node> {
         lines,
         at: 0,
         offset: 0,
+        node_stack: Vec::new(),
+        pair_stack: Vec::new(),
     };
     let first = p.next_significant()?;
     if p.lines[first].indent == 0 && p.content(first) == "---" {
@@ -62,6 +64,11 @@ struct Parser<'f, 'a> {
     /// For compact notation (`- key: v`, `- - x`): how far into the current line the
     /// node being parsed starts, so that line reads like a line indented that far.
     offset: usize,
+    /// Items and entries of the collections being read, innermost last; each
+    /// collection moves its own out in one exact-size allocation when it ends (a
+    /// growing vector per collection was most of the tree's memory and its copying).
+    node_stack: Vec<Node>,
+    pair_stack: Vec<(Node, Node)>,
 }
 
 impl<'f, 'a> Parser<'f, 'a> {
@@ -125,7 +132,7 @@ impl<'f, 'a> Parser<'f, 'a> {
     fn sequence(&mut self, first: usize) -> Option<Node> {
         let indent = self.indent(first);
         let span = self.span(first, indent);
-        let mut items = Vec::new();
+        let base = self.node_stack.len();
         loop {
             let line = self.at;
             let c = self.content(line);
@@ -139,14 +146,19 @@ impl<'f, 'a> Parser<'f, 'a> {
             if rest.is_empty() {
                 self.advance();
                 match self.next_significant() {
-                    Some(next) if self.indent(next) > indent => items.push(self.block(next)?),
+                    Some(next) if self.indent(next) > indent => {
+                        let item = self.block(next)?;
+                        self.node_stack.push(item);
+                    }
                     _ => return None,
                 }
             } else if is_seq_item(rest) || split_key(rest).is_some() {
                 self.offset = col;
-                items.push(self.block(line)?);
+                let item = self.block(line)?;
+                self.node_stack.push(item);
             } else {
-                items.push(self.inline_value(line, col, indent)?);
+                let item = self.inline_value(line, col, indent)?;
+                self.node_stack.push(item);
             }
             match self.next_significant() {
                 Some(next) if self.indent(next) == indent && is_seq_item(self.content(next)) => {}
@@ -156,14 +168,14 @@ impl<'f, 'a> Parser<'f, 'a> {
         }
         Some(Node {
             span,
-            value: Value::Seq(items),
+            value: Value::Seq(self.node_stack.drain(base..).collect()),
         })
     }
 
     fn mapping(&mut self, first: usize) -> Option<Node> {
         let indent = self.indent(first);
         let span = self.span(first, indent);
-        let mut pairs: Vec<(Node, Node)> = Vec::new();
+        let base = self.pair_stack.len();
         loop {
             let line = self.at;
             let c = self.content(line);
@@ -173,7 +185,10 @@ impl<'f, 'a> Parser<'f, 'a> {
             } else {
                 resolve_plain(key_text)?
             };
-            if pairs.iter().any(|(k, _)| k.value == key_value) {
+            if self.pair_stack[base..]
+                .iter()
+                .any(|(k, _)| k.value == key_value)
+            {
                 return None;
             }
             let key = Node {
@@ -202,7 +217,7 @@ impl<'f, 'a> Parser<'f, 'a> {
             } else {
                 self.inline_value(line, indent + after_colon + spaces, indent)?
             };
-            pairs.push((key, value));
+            self.pair_stack.push((key, value));
             match self.next_significant() {
                 Some(next) if self.indent(next) == indent && !is_seq_item(self.content(next)) => {}
                 Some(next) if self.indent(next) > indent => return None,
@@ -211,7 +226,7 @@ impl<'f, 'a> Parser<'f, 'a> {
         }
         Some(Node {
             span,
-            value: Value::Map(pairs),
+            value: Value::Map(self.pair_stack.drain(base..).collect()),
         })
     }
 

@@ -14,7 +14,6 @@ use sha2::Digest;
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::host::Host;
-use crate::id::ResourceId;
 use crate::resource::{self, Catalog, Meta, Resource};
 use decode::{display_path, Decoder, Fields};
 use template::Templates;
@@ -433,7 +432,7 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::default();
     let facts = serde_json::to_value(host.facts()).unwrap_or(serde_json::Value::Null);
     let mut decoder = Decoder::new(Templates::new(&serde_json::Map::new(), facts.clone()));
-    let files = read_all(opts, &mut diags, &mut decoder);
+    let mut files = read_all(opts, &mut diags, &mut decoder);
     tracing::debug!(elapsed = ?started.elapsed(), files = files.len(), "manifests read and parsed");
     let vars = resolve_vars(&files, opts, &mut diags);
     decoder.templates = Templates::new(&vars, facts);
@@ -443,7 +442,7 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     }
     let mut resources: Vec<Box<dyn Resource>> = Vec::new();
     let mut settings = Settings::default();
-    for file in &files {
+    for file in &mut files {
         decoder.base_dir = file
             .path
             .parent()
@@ -467,31 +466,29 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
                 format!("expected a list of resources, found {}", other.type_name()),
             ),
         }
+        // The decoded resources hold what they need; the tree goes now rather than
+        // after the last file (at 100,000 resources, ~1 KB each of peak memory).
+        file.root.value = Value::Null;
     }
     diags.extend(std::mem::take(&mut decoder.diags));
     tracing::debug!(elapsed = ?started.elapsed(), resources = resources.len(), "resources decoded");
-    // Duplicate ids: name both places.
-    let mut first: HashMap<ResourceId, Option<Span>> = HashMap::new();
-    let mut unique = Vec::with_capacity(resources.len());
-    for r in resources {
-        let span = r.meta().span.clone();
-        if let Some(prev) = first.get(r.id()) {
-            let mut d = Diagnostic::error(span, format!("duplicate resource id {}", r.id()));
-            if let Some(p) = prev {
-                d = d.related(p.clone(), "first declared here");
-            }
-            diags.push(d);
-        } else {
-            first.insert(r.id().clone(), span);
-            unique.push(r);
+    let (catalog, repeated) = Catalog::dedup(resources);
+    for (r, first) in repeated {
+        let mut d = Diagnostic::error(
+            r.meta().span.clone(),
+            format!("duplicate resource id {}", r.id()),
+        );
+        if let Some(p) = &catalog.resources[first].meta().span {
+            d = d.related(p.clone(), "first declared here");
         }
+        diags.push(d);
     }
     if diags.has_errors() {
         return Err(diags);
     }
     let fingerprint = crate::plan::hex(&decoder.inputs.finalize())[..32].to_string();
     Ok(Loaded {
-        catalog: Catalog::new(unique),
+        catalog,
         diags,
         fingerprint,
         files: files.into_iter().map(|f| f.path).collect(),

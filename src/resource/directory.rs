@@ -388,7 +388,7 @@ impl Resource for Directory {
                         (_, None) => {
                             if is_dir {
                                 change.field(
-                                    &format!("{}/", e.rel),
+                                    format!("{}/", e.rel),
                                     None,
                                     Some(
                                         if e.content.is_some() {
@@ -412,7 +412,7 @@ impl Resource for Directory {
                             }
                             if old != &new[..] {
                                 change.secret_field(
-                                    &format!("{}: content", e.rel),
+                                    format!("{}: content", e.rel),
                                     Some(short_hash(old)),
                                     Some(short_hash(new)),
                                 );
@@ -459,7 +459,7 @@ impl Resource for Directory {
                         .filter(|r| !entries.iter().any(|e| &e.rel == *r))
                     {
                         live_parts.push(format!("extra:{rel}"));
-                        change.field(rel, Some("present".into()), None);
+                        change.field(rel.clone(), Some("present".into()), None);
                     }
                 }
                 if !diffs.is_empty() {

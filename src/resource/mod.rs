@@ -13,13 +13,12 @@ pub mod unit;
 pub mod user;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt::Debug;
 
 use crate::diag::{Diagnostic, Span};
 use crate::host::accounts::Accounts;
 use crate::host::{Host, HostError};
-use crate::id::ResourceId;
+use crate::id::{IdMap, ResourceId};
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::Change;
 
@@ -59,19 +58,41 @@ pub enum ResourceError {
 }
 
 /// All declared resources by id, for cross-resource checks and lookups.
+/// A declaration whose id an earlier one already has, and that earlier one's index.
+pub type Repeated = (Box<dyn Resource>, usize);
+
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
-    index: HashMap<ResourceId, usize>,
+    index: IdMap<usize>,
 }
 
 impl Catalog {
     pub fn new(resources: Vec<Box<dyn Resource>>) -> Catalog {
-        let index = resources
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id().clone(), i))
-            .collect();
-        Catalog { resources, index }
+        Catalog::dedup(resources).0
+    }
+
+    /// The catalog of the first declaration of every id, and the later declarations
+    /// that repeat one, each with the index of the first.
+    pub fn dedup(resources: Vec<Box<dyn Resource>>) -> (Catalog, Vec<Repeated>) {
+        let mut index = IdMap::with_capacity_and_hasher(resources.len(), Default::default());
+        let mut unique = Vec::with_capacity(resources.len());
+        let mut repeated = Vec::new();
+        for r in resources {
+            match index.get(r.id()) {
+                Some(&first) => repeated.push((r, first)),
+                None => {
+                    index.insert(r.id().clone(), unique.len());
+                    unique.push(r);
+                }
+            }
+        }
+        (
+            Catalog {
+                resources: unique,
+                index,
+            },
+            repeated,
+        )
     }
 
     pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {

@@ -94,13 +94,13 @@ impl PermSpec {
         match live {
             None => {
                 if let Some(o) = self.owner() {
-                    change.field(&name("owner"), None, Some(o.to_string()));
+                    change.field(name("owner"), None, Some(o.to_string()));
                 }
                 if let Some(g) = self.group() {
-                    change.field(&name("group"), None, Some(g.to_string()));
+                    change.field(name("group"), None, Some(g.to_string()));
                 }
                 change.field(
-                    &name("mode"),
+                    name("mode"),
                     None,
                     Some(format_mode(self.mode.unwrap_or(default_mode))),
                 );
@@ -109,7 +109,7 @@ impl PermSpec {
                 if let Some(o) = self.owner() {
                     if !owner_matches(o, st.uid, |n| accounts.resolve_uid(n)) {
                         change.field(
-                            &name("owner"),
+                            name("owner"),
                             Some(accounts.user_name(st.uid)),
                             Some(o.to_string()),
                         );
@@ -118,7 +118,7 @@ impl PermSpec {
                 if let Some(g) = self.group() {
                     if !owner_matches(g, st.gid, |n| accounts.resolve_gid(n)) {
                         change.field(
-                            &name("group"),
+                            name("group"),
                             Some(accounts.group_name(st.gid)),
                             Some(g.to_string()),
                         );
@@ -127,7 +127,7 @@ impl PermSpec {
                 if let Some(m) = self.mode {
                     if m != st.mode {
                         change.field(
-                            &name("mode"),
+                            name("mode"),
                             Some(format_mode(st.mode)),
                             Some(format_mode(m)),
                         );

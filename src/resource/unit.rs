@@ -1845,7 +1845,7 @@ pub fn before_apply(
             f.done = c
                 .fields
                 .iter()
-                .filter(|x| ["content", "mode", "owner"].contains(&x.field.as_str()) || unmasked(x))
+                .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
                 .cloned()
                 .collect();
             f.done_diff = c.diff.clone();
