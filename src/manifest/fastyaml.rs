@@ -264,11 +264,11 @@ impl<'f, 'a> Parser<'f, 'a> {
             | b'#' => return None,
             _ if is_seq_item(text) => return None,
             _ => {
-                let plain = match text.find(" #") {
+                let plain = match find_pair(text, b" #") {
                     Some(i) => text[..i].trim_end_matches(' '),
                     None => text,
                 };
-                if plain.contains(": ") || plain.ends_with(':') {
+                if find_pair(plain, b": ").is_some() || plain.ends_with(':') {
                     return None;
                 }
                 resolve_plain(plain)?
@@ -413,6 +413,12 @@ impl<'f, 'a> Parser<'f, 'a> {
     }
 }
 
+/// Byte index of the two-byte `pair` in `s` (a plain loop: `str::find` with a
+/// string pattern sets up a substring searcher per call, on every line).
+fn find_pair(s: &str, pair: &[u8; 2]) -> Option<usize> {
+    s.as_bytes().windows(2).position(|w| w == pair)
+}
+
 fn is_seq_item(c: &str) -> bool {
     c == "-" || c.starts_with("- ")
 }
@@ -433,13 +439,13 @@ fn split_key(c: &str) -> Option<(&str, bool, usize)> {
     if b"-?:,[]{}#&*!|>%@`".contains(&first) {
         return None;
     }
-    let colon = match c.find(": ") {
+    let colon = match find_pair(c, b": ") {
         Some(i) => i,
         None if c.ends_with(':') => c.len() - 1,
         None => return None,
     };
     let key = &c[..colon];
-    if key.contains(" #") || key.ends_with(' ') || key == "<<" {
+    if find_pair(key, b" #").is_some() || key.ends_with(' ') || key == "<<" {
         return None;
     }
     Some((key, false, colon + 1))

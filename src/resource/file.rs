@@ -187,9 +187,10 @@ impl Resource for File {
             Some((st, bytes)) => (Some(*st), bytes.as_deref()),
             None => (None, None),
         };
+        let live_hash = live_bytes.map(short_hash).unwrap_or_default();
         change.live = fingerprint([
             stat_fingerprint(stat.as_ref()).as_bytes(),
-            live_bytes.map(short_hash).unwrap_or_default().as_bytes(),
+            live_hash.as_bytes(),
         ]);
         if let Some(st) = stat.filter(|s| s.kind != FileKind::File) {
             if self.ensure == Ensure::Present || st.kind != FileKind::Symlink {
@@ -207,13 +208,16 @@ impl Resource for File {
             Ensure::Present => self.desired_bytes(ctx)?,
             Ensure::Absent => None,
         };
+        // In sync, the content hash is the one just taken (hashing was a tenth of a
+        // no-op run).
+        let desired_hash = match desired.as_deref() {
+            Some(d) if Some(d) == live_bytes => live_hash.clone(),
+            Some(d) => short_hash(d),
+            None => String::new(),
+        };
         change.desired = fingerprint([
             format!("{:?}", self.ensure).as_bytes(),
-            desired
-                .as_deref()
-                .map(short_hash)
-                .unwrap_or_default()
-                .as_bytes(),
+            desired_hash.as_bytes(),
             self.perms.fingerprint_parts().as_bytes(),
             self.validate.as_deref().unwrap_or("").as_bytes(),
         ]);
