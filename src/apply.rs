@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::engine::Model;
 use crate::host::Host;
 use crate::plan::{Action, Change};
-use crate::resource::{self, ApplyCtx, PlanCtx, Resource};
+use crate::resource::{self, ApplyCtx, PlanCtx, Purpose, Resource};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -180,6 +180,7 @@ pub fn execute(
                         host,
                         accounts: &accounts,
                         catalog,
+                        purpose: Purpose::Apply,
                     })
                     .map_err(|e| e.to_string())
                 });

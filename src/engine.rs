@@ -9,7 +9,7 @@ use crate::graph::Graph;
 use crate::host::Host;
 use crate::manifest::{LoadOptions, Loaded};
 use crate::plan::{Change, Plan, PlanError, PLAN_FORMAT, PLAN_VERSION};
-use crate::resource::{Catalog, PlanCtx, ResourceError};
+use crate::resource::{Catalog, PlanCtx, Purpose, ResourceError};
 
 /// Everything a command needs once the manifests are known to be valid.
 pub struct Model {
@@ -100,13 +100,15 @@ pub fn observe_all(
     host: &Host,
     jobs: usize,
     selected: &[bool],
-    keep_diffs: bool,
+    purpose: Purpose,
 ) -> Result<Vec<Option<Result<Change, ResourceError>>>, EngineError> {
+    let keep_diffs = purpose != Purpose::Apply;
     let accounts = host.accounts()?;
     let ctx = PlanCtx {
         host,
         accounts: &accounts,
         catalog,
+        purpose,
     };
     let next = AtomicUsize::new(0);
     let n = catalog.len();
@@ -228,18 +230,18 @@ fn permute<T>(v: &mut [T], order: &[usize]) -> bool {
     true
 }
 
-/// Builds the plan value for a model. Without `keep_diffs` (apply, which shows the
-/// diffs of what it actually changes), content diffs are dropped as soon as made.
+/// Builds the plan value for a model. For apply (which shows the diffs of what it
+/// actually changes) content diffs are dropped as soon as made.
 pub fn make_plan(
     model: &Model,
     opts: &LoadOptions,
     host: &Host,
     jobs: usize,
-    keep_diffs: bool,
+    purpose: Purpose,
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
     let started = std::time::Instant::now();
-    let mut observed = observe_all(catalog, host, jobs, &model.selected, keep_diffs)?;
+    let mut observed = observe_all(catalog, host, jobs, &model.selected, purpose)?;
     tracing::debug!(elapsed = ?started.elapsed(), jobs, "host observed");
     let mut errors = Vec::new();
     let mut error_of = |i: usize, e: ResourceError| {

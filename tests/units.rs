@@ -160,6 +160,48 @@ fn offline_hardened_service_and_timer_from_sections_converge() {
 }
 
 #[test]
+fn offline_check_does_not_reverify_units_already_in_place() {
+    if !systemd_tools_or_skip("offline_check_does_not_reverify_units_already_in_place") {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest("site.yaml", &upgrade_manifest("4.5"));
+    s.converge(&["site.yaml"]);
+
+    // -vv logs every program run on the target (program and verb only).
+    let analyze = |run: &support::sandbox::Run| {
+        run.stderr()
+            .lines()
+            .filter(|l| l.contains("program=systemd-analyze"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // In sync: check spawns no validation at all.
+    let check = s.run("check", &["-vv", "site.yaml"]);
+    check.assert_code(0);
+    assert_eq!(analyze(&check), "", "check re-verified units in place");
+
+    // A plan still verifies and scores what is declared.
+    let plan = s.run("plan", &["-vv", "site.yaml"]);
+    plan.assert_code(0);
+    let plan_calls = analyze(&plan);
+    assert!(plan_calls.contains("verb=verify"), "{}", plan.all());
+    assert!(plan_calls.contains("verb=security"), "{}", plan.all());
+
+    // Drifted content is about to be written again: check verifies it.
+    std::fs::write(
+        s.path("/etc/systemd/system/rc-upgrade.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap_or_else(|e| panic!("write: {e}"));
+    let drift = s.run("check", &["-vv", "site.yaml"]);
+    drift.assert_code(2);
+    assert!(analyze(&drift).contains("verb=verify"), "{}", drift.all());
+}
+
+#[test]
 fn offline_enable_creates_the_install_symlinks_and_disable_removes_them() {
     if !systemd_tools_or_skip(
         "offline_enable_creates_the_install_symlinks_and_disable_removes_them",

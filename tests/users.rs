@@ -453,7 +453,18 @@ fn password_hash_and_lock_never_shown() {
         plan.all()
     );
     assert!(!plan.all().contains("Fq9xTn2rVw8kLmPz"));
-    s.converge(&["site.yaml"]);
+    // -vv logs each program run, never its arguments.
+    let unlocked = s.converge(&["-vv", "site.yaml"]);
+    assert!(
+        unlocked.all().contains("program=usermod"),
+        "{}",
+        unlocked.all()
+    );
+    assert!(
+        !unlocked.all().contains("Fq9xTn2rVw8kLmPz"),
+        "{}",
+        unlocked.all()
+    );
     let shadow = line(&s, "/etc/shadow", "deploy").unwrap_or_default();
     assert!(shadow.starts_with(&format!("deploy:{hash}:")), "{shadow}");
 

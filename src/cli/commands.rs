@@ -17,6 +17,7 @@ use crate::host::Host;
 use crate::manifest::LoadOptions;
 use crate::plan::{Change, Plan};
 use crate::render::{self, Style};
+use crate::resource::Purpose;
 
 struct Out {
     log_format: LogFormat,
@@ -168,7 +169,13 @@ fn leave_to_exit(model: Model) -> &'static Model {
     Box::leak(Box::new(model))
 }
 
-fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Option<(Model, Plan)> {
+fn plan_for(
+    out: &Out,
+    target: &Target,
+    host: &Host,
+    opts: &LoadOptions,
+    purpose: Purpose,
+) -> Option<(Model, Plan)> {
     let model = match engine::load_model(opts, host) {
         Ok(m) => m,
         Err(e) => {
@@ -181,7 +188,7 @@ fn plan_for(out: &Out, target: &Target, host: &Host, opts: &LoadOptions) -> Opti
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
-    match engine::make_plan(&model, opts, host, jobs(target), true) {
+    match engine::make_plan(&model, opts, host, jobs(target), purpose) {
         Ok(p) => Some((model, p)),
         Err(e) => {
             out.engine_error(&e);
@@ -201,7 +208,7 @@ fn plan(
         return EXIT_ERROR;
     };
     let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
+    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Plan) else {
         return EXIT_ERROR;
     };
     leave_to_exit(model);
@@ -249,7 +256,7 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         return EXIT_ERROR;
     };
     let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts) else {
+    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Check) else {
         return EXIT_ERROR;
     };
     leave_to_exit(model);
@@ -442,7 +449,7 @@ fn apply(
         out.diagnostics(&warnings);
     }
     // Apply reports the diffs of what it changes, observed again right before acting.
-    let plan = match engine::make_plan(&model, &opts, &host, jobs(target), false) {
+    let plan = match engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply) {
         Ok(p) => p,
         Err(e) => {
             out.engine_error(&e);

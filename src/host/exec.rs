@@ -95,6 +95,17 @@ impl Cmd {
     /// Runs the command; a non-zero exit is not an error here (callers decide), a
     /// command that cannot start or overruns its timeout is.
     pub fn run(&self) -> Result<Output, HostError> {
+        // The program and its verb (`systemctl enable`), never the arguments: they
+        // can hold a password hash.
+        let verb = self
+            .args
+            .first()
+            .filter(|a| {
+                a.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !a.starts_with('-')
+            })
+            .map(String::as_str)
+            .unwrap_or("");
+        tracing::debug!(program = %self.program, verb = %verb, "running");
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)

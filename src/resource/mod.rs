@@ -127,6 +127,21 @@ pub struct PlanCtx<'a> {
     pub host: &'a Host,
     pub accounts: &'a Accounts,
     pub catalog: &'a Catalog,
+    pub purpose: Purpose,
+}
+
+/// What the engine plans for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `reconcile plan`: everything, with diffs and every validation.
+    Plan,
+    /// `reconcile check`: drift only. Validations of declared content that is
+    /// already in place (systemd's verify and exposure score, a few processes per
+    /// unit) are skipped: they ran when that content was planned and written.
+    Check,
+    /// `reconcile apply`: like a plan, without keeping diffs (apply shows the diff of
+    /// what it does, observed again right before acting).
+    Apply,
 }
 
 /// What a resource may use while applying.

@@ -31,7 +31,7 @@ use crate::manifest::yaml::{Node, Value};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::{
-    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Catalog, Meta, PlanCtx, Resource,
+    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Catalog, Meta, PlanCtx, Purpose, Resource,
     ResourceError,
 };
 
@@ -1630,7 +1630,10 @@ impl Unit {
         if let Some(w) = self.boot_and_timer_lint(ctx.catalog) {
             change.warnings.push(w);
         }
-        if !nested() {
+        // A check reports drift: content already in place was verified when planned.
+        let in_place = !file_changes && !flags.batched;
+        let skip_validation = nested() || (ctx.purpose == Purpose::Check && in_place);
+        if !skip_validation {
             let mut findings = Findings::default();
             self.validate_with_systemd(ctx, &mut findings);
             change.warnings.extend(findings.warnings);
