@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use super::yaml::{Node, Value};
+use super::yaml::{to_u32, Node, Value};
 use crate::diag::Span;
 
 /// The tree for `text`, or `None` when the text is outside the fast subset.
@@ -547,10 +547,6 @@ fn resolve_plain(s: &str) -> Option<Value> {
         };
     }
     Some(Value::Str(s.to_string()))
-}
-
-fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

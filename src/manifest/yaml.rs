@@ -297,7 +297,7 @@ fn first_line(s: &str) -> String {
     line.trim().to_string()
 }
 
-fn to_u32(n: usize) -> u32 {
+pub(super) fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
