@@ -185,6 +185,12 @@ impl<'f, 'a> Parser<'f, 'a> {
             } else {
                 resolve_plain(key_text)?
             };
+            // Keys that are not strings (`on:`, `1:`) are left to the general parser:
+            // its duplicate-key rules compare them with quoted strings in ways this
+            // parser does not mirror (`true` and "true" collide there, 1 and "1" not).
+            if !matches!(key_value, Value::Str(_)) {
+                return None;
+            }
             if self.pair_stack[base..]
                 .iter()
                 .any(|(k, _)| k.value == key_value)
@@ -301,6 +307,9 @@ impl<'f, 'a> Parser<'f, 'a> {
                 if is_map {
                     if bytes.get(pos) != Some(&b':') || bytes.get(pos + 1) != Some(&b' ') {
                         return None;
+                    }
+                    if !matches!(node.value, Value::Str(_)) {
+                        return None; // as for block keys
                     }
                     let (value, end) = self.flow_scalar(line, skip(pos + 1), false)?;
                     if pairs
@@ -590,9 +599,11 @@ mod tests {
         "a: b#c\nurl: http://x/y\nw: file[/etc/a]\n",
         "c: |\n  # not a comment\n  x\nd: 1\n",
         "- a: |\n    text\n  b: 2\n",
-        "on: 1\n1: one\n",
+        "h: |\n  last line without a newline",
+        "h: |-\n  x\n  y",
+        "k: v",
         "a: # c\n  b: 1\nc: # c\n- x\n",
-        "x: 3.0\ny: -0.25\nz: 10.5 # c\nm: 256M\nt: 10s\nv: 1.2.3-rc1\n",
+        "p: 3.0\nq: -0.25\nr: 10.5 # c\nm: 256M\nt: 10s\nv: 1.2.3-rc1\n",
         "env:\n  dev: { log_level: debug, conf_mode: \"0664\" }\n  prod: {}\n  x: {a: 1,b: 'q'}\n",
         "l: [\"a\", 'b', c ,d]\n",
     ];
@@ -601,6 +612,10 @@ mod tests {
         "a: &x 1\nb: *x\n",
         "a: !!str 1\n",
         "a: {b: {c: 1}}\n",
+        "on: 1\n",
+        "1: one\n",
+        "true: a\n\"true\": b\n",
+        "m: {true: a, \"true\": b}\n",
         "a: {b: 1, b: 2}\n",
         "a: [x,]\n",
         "a: {b: 1\n",
