@@ -145,7 +145,7 @@ pub fn execute(
                 status: Status::Failed {
                     reason: reason.clone(),
                 },
-                change: planned_i.clone().map(Box::new),
+                change: planned_i.map(Box::new),
             };
         }
         let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
@@ -160,7 +160,7 @@ pub fn execute(
                 status: Status::Skipped {
                     reason: format!("{} did not converge", catalog.resources[bad].id()),
                 },
-                change: planned_i.clone().map(Box::new),
+                change: planned_i.map(Box::new),
             };
         }
         let dep_changed = graph.deps[i]
@@ -189,7 +189,7 @@ pub fn execute(
                     return Outcome {
                         id,
                         status: Status::Failed { reason },
-                        change: planned_i.clone().map(Box::new),
+                        change: planned_i.map(Box::new),
                     }
                 }
                 Ok(change) if change.action == Action::None => {}

@@ -1,8 +1,9 @@
 //! The plan is a value: typed changes, rendered as text or JSON, saved and re-checked.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 
 use crate::id::ResourceId;
 

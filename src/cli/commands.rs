@@ -161,7 +161,6 @@ fn jobs(target: &Target) -> usize {
     target.jobs.unwrap_or_else(engine::default_jobs).max(1)
 }
 
-/// Loads and plans; prints problems and returns None on failure.
 /// Hands a read-only command's model to the process exit instead of freeing it
 /// piece by piece: at 100,000 resources the frees were 5% of a `validate`. Only for
 /// data (the model holds no locks, files or children).
@@ -169,6 +168,7 @@ fn leave_to_exit(model: Model) -> &'static Model {
     Box::leak(Box::new(model))
 }
 
+/// Loads and plans; prints problems and returns None on failure.
 fn plan_for(
     out: &Out,
     target: &Target,

@@ -182,14 +182,7 @@ impl Host {
         // (they run during apply, when directories come and go).
         let (mut current, start) = match create {
             None => self.cached_dir(dirs)?,
-            Some(_) => (
-                Rc::new(
-                    self.root_fd
-                        .try_clone()
-                        .map_err(|e| HostError::Other(e.to_string()))?,
-                ),
-                0,
-            ),
+            Some(_) => (Rc::new(self.root_dup()?), 0),
         };
         let mut walked = String::new();
         for comp in &dirs[..start] {
@@ -276,14 +269,7 @@ impl Host {
         });
         match hit {
             Some(found) => Ok(found),
-            None => Ok((
-                Rc::new(
-                    self.root_fd
-                        .try_clone()
-                        .map_err(|e| HostError::Other(e.to_string()))?,
-                ),
-                0,
-            )),
+            None => Ok((Rc::new(self.root_dup()?), 0)),
         }
     }
 
@@ -294,10 +280,7 @@ impl Host {
         let Some((_, dirs)) = parts.split_last() else {
             return Ok(missing);
         };
-        let mut current = self
-            .root_fd
-            .try_clone()
-            .map_err(|e| HostError::Other(e.to_string()))?;
+        let mut current = self.root_dup()?;
         let mut walked = String::new();
         for (i, comp) in dirs.iter().enumerate() {
             walked.push('/');
@@ -397,12 +380,16 @@ impl Host {
         Ok(names)
     }
 
+    /// A descriptor of the root of its own, for a walk to move away from.
+    fn root_dup(&self) -> Result<OwnedFd, HostError> {
+        self.root_fd
+            .try_clone()
+            .map_err(|e| HostError::Other(e.to_string()))
+    }
+
     fn open_dir(&self, path: &str) -> Result<OwnedFd, HostError> {
         if components(path).is_empty() {
-            return self
-                .root_fd
-                .try_clone()
-                .map_err(|e| HostError::Other(e.to_string()));
+            return self.root_dup();
         }
         let parent = self
             .open_parent(path, None)?
@@ -659,7 +646,6 @@ impl Host {
     }
 }
 
-/// Adds a directory the walk just opened to this thread's cache, if one is active.
 /// Reads a regular file whose size `fstat` just gave. std's `read_to_end` would stat
 /// it again and seek; on a no-op run over thousands of files that was two of the
 /// eight system calls per file. A read shorter than asked for is the end of a
@@ -686,6 +672,7 @@ fn read_all(mut file: std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Adds a directory the walk just opened to this thread's cache, if one is active.
 fn remember_dir(host: &Host, walked: &str, fd: &Rc<OwnedFd>) {
     DIR_CACHE.with(|c| {
         let mut cache = c.borrow_mut();

@@ -102,8 +102,7 @@ impl<'f, 'a> Parser<'f, 'a> {
         while self.at < self.lines.len() {
             let c = self.content(self.at);
             if c.is_empty() || c.starts_with('#') {
-                self.at += 1;
-                self.offset = 0;
+                self.advance();
             } else {
                 return Some(self.at);
             }

@@ -57,10 +57,10 @@ pub enum ResourceError {
     Failed(String),
 }
 
-/// All declared resources by id, for cross-resource checks and lookups.
 /// A declaration whose id an earlier one already has, and that earlier one's index.
 pub type Repeated = (Box<dyn Resource>, usize);
 
+/// All declared resources by id, for cross-resource checks and lookups.
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
     index: IdMap<usize>,

@@ -1631,8 +1631,7 @@ impl Unit {
             change.warnings.push(w);
         }
         // A check reports drift: content already in place was verified when planned.
-        let in_place = !file_changes && !flags.batched;
-        let skip_validation = nested() || (ctx.purpose == Purpose::Check && in_place);
+        let skip_validation = nested() || (ctx.purpose == Purpose::Check && !file_changes);
         if !skip_validation {
             let mut findings = Findings::default();
             self.validate_with_systemd(ctx, &mut findings);
