@@ -565,3 +565,158 @@ fn unknown_primary_group_is_refused() {
         ],
     );
 }
+
+/// A directory outside the scratch root, and its snapshot, to prove nothing there
+/// changed.
+fn outside_dir() -> (
+    tempfile::TempDir,
+    std::collections::BTreeMap<String, String>,
+) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(dir.path().join("keep"), b"outside\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("bob")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("bob/notes"), b"someone else's\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let snap = support::sandbox::snapshot(dir.path());
+    (dir, snap)
+}
+
+#[test]
+fn home_under_a_symlinked_parent_is_refused_and_nothing_outside_is_created() {
+    if !can_apply("home_under_a_symlinked_parent_is_refused_and_nothing_outside_is_created") {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    s.put("/etc/skel/.profile", b"# skeleton\n");
+    let (outside, before) = outside_dir();
+    std::os::unix::fs::symlink(outside.path(), s.path("/home")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: carol\n    uid: 3200\n    create_home: true\n",
+    );
+    let root_before = s.snapshot();
+    let run = s.run("apply", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.all().contains("symlink"), "{}", run.all());
+    assert_eq!(support::sandbox::snapshot(outside.path()), before);
+    // Refused at plan time: not even the account was added.
+    assert_eq!(line(&s, "/etc/passwd", "carol"), None);
+    assert_eq!(s.snapshot(), root_before);
+    machine.assert_unchanged();
+}
+
+#[test]
+fn removing_a_home_under_a_symlinked_parent_is_refused_and_nothing_outside_is_deleted() {
+    if !can_apply(
+        "removing_a_home_under_a_symlinked_parent_is_refused_and_nothing_outside_is_deleted",
+    ) {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    uid: 3100\n    create_home: false\n",
+    );
+    s.converge(&["site.yaml"]);
+    let (outside, before) = outside_dir();
+    std::os::unix::fs::symlink(outside.path(), s.path("/home")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    state: absent\n    remove_home: true\n",
+    );
+    let run = s.run("apply", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.all().contains("symlink"), "{}", run.all());
+    assert_eq!(support::sandbox::snapshot(outside.path()), before);
+    assert!(line(&s, "/etc/passwd", "bob").is_some());
+    machine.assert_unchanged();
+}
+
+#[test]
+fn a_home_shared_with_another_account_or_not_owned_is_kept_on_removal() {
+    if !can_apply("a_home_shared_with_another_account_or_not_owned_is_kept_on_removal") {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    s.put("/srv/shared/data", b"keep me\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    uid: 3100\n    home: /srv/shared\n    create_home: false\n  - user: dave\n    uid: 3101\n    home: /srv/shared\n    create_home: false\n",
+    );
+    s.converge(&["site.yaml"]);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    state: absent\n    remove_home: true\n",
+    );
+    let run = s.run("apply", &["site.yaml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(run.all().contains("kept"), "{}", run.all());
+    assert_eq!(s.read("/srv/shared/data"), "keep me\n");
+    assert_eq!(line(&s, "/etc/passwd", "bob"), None);
+    machine.assert_unchanged();
+}
+
+#[test]
+fn account_files_behind_a_symlinked_etc_are_refused() {
+    if !can_apply("account_files_behind_a_symlinked_etc_are_refused") {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for f in ["passwd", "group", "shadow", "gshadow", "login.defs"] {
+        std::fs::copy(s.path(&format!("/etc/{f}")), outside.path().join(f))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before = support::sandbox::snapshot(outside.path());
+    std::fs::remove_dir_all(s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(outside.path(), s.path("/etc")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - group: ops\n    gid: 3300\n  - user: erin\n    uid: 3301\n    create_home: false\n",
+    );
+    let run = s.run("apply", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.all().contains("symlink"), "{}", run.all());
+    assert_eq!(support::sandbox::snapshot(outside.path()), before);
+    machine.assert_unchanged();
+}
+
+#[test]
+fn an_id_that_means_no_id_is_refused_and_a_missing_shell_is_warned() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: frank\n    uid: 4294967295\n  - group: frankg\n    gid: 4294967295\n",
+    );
+    let run = s.run("validate", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.all().contains("site.yaml:3:10"), "{}", run.all());
+    assert!(run.all().contains("site.yaml:5:10"), "{}", run.all());
+    assert!(run.all().contains("(uid_t)-1"), "{}", run.all());
+    s.put("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n");
+    s.put("/etc/group", b"root:x:0:\n");
+    s.put("/usr/bin/false", b"");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: frank\n    uid: 3400\n    shell: /bin/fasle\n  - user: gina\n    uid: 3401\n    shell: /bin/false\n",
+    );
+    let before = s.snapshot();
+    let plan = s.run("plan", &["site.yaml"]);
+    assert_eq!(plan.code(), 0, "{}", plan.all());
+    assert!(
+        plan.all()
+            .contains("shell /bin/fasle does not exist on the target"),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        !plan.all().contains("shell /bin/false does not"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(s.snapshot(), before);
+}

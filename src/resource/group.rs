@@ -197,6 +197,23 @@ pub(crate) fn id_change_warning(
     )
 }
 
+/// A `uid:`/`gid:` field. 4294967295 is `(uid_t)-1`, which chown(2) and the shadow
+/// tools read as "leave unchanged": an account with it would never converge.
+pub(crate) fn account_id(d: &mut Decoder, fields: &mut Fields, field: &'static str) -> Option<u32> {
+    let id = fields.u32(d, field)?;
+    if id == u32::MAX {
+        if let Some(span) = field_span(fields, field) {
+            d.error(
+                &span,
+                field,
+                format!("{id} is (uid_t)-1, which the system reads as \"no id\"; choose another {field}"),
+            );
+        }
+        return None;
+    }
+    Some(id)
+}
+
 #[derive(Debug)]
 pub struct Group {
     id: ResourceId,
@@ -219,7 +236,7 @@ pub fn decode(
 ) -> Option<Box<dyn Resource>> {
     let (name, span) = name;
     let gid_span = field_span(fields, "gid");
-    let gid = fields.u32(d, "gid").zip(gid_span);
+    let gid = account_id(d, fields, "gid").zip(gid_span);
     let system = fields.bool(d, "system").unwrap_or(false);
     let members = decode_names(d, fields, "members");
     let state = Ensure::decode(d, fields);

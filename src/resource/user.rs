@@ -12,14 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diag::{Diagnostic, Span};
 use crate::host::accounts::Accounts;
 use crate::host::parse::shadow::{parse_shadow, LoginDefs, ShadowEntry};
-use crate::host::{Cmd, HostError, Perms};
+use crate::host::{Cmd, FileKind, Host, HostError, Perms, Stat};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, sha256_hex, Action, Change, SENSITIVE};
 
 use super::group::{
-    at, declared_groups, decode_names, field_span, id_change_warning, owned_paths, read_login_defs,
-    read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name, Group,
+    account_id, at, declared_groups, decode_names, field_span, id_change_warning, owned_paths,
+    read_login_defs, read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
+    Group,
 };
 use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
 
@@ -151,7 +152,7 @@ pub fn decode(
             spans.insert(key, s);
         }
     }
-    let uid = fields.u32(d, "uid");
+    let uid = account_id(d, fields, "uid");
     let group = match fields.name_or_id(d, "group") {
         Some((g, s)) if g.parse::<u32>().is_err() => match valid_account_name(&g) {
             Ok(()) => Some(g),
@@ -283,6 +284,74 @@ pub struct Observed<'a> {
     pub shadow: Option<&'a [ShadowEntry]>,
     /// Whether the account's (desired or current) home exists, when that matters.
     pub home_exists: Option<bool>,
+    /// Who owns the current home, when `remove_home` would delete it (`None`: missing).
+    pub home_owner: Option<u32>,
+}
+
+/// Why a home is not deleted with its account, or `None` when it is. `userdel -r`
+/// follows symlinks and deletes whatever the path names; we delete only a directory
+/// the account owns that no other account calls home.
+pub(crate) fn home_kept_because(
+    accounts: &Accounts,
+    name: &str,
+    home: &str,
+    uid: u32,
+    owner: Option<u32>,
+) -> Option<String> {
+    if home.trim_matches('/').is_empty() {
+        return Some(format!("home `{home}` is the root directory"));
+    }
+    let sharing: Vec<&str> = accounts
+        .users
+        .iter()
+        .filter(|u| u.name != name && u.home == home)
+        .map(|u| u.name.as_str())
+        .collect();
+    if !sharing.is_empty() {
+        return Some(format!("it is also the home of {}", sharing.join(", ")));
+    }
+    match owner {
+        None => Some("it does not exist".into()),
+        Some(o) if o != uid => Some(format!("it is owned by uid {o}, not by `{name}`")),
+        Some(_) => None,
+    }
+}
+
+/// The base directory `useradd` puts homes under: HOME= in the target's
+/// /etc/default/useradd, else /home.
+fn default_home(host: &Host, name: &str) -> Result<String, ResourceError> {
+    let text = read_text(host, "/etc/default/useradd")?.unwrap_or_default();
+    let base = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("HOME="))
+        .next_back()
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| v.starts_with('/') && !v.split('/').any(|c| c == ".."))
+        .unwrap_or_else(|| "/home".into());
+    Ok(format!("{}/{name}", base.trim_end_matches('/')))
+}
+
+/// Whether a login shell is on the target. /bin and /sbin are symlinks into /usr on
+/// merged-/usr systems, which the host's walk does not follow, so /usr is asked too.
+fn shell_exists(host: &Host, shell: &str) -> bool {
+    let found = |p: &str| matches!(host.lstat(p), Ok(Some(_)));
+    found(shell) || found(&format!("/usr{shell}"))
+}
+
+/// Refuses a home that is itself a symlink (a parent that is one is refused by the
+/// host's walk already): creating or deleting it would act on whatever it points to.
+fn refuse_linked_home(host: &Host, home: &str) -> Result<Option<Stat>, ResourceError> {
+    let stat = host.lstat(home)?;
+    if stat.is_some_and(|s| s.kind == FileKind::Symlink) {
+        return Err(HostError::Unsafe {
+            path: host.show(home),
+            reason: "the home directory is a symlink; reconcile does not follow symlinks \
+                     that the manifest does not manage"
+                .into(),
+        }
+        .into());
+    }
+    Ok(stat)
 }
 
 impl User {
@@ -438,10 +507,23 @@ impl User {
                 change.action = Action::Delete;
                 change.secret_field("uid", Some(u.uid.to_string()), None);
                 if self.remove_home {
-                    change.warnings.push(format!(
-                        "home {} and the mail spool of `{}` are deleted (remove_home: true)",
-                        u.home, self.name
-                    ));
+                    match home_kept_because(
+                        accounts,
+                        &self.name,
+                        &u.home,
+                        u.uid,
+                        observed.home_owner,
+                    ) {
+                        None => change.warnings.push(format!(
+                            "home {} and the mail spool of `{}` are deleted (remove_home: true)",
+                            u.home, self.name
+                        )),
+                        Some(why) => change.notes.push(format!(
+                            "home {} is kept although remove_home: true: {why}; the mail spool \
+                             of `{}` is deleted",
+                            u.home, self.name
+                        )),
+                    }
                 } else {
                     change
                         .notes
@@ -769,12 +851,34 @@ impl Resource for User {
             }
             _ => None,
         };
+        let home_owner = match (entry, self.state) {
+            (Some(u), Ensure::Absent) if self.remove_home => {
+                refuse_linked_home(ctx.host, &u.home)?.map(|s| s.uid)
+            }
+            _ => None,
+        };
+        if entry.is_none() && self.state == Ensure::Present && self.create_home {
+            let home = match &self.home {
+                Some(h) => h.clone(),
+                None => default_home(ctx.host, &self.name)?,
+            };
+            refuse_linked_home(ctx.host, &home)?;
+        }
         let observed = Observed {
             shadow: shadow.as_deref(),
             home_exists,
+            home_owner,
         };
         let defs = read_login_defs(ctx.host)?;
         let mut change = self.diff(ctx.accounts, &observed, &defs, ctx.catalog)?;
+        if let (Some(shell), Ensure::Present) = (&self.shell, self.state) {
+            if !shell_exists(ctx.host, shell) {
+                change.warnings.push(format!(
+                    "shell {shell} does not exist on the target: logins as `{}` will fail",
+                    self.name
+                ));
+            }
+        }
         if let (Some(new), Some(u)) = (self.uid, entry) {
             if u.uid != new && change.changes_field("uid") {
                 let paths = owned_paths(ctx.catalog, &self.name, u.uid, true);
@@ -790,14 +894,7 @@ impl Resource for User {
         let _serial = tools_lock();
         match change.action {
             Action::None => Ok(()),
-            Action::Delete => {
-                let mut cmd = shadow_tool(ctx.host, "userdel");
-                if self.remove_home {
-                    cmd = cmd.arg("--remove");
-                }
-                run_tool(&cmd.arg(&self.name), &[])?;
-                Ok(())
-            }
+            Action::Delete => self.delete(ctx),
             Action::Create => self.create(ctx),
             Action::Update => self.update(ctx, change),
         }
@@ -847,18 +944,10 @@ impl User {
         if let Some(home) = &self.home {
             cmd = cmd.arg("--home-dir").arg(home);
         }
-        if self.create_home {
-            cmd = cmd.arg("--create-home");
-            if !ctx.host.is_machine_root() {
-                // --prefix does not apply to the skeleton: without this the machine's
-                // /etc/skel would be copied into the target.
-                cmd = cmd
-                    .arg("--skel")
-                    .arg(ctx.host.real_path("/etc/skel").display().to_string());
-            }
-        } else {
-            cmd = cmd.arg("--no-create-home");
-        }
+        // useradd's own home creation follows symlinks (a symlinked /home under the
+        // root would put the home, chowned to the new uid, outside it): the home is
+        // made afterwards through the host's symlink-refusing walk.
+        cmd = cmd.arg("--no-create-home");
         if self.system {
             cmd = cmd.arg("--system");
         }
@@ -871,6 +960,40 @@ impl User {
             cmd = cmd.arg("--password").arg(w);
         }
         run_tool(&cmd.arg(&self.name), &[secret.as_str()])?;
+        if self.create_home {
+            self.make_home(ctx, true)?;
+        }
+        Ok(())
+    }
+
+    /// `userdel` without `--remove` (which follows symlinks), then the home and mail
+    /// spool deleted through the host's walk, when [`home_kept_because`] allows.
+    fn delete(&self, ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        let accounts = ctx.host.accounts()?;
+        let gone = accounts.user(&self.name).map(|u| (u.home.clone(), u.uid));
+        let mut doomed = Vec::new();
+        if let (true, Some((home, uid))) = (self.remove_home, &gone) {
+            let owner = refuse_linked_home(ctx.host, home)?.map(|s| s.uid);
+            if home_kept_because(&accounts, &self.name, home, *uid, owner).is_none() {
+                doomed.push(home.clone());
+            }
+            let spool = format!(
+                "{}/{}",
+                read_login_defs(ctx.host)?
+                    .get("MAIL_DIR")
+                    .filter(|d| d.starts_with('/') && !d.split('/').any(|c| c == ".."))
+                    .unwrap_or("/var/mail")
+                    .trim_end_matches('/'),
+                self.name
+            );
+            if ctx.host.lstat(&spool)?.is_some_and(|s| s.uid == *uid) {
+                doomed.push(spool);
+            }
+        }
+        run_tool(&shadow_tool(ctx.host, "userdel").arg(&self.name), &[])?;
+        for path in doomed {
+            ctx.host.remove(&path)?;
+        }
         Ok(())
     }
 
@@ -936,14 +1059,15 @@ impl User {
             run_tool(&cmd, &[secret.as_str()])?;
         }
         if change.changes_field("home directory") {
-            self.make_home(ctx)?;
+            self.make_home(ctx, false)?;
         }
         Ok(())
     }
 
-    /// Creates a missing home of an existing account (empty: no skeleton files), owned
-    /// by the account, with the mode useradd would give it.
-    fn make_home(&self, ctx: &ApplyCtx) -> Result<(), ResourceError> {
+    /// Creates a missing home, owned by the account, with the mode useradd would give
+    /// it; a new account's home gets the target's /etc/skel (as `useradd -m` would),
+    /// a recreated one stays empty. An existing home is left as it is.
+    fn make_home(&self, ctx: &ApplyCtx, with_skel: bool) -> Result<(), ResourceError> {
         let accounts = ctx.host.accounts()?;
         let Some(u) = accounts.user(&self.name) else {
             return Err(ResourceError::Failed(format!(
@@ -958,10 +1082,50 @@ impl User {
             gid: Some(u.gid),
             mode: Some(defs.home_mode()),
         };
+        if refuse_linked_home(ctx.host, &home)?.is_some() {
+            return Ok(());
+        }
         let mut implied = Vec::new();
         ctx.host.create_dir(&home, &perms, &mut implied)?;
+        if with_skel && ctx.host.lstat("/etc/skel")?.map(|s| s.kind) == Some(FileKind::Directory) {
+            copy_skel(ctx.host, "/etc/skel", &home, u.uid, u.gid)?;
+        }
         Ok(())
     }
+}
+
+/// Copies the target's skeleton into a new home through the host layer: files and
+/// directories keep their modes and belong to the account; symlinks are recreated as
+/// they are; anything else is skipped, as useradd does.
+fn copy_skel(host: &Host, from: &str, to: &str, uid: u32, gid: u32) -> Result<(), ResourceError> {
+    for name in host.list_dir(from)? {
+        let (src, dst) = (format!("{from}/{name}"), format!("{to}/{name}"));
+        let Some((stat, content)) = host.read(&src)? else {
+            continue;
+        };
+        let perms = Perms {
+            uid: Some(uid),
+            gid: Some(gid),
+            mode: Some(stat.mode),
+        };
+        let mut implied = Vec::new();
+        match (stat.kind, content) {
+            (FileKind::Directory, _) => {
+                host.create_dir(&dst, &perms, &mut implied)?;
+                copy_skel(host, &src, &dst, uid, gid)?;
+            }
+            (FileKind::File, Some(bytes)) => {
+                host.write_atomic(&dst, &bytes, &perms, &mut implied, None)?
+            }
+            (FileKind::Symlink, _) => {
+                if let Some(target) = host.read_link(&src)? {
+                    host.set_symlink(&dst, &target, &mut implied)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1002,6 +1166,7 @@ mod tests {
             &Observed {
                 shadow: Some(&sh),
                 home_exists: None,
+                home_owner: None,
             },
         )
     }
@@ -1066,6 +1231,7 @@ mod tests {
             &Observed {
                 shadow: Some(&sh),
                 home_exists: None,
+                home_owner: None,
             },
         );
         let change = change.unwrap_or_else(|e| panic!("{e}"));
@@ -1247,19 +1413,48 @@ mod tests {
             c.notes.iter().any(|n| n.contains("/home/justin is kept")),
             "{c:?}"
         );
-        let c = plan_of("- user: justin\n  state: absent\n  remove_home: true\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let owned = Observed {
+            home_owner: Some(1000),
+            ..Observed::default()
+        };
+        let cat = catalog("- user: justin\n  state: absent\n  remove_home: true\n");
+        let c = plan_in(&cat, "justin", &owned).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.warnings.iter().any(|n| n.contains("deleted")), "{c:?}");
         let c = plan_of("- user: ghost\n  state: absent\n");
         assert_eq!(c.map(|c| c.action), Ok(Action::None));
     }
 
     #[test]
+    fn a_home_is_deleted_only_when_owned_and_not_shared() {
+        let a = accounts();
+        let justin = a
+            .user("justin")
+            .unwrap_or_else(|| panic!("fixture has justin"));
+        let (home, uid) = (justin.home.clone(), justin.uid);
+        let cases: [(&str, u32, Option<u32>, Option<&str>); 4] = [
+            (&home, uid, Some(uid), None),
+            (&home, uid, None, Some("does not exist")),
+            (&home, uid, Some(0), Some("owned by uid 0")),
+            ("/", uid, Some(uid), Some("root directory")),
+        ];
+        for (home, uid, owner, kept) in cases {
+            let why = home_kept_because(&a, "justin", home, uid, owner);
+            match kept {
+                None => assert_eq!(why, None, "{home} {owner:?}"),
+                Some(k) => assert!(why.as_deref().is_some_and(|w| w.contains(k)), "{why:?}"),
+            }
+        }
+        let root = a.user("root").unwrap_or_else(|| panic!("fixture has root"));
+        let shared = home_kept_because(&a, "justin", &root.home, uid, Some(uid));
+        assert!(shared.is_some_and(|w| w.contains("also the home of root")));
+    }
+
+    #[test]
     fn missing_home_is_created_only_when_asked() {
         let c = catalog("- user: justin\n  create_home: true\n- user: intelluxe-service\n");
         let missing = Observed {
-            shadow: None,
             home_exists: Some(false),
+            ..Observed::default()
         };
         let ch = plan_in(&c, "justin", &missing).unwrap_or_else(|e| panic!("{e}"));
         assert!(ch.changes_field("home directory"));
