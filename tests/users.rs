@@ -720,3 +720,28 @@ fn an_id_that_means_no_id_is_refused_and_a_missing_shell_is_warned() {
     );
     assert_eq!(s.snapshot(), before);
 }
+
+#[test]
+fn a_symlinked_account_file_is_refused_before_any_tool_runs() {
+    let s = sandbox();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let real = outside.path().join("passwd");
+    std::fs::copy(s.path("/etc/passwd"), &real).unwrap_or_else(|e| panic!("{e}"));
+    let before = support::sandbox::snapshot(outside.path());
+    std::fs::remove_file(s.path("/etc/passwd")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&real, s.path("/etc/passwd")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: hank\n    uid: 3500\n    create_home: false\n",
+    );
+    let root_before = s.snapshot();
+    let run = s.run("apply", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.all().contains("account files must be regular files"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(support::sandbox::snapshot(outside.path()), before);
+    assert_eq!(s.snapshot(), root_before);
+}

@@ -80,12 +80,20 @@ impl Accounts {
 impl Host {
     /// Reads the target's account database afresh (it changes during an apply).
     pub fn accounts(&self) -> Result<Accounts, HostError> {
+        // The shadow tools rewrite these files in place of whatever is there: one that
+        // is not a regular file (a symlink out of the root) is refused, not read as empty.
         let text = |p: &str| -> Result<String, HostError> {
-            Ok(self
-                .read(p)?
-                .and_then(|(_, c)| c)
-                .map(|c| String::from_utf8_lossy(&c).into_owned())
-                .unwrap_or_default())
+            match self.read(p)? {
+                None => Ok(String::new()),
+                Some((_, Some(c))) => Ok(String::from_utf8_lossy(&c).into_owned()),
+                Some((st, None)) => Err(HostError::Unsafe {
+                    path: self.show(p),
+                    reason: format!(
+                        "is a {}; account files must be regular files",
+                        st.kind.name()
+                    ),
+                }),
+            }
         };
         let users = parse_passwd(&text("/etc/passwd")?).map_err(|e| HostError::Path {
             path: self.show("/etc/passwd"),
