@@ -95,7 +95,15 @@ pub fn execute(
             .iter()
             .map(|(i, c)| (catalog.resources[*i].as_ref(), *c))
             .collect();
-        if let Err(e) = batch(&ctx, &items) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch(&ctx, &items)))
+            .unwrap_or_else(|panic| {
+                Err(resource::ResourceError::Failed(format!(
+                    "internal error: reconcile panicked in the {} batch step ({})",
+                    kind.name,
+                    panic_message(panic.as_ref())
+                )))
+            });
+        if let Err(e) = result {
             for (i, _) in &members {
                 failed_early.insert(*i, e.to_string());
             }
@@ -132,6 +140,7 @@ pub fn execute(
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
         let planned_i = take_planned(i);
+        fault_hook(&id);
         if !model.selected.get(i).copied().unwrap_or(true) {
             return Outcome {
                 id,
@@ -261,11 +270,30 @@ pub fn execute(
                 let outcome = {
                     let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
                     let _entered = span.enter();
-                    let outcome = run_one(i, &snapshot);
+                    // A panicking resource fails itself (its dependents are skipped);
+                    // it must not take its worker down, or the others would wait for
+                    // its slot forever while the run lock is held.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_one(i, &snapshot)
+                    }))
+                    .unwrap_or_else(|panic| Outcome {
+                        id: catalog.resources[i].id().clone(),
+                        status: Status::Failed {
+                            reason: format!(
+                                "internal error: reconcile panicked while applying this resource ({}); \
+                                 please report it",
+                                panic_message(panic.as_ref())
+                            ),
+                        },
+                        change: None,
+                    });
                     tracing::debug!(status = ?outcome.status, "done");
                     outcome
                 };
-                on_done(&outcome);
+                // The audit log and output hook: a panic there still counts the
+                // resource as done so the run ends.
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_done(&outcome)));
                 let mut outcome = outcome;
                 if !keep_changes {
                     outcome.change = None;
@@ -299,3 +327,24 @@ pub fn execute(
         .filter_map(|&i| outcomes[i].take())
         .collect()
 }
+
+/// The text of a panic payload, for the failure it becomes.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Test builds only: `RECONCILE_FAULT_PANIC=<resource id>` makes applying that
+/// resource panic, so tests can prove a panic fails one resource and ends the run.
+#[cfg(debug_assertions)]
+fn fault_hook(id: &crate::id::ResourceId) {
+    if std::env::var("RECONCILE_FAULT_PANIC").is_ok_and(|v| v == id.to_string()) {
+        panic!("injected fault in {id}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_hook(_: &crate::id::ResourceId) {}

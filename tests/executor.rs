@@ -1,0 +1,54 @@
+//! The executor's own guarantees, through the binary: a resource that panics while
+//! being applied fails itself, skips its dependents, and the run ends and releases
+//! the lock (the debug build's `RECONCILE_FAULT_PANIC` hook injects the panic).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::sandbox::{Run, Sandbox};
+
+fn apply_with_panic(s: &Sandbox, id: &str) -> Run {
+    let mut c =
+        assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+    c.current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .env("RECONCILE_FAULT_PANIC", id)
+        .timeout(Duration::from_secs(60))
+        .args(["apply", "--root"])
+        .arg(&s.root)
+        .args(["-j", "2", "site.yaml"]);
+    Run(c.output().unwrap_or_else(|e| panic!("run: {e}")))
+}
+
+#[test]
+fn a_panicking_resource_fails_alone_and_the_run_ends_with_exit_1() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/app\n  - file: /srv/app/a.conf\n    content: \"a\\n\"\n  - file: /srv/other.conf\n    content: \"b\\n\"\n",
+    );
+    let started = Instant::now();
+    let run = apply_with_panic(&s, "directory[/srv/app]");
+    assert!(started.elapsed() < Duration::from_secs(30), "{}", run.all());
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let all = run.all();
+    assert!(all.contains("internal error: reconcile panicked"), "{all}");
+    assert!(
+        all.contains("injected fault in directory[/srv/app]"),
+        "{all}"
+    );
+    // Its dependent is skipped; an independent resource still converges.
+    assert!(!s.path("/srv/app/a.conf").exists());
+    assert_eq!(s.read("/srv/other.conf"), "b\n");
+    // The failure is in the audit trail, and the lock was released: a normal apply
+    // takes it and converges.
+    let trail = s.run("audit", &["show"]);
+    assert!(
+        trail.all().contains("directory[/srv/app]"),
+        "{}",
+        trail.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/srv/app/a.conf"), "a\n");
+}
