@@ -52,3 +52,21 @@ fn a_panicking_resource_fails_alone_and_the_run_ends_with_exit_1() {
     s.converge(&["site.yaml"]);
     assert_eq!(s.read("/srv/app/a.conf"), "a\n");
 }
+
+#[test]
+fn command_line_mistakes_exit_1_never_the_drift_code_2() {
+    let s = Sandbox::new();
+    s.manifest("site.yaml", "resources:\n  - directory: /srv\n");
+    for args in [
+        vec!["--envv", "production", "site.yaml"],
+        vec!["--format", "yaml", "site.yaml"],
+        vec!["--no-such-flag"],
+    ] {
+        let run = s.run("check", &args);
+        assert_eq!(run.code(), 1, "check {args:?}: {}", run.all());
+    }
+    let run = s.run("chek", &[]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let help = s.run("check", &["--help"]);
+    assert_eq!(help.code(), 0, "{}", help.all());
+}

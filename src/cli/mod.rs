@@ -157,8 +157,24 @@ pub enum AuditCommand {
     },
 }
 
+/// Exit code of a command-line mistake. clap's own is 2, which `check` and
+/// `plan --detailed-exitcode` use for "drift": a monitoring timer must never read a
+/// typo in its flags as drift.
+pub const USAGE_ERROR: u8 = 1;
+
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(USAGE_ERROR),
+            };
+        }
+    };
     init_logging(&cli);
     ExitCode::from(commands::dispatch(cli))
 }
