@@ -92,20 +92,37 @@ impl Cmd {
         s
     }
 
+    /// The subcommand of a tool that has them (`systemctl enable`), for logs; empty
+    /// for other tools, whose first plain word is an argument (`useradd ... NAME`).
+    /// Options come first (`systemctl --no-ask-password --root DIR enable`), so the
+    /// verb is the first plain lowercase word.
+    pub fn verb(&self) -> &str {
+        const WITH_SUBCOMMANDS: &[&str] = &[
+            "systemctl",
+            "systemd-analyze",
+            "apt-get",
+            "apt-cache",
+            "apt-mark",
+            "nft",
+            "ip",
+        ];
+        let program = self.program.rsplit('/').next().unwrap_or(&self.program);
+        if !WITH_SUBCOMMANDS.contains(&program) {
+            return "";
+        }
+        self.args
+            .iter()
+            .find(|a| !a.starts_with('-') && a.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
     /// Runs the command; a non-zero exit is not an error here (callers decide), a
     /// command that cannot start or overruns its timeout is.
     pub fn run(&self) -> Result<Output, HostError> {
         // The program and its verb (`systemctl enable`), never the arguments: they
         // can hold a password hash.
-        let verb = self
-            .args
-            .first()
-            .filter(|a| {
-                a.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !a.starts_with('-')
-            })
-            .map(String::as_str)
-            .unwrap_or("");
-        tracing::debug!(program = %self.program, verb = %verb, "running");
+        tracing::debug!(program = %self.program, verb = %self.verb(), "running");
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -203,4 +220,40 @@ pub fn tool_exists(name: &str) -> bool {
     ]
     .iter()
     .any(|d| Path::new(d).join(name).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_verb_skips_options_and_is_empty_for_tools_without_subcommands() {
+        let cases: [(&str, &[&str], &str); 5] = [
+            (
+                "systemctl",
+                &["--no-ask-password", "--root", "/tmp/r", "enable", "x.timer"],
+                "enable",
+            ),
+            (
+                "systemctl",
+                &["--no-ask-password", "daemon-reload"],
+                "daemon-reload",
+            ),
+            (
+                "/usr/bin/systemd-analyze",
+                &["verify", "--man=no"],
+                "verify",
+            ),
+            (
+                "useradd",
+                &["--prefix", "/tmp/r", "--gid", "staff", "bob"],
+                "",
+            ),
+            ("systemctl", &["--root", "/tmp/r"], ""),
+        ];
+        for (program, args, verb) in cases {
+            let cmd = Cmd::new(program).args(args.iter().copied());
+            assert_eq!(cmd.verb(), verb, "{program} {args:?}");
+        }
+    }
 }
