@@ -299,11 +299,98 @@ pub fn make_plan(
         vars: opts.vars.clone(),
         tags: opts.tags.clone(),
         inputs: model.loaded.fingerprint.clone(),
+        fingerprint_key: None,
         summary: Plan::summarize(&changes, errors.len()),
         changes,
         errors,
         warnings,
     })
+}
+
+/// The per-host key that fingerprints of sensitive resources are keyed with. Root-only,
+/// under the root; made by the first apply, never by `plan` or `check`.
+pub const FINGERPRINT_KEY: &str = "/var/lib/reconcile/fingerprint.key";
+const KEY_BYTES: usize = 32;
+const KEY_DIR_MODE: u32 = 0o750;
+
+/// The host's fingerprint key and its public id.
+pub struct FingerprintKey {
+    key: Vec<u8>,
+    pub id: String,
+}
+
+impl FingerprintKey {
+    fn new(key: Vec<u8>) -> FingerprintKey {
+        let id = crate::plan::keyed_fingerprint(&key, "key-id")[..16].to_string();
+        FingerprintKey { key, id }
+    }
+}
+
+/// Reads the fingerprint key without creating anything (`plan`, `check`); `None` before the
+/// first apply. A key others can read, or of the wrong size, is an error, not a silent
+/// downgrade to unkeyed fingerprints.
+pub fn read_fingerprint_key(host: &Host) -> Result<Option<FingerprintKey>, EngineError> {
+    let Some((mode, key)) = host.read_state(FINGERPRINT_KEY, 4096)? else {
+        return Ok(None);
+    };
+    let path = host.show(FINGERPRINT_KEY);
+    if mode & 0o077 != 0 {
+        return Err(EngineError::Other(format!(
+            "{path}: the fingerprint key has mode {mode:04o}; it must be readable by its owner only (chmod 0600 {path})"
+        )));
+    }
+    if key.len() != KEY_BYTES {
+        return Err(EngineError::Other(format!(
+            "{path}: the fingerprint key is {} bytes, expected {KEY_BYTES}; remove it to have the next apply make a new one (saved plans then become stale)",
+            key.len()
+        )));
+    }
+    Ok(Some(FingerprintKey::new(key)))
+}
+
+/// The fingerprint key, made (0600, random) when the host has none yet. Apply only, under the
+/// run lock.
+pub fn ensure_fingerprint_key(host: &Host) -> Result<FingerprintKey, EngineError> {
+    if let Some(k) = read_fingerprint_key(host)? {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; KEY_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .map_err(|e| {
+            EngineError::Other(format!(
+                "cannot read /dev/urandom for the fingerprint key: {e}"
+            ))
+        })?;
+    host.write_state(FINGERPRINT_KEY, &key, KEY_DIR_MODE, 0o600)?;
+    Ok(FingerprintKey::new(key))
+}
+
+/// Keys the fingerprints of sensitive resources (and the plan's `inputs`, which cover their
+/// content, when there is one) with the host key, or blanks them when there is no key: an
+/// unkeyed fingerprint of a secret lets anyone confirm a guess by planning it elsewhere.
+pub fn seal(plan: &mut Plan, model: &Model, key: Option<&FingerprintKey>) {
+    let any = model
+        .loaded
+        .catalog
+        .resources
+        .iter()
+        .any(|r| r.meta().secret);
+    for c in plan.changes.iter_mut().filter(|c| c.sensitive) {
+        for fp in [&mut c.live, &mut c.desired] {
+            *fp = match key {
+                Some(k) if !fp.is_empty() => crate::plan::keyed_fingerprint(&k.key, fp),
+                _ => String::new(),
+            };
+        }
+    }
+    if any {
+        plan.inputs = match key {
+            Some(k) => crate::plan::keyed_fingerprint(&k.key, &plan.inputs),
+            None => String::new(),
+        };
+    }
+    plan.fingerprint_key = key.map(|k| k.id.clone());
 }
 
 /// Reads a saved plan file, or `None` when the path is not one (a manifest).

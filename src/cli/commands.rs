@@ -99,7 +99,8 @@ pub fn dispatch(cli: Cli) -> u8 {
             target,
             format,
             audit_key,
-        } => apply(&out, &target, format, audit_key.as_deref()),
+            audit_recover,
+        } => apply(&out, &target, format, audit_key.as_deref(), audit_recover),
         Command::Audit { root, command } => audit(&out, &root, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -188,7 +189,13 @@ fn plan_for(
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
-    match engine::make_plan(&model, opts, host, jobs(target), purpose) {
+    // Read-only: a host without a fingerprint key gets none from plan or check.
+    let planned = engine::read_fingerprint_key(host).and_then(|key| {
+        let mut plan = engine::make_plan(&model, opts, host, jobs(target), purpose)?;
+        engine::seal(&mut plan, &model, key.as_ref());
+        Ok(plan)
+    });
+    match planned {
         Ok(p) => Some((model, p)),
         Err(e) => {
             out.engine_error(&e);
@@ -291,9 +298,15 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     }
 }
 
-/// Why a saved plan no longer holds, or None when it still does.
+/// Why a saved plan no longer holds, or None when it still does. Fingerprints the saved
+/// plan lacks (those of sensitive resources planned before the host had a fingerprint
+/// key) cannot be compared: for those only the action and changed fields are.
 fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
-    if saved.inputs != fresh.inputs {
+    if saved.fingerprint_key.is_some() && saved.fingerprint_key != fresh.fingerprint_key {
+        return Some("the host's fingerprint key changed since the plan was made".into());
+    }
+    let differs = |a: &str, b: &str| !a.is_empty() && a != b;
+    if differs(&saved.inputs, &fresh.inputs) {
         return Some(
             "the manifests, templates or variables changed since the plan was made".into(),
         );
@@ -305,9 +318,15 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
         if a.id != b.id {
             return Some("the set of resources changed since the plan was made".into());
         }
-        if a.live != b.live || a.action != b.action || a.fields != b.fields {
+        if differs(&a.live, &b.live) || a.action != b.action || a.fields != b.fields {
             return Some(format!(
                 "{} changed on the target since the plan was made",
+                a.id
+            ));
+        }
+        if differs(&a.desired, &b.desired) {
+            return Some(format!(
+                "the desired state of {} changed since the plan was made",
                 a.id
             ));
         }
@@ -320,6 +339,7 @@ fn apply(
     target: &Target,
     format: OutputFormat,
     audit_key: Option<&std::path::Path>,
+    audit_recover: bool,
 ) -> u8 {
     let saved = match target.paths.as_slice() {
         [one] => engine::read_plan_file(one),
@@ -382,11 +402,22 @@ fn apply(
         }
     };
     let model = engine::load_model(&opts, &host);
-    let configured_log = model
-        .as_ref()
-        .ok()
-        .and_then(|m| m.loaded.settings.audit_log.clone());
-    let trail = match Trail::open(&host, configured_log.as_deref()) {
+    // A bad `audit_log:` is refused before it is opened; the refusal goes to the default
+    // log (which has its own head), as for manifests that cannot be read at all.
+    let mut log_setting_error = None;
+    let configured_log = match &model {
+        Ok(m) => m.loaded.settings.audit_log.clone().filter(|l| {
+            match trail::check_log_setting(l, &m.loaded.catalog) {
+                Ok(()) => true,
+                Err(e) => {
+                    log_setting_error = Some(e);
+                    false
+                }
+            }
+        }),
+        Err(_) => None,
+    };
+    let trail = match Trail::open(&host, configured_log.as_deref(), audit_recover) {
         Ok(t) => t,
         Err(e) => {
             out.error(&e);
@@ -444,13 +475,27 @@ fn apply(
             return refuse("invalid manifests", details);
         }
     };
+    if let Some(e) = log_setting_error {
+        out.error(&format!("{e}; nothing was changed"));
+        return refuse("invalid settings.audit_log", vec![e]);
+    }
+    let fp_key = match engine::ensure_fingerprint_key(&host) {
+        Ok(k) => k,
+        Err(e) => {
+            out.engine_error(&e);
+            return refuse("no fingerprint key", vec![e.to_string()]);
+        }
+    };
     let warnings: Diagnostics = Diagnostics(model.loaded.diags.warnings().cloned().collect());
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
     // Apply reports the diffs of what it changes, observed again right before acting.
     let plan = match engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply) {
-        Ok(p) => p,
+        Ok(mut p) => {
+            engine::seal(&mut p, &model, Some(&fp_key));
+            p
+        }
         Err(e) => {
             out.engine_error(&e);
             return refuse("observing the target failed", vec![e.to_string()]);
@@ -518,7 +563,8 @@ fn apply(
 fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
     let default_files = |root: &std::path::Path| -> Result<(Vec<PathBuf>, PathBuf), String> {
         let host = Host::open(root).map_err(|e| e.to_string())?;
-        let (log, head) = trail::paths(&host, None);
+        let (log, head) = trail::paths(None);
+        let (log, head) = (host.real_path(&log), host.real_path(&head));
         let files = crate::audit::log_files(&log).map_err(|e| e.to_string())?;
         Ok((files, head))
     };

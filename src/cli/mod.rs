@@ -101,6 +101,10 @@ pub enum Command {
         /// Key file (outside the log) for an HMAC checkpoint at the end of the run.
         #[arg(long)]
         audit_key: Option<PathBuf>,
+        /// When the audit log fails verification (edited, truncated, not a chain): move it
+        /// aside unchanged and start a new segment whose first record names it and why.
+        #[arg(long)]
+        audit_recover: bool,
     },
     /// Detect drift (read-only): exit 0 in sync, 2 drift, 1 error.
     Check {
