@@ -321,7 +321,9 @@ pub struct FingerprintKey {
 
 impl FingerprintKey {
     fn new(key: Vec<u8>) -> FingerprintKey {
-        let id = crate::plan::keyed_fingerprint(&key, "key-id")[..16].to_string();
+        let full = crate::plan::keyed_fingerprint(&key, "key-id");
+        let hex = full.trim_start_matches(crate::plan::KEYED_PREFIX);
+        let id = hex.get(..16).unwrap_or(hex).to_string();
         FingerprintKey { key, id }
     }
 }
@@ -367,8 +369,9 @@ pub fn ensure_fingerprint_key(host: &Host) -> Result<FingerprintKey, EngineError
 }
 
 /// Keys the fingerprints of sensitive resources (and the plan's `inputs`, which cover their
-/// content, when there is one) with the host key, or blanks them when there is no key: an
-/// unkeyed fingerprint of a secret lets anyone confirm a guess by planning it elsewhere.
+/// content, when the manifests have any) with the host key, or blanks them when there is no
+/// key: an unkeyed fingerprint of a secret lets anyone confirm a guess by planning it on
+/// another root.
 pub fn seal(plan: &mut Plan, model: &Model, key: Option<&FingerprintKey>) {
     let any = model
         .loaded
@@ -376,21 +379,32 @@ pub fn seal(plan: &mut Plan, model: &Model, key: Option<&FingerprintKey>) {
         .resources
         .iter()
         .any(|r| r.meta().secret);
-    for c in plan.changes.iter_mut().filter(|c| c.sensitive) {
-        for fp in [&mut c.live, &mut c.desired] {
-            *fp = match key {
-                Some(k) if !fp.is_empty() => crate::plan::keyed_fingerprint(&k.key, fp),
-                _ => String::new(),
-            };
-        }
+    for c in &mut plan.changes {
+        seal_change(c, key);
     }
     if any {
-        plan.inputs = match key {
-            Some(k) => crate::plan::keyed_fingerprint(&k.key, &plan.inputs),
-            None => String::new(),
-        };
+        seal_one(&mut plan.inputs, key);
     }
     plan.fingerprint_key = key.map(|k| k.id.clone());
+}
+
+/// [`seal`] for one change (apply re-observes before acting, so its outcomes carry fresh
+/// changes). Idempotent: an already keyed fingerprint is left as it is.
+pub fn seal_change(c: &mut Change, key: Option<&FingerprintKey>) {
+    if c.sensitive {
+        seal_one(&mut c.live, key);
+        seal_one(&mut c.desired, key);
+    }
+}
+
+fn seal_one(fp: &mut String, key: Option<&FingerprintKey>) {
+    if fp.starts_with(crate::plan::KEYED_PREFIX) {
+        return;
+    }
+    *fp = match key {
+        Some(k) if !fp.is_empty() => crate::plan::keyed_fingerprint(&k.key, fp),
+        _ => String::new(),
+    };
 }
 
 /// Reads a saved plan file, or `None` when the path is not one (a manifest).

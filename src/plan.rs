@@ -139,6 +139,9 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Marks a keyed fingerprint, so that keying is never applied twice.
+pub const KEYED_PREFIX: &str = "hmac:";
+
 /// A fingerprint keyed with the host's fingerprint key (HMAC-SHA256), so that the
 /// fingerprint of a secret cannot be reproduced by planning a guess on another root.
 pub fn keyed_fingerprint(key: &[u8], fingerprint: &str) -> String {
@@ -149,7 +152,7 @@ pub fn keyed_fingerprint(key: &[u8], fingerprint: &str) -> String {
     };
     mac.update(b"reconcile-fingerprint-v1\0");
     mac.update(fingerprint.as_bytes());
-    hex(&mac.finalize().into_bytes())[..32].to_string()
+    format!("{KEYED_PREFIX}{}", &hex(&mac.finalize().into_bytes())[..32])
 }
 
 /// Fingerprint of a list of parts (length-prefixed so parts cannot run together).

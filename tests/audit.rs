@@ -443,6 +443,19 @@ fn secret_fingerprints_are_keyed_per_host_and_absent_before_the_first_apply() {
         s.run("check", &["site.yaml", "--format", "json"]);
         assert!(!s.path("/var/lib/reconcile/fingerprint.key").exists());
         assert_eq!(s.snapshot(), snap);
+        // The first apply makes the key; its JSON carries keyed fingerprints only.
+        let run = s.run("apply", &["site.yaml", "--format", "json"]);
+        run.assert_code(0);
+        let applied: serde_json::Value =
+            serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}"));
+        let c = &applied["outcomes"][0]["change"];
+        assert_eq!(c["sensitive"], true, "{applied}");
+        for f in ["live", "desired"] {
+            assert!(
+                c[f].as_str().is_some_and(|v| v.starts_with("hmac:")),
+                "{f} not keyed: {c}"
+            );
+        }
         s.converge(&["site.yaml"]);
         assert_eq!(s.mode("/var/lib/reconcile/fingerprint.key"), 0o600);
     }
@@ -455,6 +468,10 @@ fn secret_fingerprints_are_keyed_per_host_and_absent_before_the_first_apply() {
         assert_ne!(x, y, "{f} is the same on two roots for the same secret");
     }
     assert_ne!(pa["inputs"], pb["inputs"]);
+    assert!(
+        ca["live"].as_str().is_some_and(|v| v.starts_with("hmac:")),
+        "{ca}"
+    );
     assert!(pa["inputs"].as_str().is_some_and(|s| !s.is_empty()));
     // Plan/check with a key change nothing either.
     let snap = a.snapshot();

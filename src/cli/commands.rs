@@ -522,7 +522,7 @@ fn apply(
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text;
-    let outcomes = crate::apply::execute(
+    let mut outcomes = crate::apply::execute(
         &model,
         &host,
         planned,
@@ -536,6 +536,9 @@ fn apply(
             }
         },
     );
+    for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
+        engine::seal_change(c, Some(&fp_key));
+    }
     match format {
         OutputFormat::Json => out.json(&json!({
             "format": "reconcile-apply",
