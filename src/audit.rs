@@ -1442,11 +1442,24 @@ fn for_each_line(
     path: &Path,
     f: impl FnMut(usize, &[u8]) -> bool,
 ) -> Result<Option<(usize, u64)>, AuditError> {
-    let file = OpenOptions::new()
+    lines_in(open_plain(path)?, path, f)
+}
+
+/// A log file named on the command line (anywhere: it is the operator's choice).
+fn open_plain(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(OFlag::O_CLOEXEC.bits())
         .open(path)
-        .map_err(io_err("open", path))?;
+        .map_err(io_err("open", path))
+}
+
+/// [`for_each_line`] over an open file; a gzip-compressed one is refused.
+fn lines_in(
+    file: File,
+    path: &Path,
+    f: impl FnMut(usize, &[u8]) -> bool,
+) -> Result<Option<(usize, u64)>, AuditError> {
     let mut magic = [0u8; 2];
     if file.read_at(&mut magic, 0).map_err(io_err("read", path))? == 2 && magic == [0x1f, 0x8b] {
         return Err(AuditError::Compressed {
@@ -1518,14 +1531,21 @@ fn lines_of(
     }
 }
 
-fn run_verifier(files: &[PathBuf], v: &mut Verifier<'_>) -> Result<(), AuditError> {
+/// Opens one of the files to verify.
+type Opener<'a> = &'a dyn Fn(&Path) -> Result<File, AuditError>;
+
+fn run_verifier(
+    files: &[PathBuf],
+    open: Opener<'_>,
+    v: &mut Verifier<'_>,
+) -> Result<(), AuditError> {
     if files.is_empty() {
         return Err(AuditError::NoFiles);
     }
     v.report.files = files.len();
     for path in files {
         let mut count = 0usize;
-        let torn = for_each_line(path, |line_no, bytes| {
+        let torn = lines_in(open(path)?, path, |line_no, bytes| {
             count += 1;
             v.line(path, line_no, bytes)
         })?;
@@ -1568,8 +1588,79 @@ fn run_verifier(files: &[PathBuf], v: &mut Verifier<'_>) -> Result<(), AuditErro
 /// (`unkeyed_records`). Stops at the first problem.
 pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
     let mut v = Verifier::new(key, None);
-    run_verifier(files, &mut v)?;
+    run_verifier(files, &open_plain, &mut v)?;
     Ok(v.report)
+}
+
+/// Verifies the log `log` of a target root and its rotations, found and opened through the
+/// root-safe walk (a symlinked `ROOT/var/log` is refused, not followed), against the log's
+/// own head file when there is one.
+pub fn verify_in(host: &Host, log: &str, key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
+    let files = log_files_in(host, log)?;
+    let real: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
+    let open = |path: &Path| -> Result<File, AuditError> {
+        let name = files
+            .iter()
+            .find(|(_, p)| p == path)
+            .map(|(n, _)| n.as_str())
+            .unwrap_or(log);
+        host.open_state_read(name)?.ok_or_else(|| AuditError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })
+    };
+    let head = head_for(log);
+    match read_head_in(host, &head)? {
+        Some(state) => verify_against_head(&real, &open, key, state, &host.real_path(&head)),
+        None => {
+            let mut v = Verifier::new(key, None);
+            run_verifier(&real, &open, &mut v)?;
+            Ok(v.report)
+        }
+    }
+}
+
+/// The live log `log` of a target root and its rotations, oldest first, as (path under the
+/// root, machine path), listed through the root-safe walk; only regular files.
+pub fn log_files_in(host: &Host, log: &str) -> Result<Vec<(String, PathBuf)>, AuditError> {
+    let (dir, name) = match log.rsplit_once('/') {
+        Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
+        None => return Ok(Vec::new()),
+    };
+    match host.lstat(dir)? {
+        None => return Ok(Vec::new()),
+        Some(st) if st.kind != crate::host::FileKind::Directory => {
+            return Err(AuditError::Host(HostError::Unsafe {
+                path: host.show(dir),
+                reason: format!(
+                    "is a {}; reconcile never follows a symlink to its own files",
+                    st.kind.name()
+                ),
+            }))
+        }
+        Some(_) => {}
+    }
+    let mut names = rotation_order(name, host.list_dir(dir)?);
+    names.push(name.to_string());
+    let mut out = Vec::new();
+    for n in names {
+        let path = format!("{}/{n}", dir.trim_end_matches('/'));
+        match host.lstat(&path)? {
+            Some(st) if st.kind == crate::host::FileKind::File => {
+                let real = host.real_path(&path);
+                out.push((path, real));
+            }
+            Some(st) => {
+                return Err(AuditError::Host(HostError::Unsafe {
+                    path: host.show(&path),
+                    reason: format!("is a {}, not an audit log file", st.kind.name()),
+                }))
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Like `verify`, and also compares the chain with the head file: records missing at the end
@@ -1585,8 +1676,18 @@ pub fn verify_with_head(
             reason: "does not exist".to_string(),
         });
     };
+    verify_against_head(files, &open_plain, key, state, head)
+}
+
+fn verify_against_head(
+    files: &[PathBuf],
+    open: Opener<'_>,
+    key: Option<&[u8]>,
+    state: HeadState,
+    head: &Path,
+) -> Result<VerifyReport, AuditError> {
     let mut v = Verifier::new(key, Some(state.seq));
-    run_verifier(files, &mut v)?;
+    run_verifier(files, open, &mut v)?;
     if v.report.problem.is_some() {
         return Ok(v.report);
     }

@@ -263,6 +263,21 @@ fn engine_files_under_symlinked_parents_are_refused_and_nothing_outside_changes(
             "{dir}: something was written outside the root"
         );
         assert!(!s.path("/etc/app").exists(), "{dir}: something was applied");
+        if dir.starts_with("/var/log") {
+            // Reading the trail does not follow the symlink either.
+            let planted = if dir == "/var/log" {
+                out.path().join("reconcile/audit.jsonl")
+            } else {
+                out.path().join("audit.jsonl")
+            };
+            if let Some(p) = planted.parent() {
+                std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(&planted, "{}\n").unwrap_or_else(|e| panic!("{e}"));
+            let run = s.run("audit", &["verify"]);
+            run.assert_code(1);
+            assert!(run.stderr().contains("symlink"), "{dir}: {}", run.all());
+        }
     }
 }
 
@@ -348,12 +363,17 @@ fn a_typo_run_does_not_block_later_applies_with_a_configured_log() {
     assert_eq!(s.read("/srv/a"), "b\n");
     // Both logs verify on their own, each against its own head.
     s.run("audit", &["verify"]).assert_code(0);
-    let configured = s.path("/var/log/site/audit.jsonl");
-    let run = s.run(
-        "audit",
-        &["verify", configured.to_str().unwrap_or_default()],
-    );
+    let run = s.run("audit", &["--log", "/var/log/site/audit.jsonl", "verify"]);
     run.assert_code(0);
+    assert!(run.stdout().contains("chain OK"), "{}", run.all());
+    // The configured log's head is its own, next to the default one.
+    let heads: Vec<String> = std::fs::read_dir(s.path("/var/lib/reconcile"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("audit-head"))
+        .collect();
+    assert_eq!(heads.len(), 2, "{heads:?}");
 }
 
 #[test]

@@ -101,7 +101,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             audit_key,
             audit_recover,
         } => apply(&out, &target, format, audit_key.as_deref(), audit_recover),
-        Command::Audit { root, command } => audit(&out, &root, command),
+        Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "reconcile", &mut std::io::stdout());
@@ -563,14 +563,10 @@ fn apply(
     finish(code, counts)
 }
 
-fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
-    let default_files = |root: &std::path::Path| -> Result<(Vec<PathBuf>, PathBuf), String> {
-        let host = Host::open(root).map_err(|e| e.to_string())?;
-        let (log, head) = trail::paths(None);
-        let (log, head) = (host.real_path(&log), host.real_path(&head));
-        let files = crate::audit::log_files(&log).map_err(|e| e.to_string())?;
-        Ok((files, head))
-    };
+fn audit(out: &Out, root: &std::path::Path, log: &str, command: AuditCommand) -> u8 {
+    // The root's own files are found through the root-safe walk; files named on the command
+    // line are read where they are.
+    let host = || Host::open(root).map_err(|e| e.to_string());
     match command {
         AuditCommand::Verify { key, files } => {
             let key = match key.as_deref().map(crate::audit::read_key_file).transpose() {
@@ -581,11 +577,8 @@ fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
                 }
             };
             let report = if files.is_empty() {
-                match default_files(root) {
-                    Ok((files, head)) if head.exists() => {
-                        crate::audit::verify_with_head(&files, key.as_deref(), &head)
-                    }
-                    Ok((files, _)) => crate::audit::verify(&files, key.as_deref()),
+                match host() {
+                    Ok(h) => crate::audit::verify_in(&h, log, key.as_deref()),
                     Err(e) => {
                         out.error(&e);
                         return EXIT_ERROR;
@@ -622,8 +615,10 @@ fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
                 }
             };
             let files = if files.is_empty() {
-                match default_files(root) {
-                    Ok((f, _)) => f,
+                let found = host()
+                    .and_then(|h| crate::audit::log_files_in(&h, log).map_err(|e| e.to_string()));
+                match found {
+                    Ok(f) => f.into_iter().map(|(_, p)| p).collect(),
                     Err(e) => {
                         out.error(&e);
                         return EXIT_ERROR;

@@ -123,6 +123,10 @@ pub enum Command {
         /// Target root whose audit log is read.
         #[arg(long, default_value = "/")]
         root: PathBuf,
+        /// The log to read, as a path under the root (what `settings.audit_log` names);
+        /// each log has its own head file.
+        #[arg(long, default_value = crate::audit::DEFAULT_LOG)]
+        log: String,
         #[command(subcommand)]
         command: AuditCommand,
     },
