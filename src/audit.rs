@@ -2846,4 +2846,110 @@ mod tests {
         assert!(c.run_id.len() > 16, "{}", c.run_id);
         assert_ne!(new_run_id(), new_run_id());
     }
+
+    #[test]
+    fn open_refuses_a_log_edited_in_the_middle_and_leaves_it_as_it_was() -> R {
+        let f = fixture()?;
+        write_n(&f, 5)?;
+        let mut ls = lines(&f.log)?;
+        ls[1] = ls[1].replace("/etc/f1", "/etc/XX");
+        write_lines(&f.log, &ls)?;
+        let before = fs::read(&f.log)?;
+        match open(&f) {
+            Err(e @ AuditError::Broken { seq: Some(3), .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("seq 3"), "{msg}");
+                assert!(msg.contains("--audit-recover"), "{msg}");
+                assert!(!msg.contains("--head"), "{msg}");
+            }
+            other => panic!("expected Broken at seq 3, got {other:?}"),
+        }
+        assert_eq!(fs::read(&f.log)?, before);
+        // Deleted and swapped records are refused the same way.
+        let mut ls = lines(&f.log)?;
+        ls.swap(0, 1);
+        write_lines(&f.log, &ls)?;
+        assert!(matches!(open(&f), Err(AuditError::Broken { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn recover_moves_a_broken_log_aside_and_starts_a_recorded_segment() -> R {
+        let f = fixture()?;
+        write_n(&f, 4)?;
+        let mut ls = lines(&f.log)?;
+        ls.remove(1);
+        write_lines(&f.log, &ls)?;
+        let broken_bytes = fs::read(&f.log)?;
+        let mut log = AuditLog::open(&f.host, DEFAULT_LOG, DEFAULT_HEAD, ctx(), true)?;
+        assert_eq!(log.seq(), 5);
+        log.record("run_end", json!({}))?;
+        drop(log);
+        let dir = f.log.parent().ok_or("no parent")?;
+        let moved: Vec<PathBuf> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains("audit.jsonl.broken-"))
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(fs::read(&moved[0])?, broken_bytes);
+        let first: Value = serde_json::from_str(&lines(&f.log)?[0])?;
+        assert_eq!(first["event"], EVENT_SEGMENT);
+        assert_eq!(first["data"]["previous_seq"], 4);
+        assert_eq!(first["data"]["moved_sha256"], sha256_hex(&broken_bytes));
+        assert!(first["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("seq 2")));
+        let r = verify_with_head(&f.live(), None, &f.head)?;
+        assert!(r.ok(), "{r}");
+        assert_eq!(r.segments.len(), 1);
+        let text = r.to_string();
+        assert!(text.contains("new segment"), "{text}");
+        assert!(text.contains(".broken-"), "{text}");
+        // The moved log is not taken for a rotation.
+        assert_eq!(log_files(&f.log)?, f.live());
+        // A healthy log is opened as usual with the flag.
+        let log = AuditLog::open(&f.host, DEFAULT_LOG, DEFAULT_HEAD, ctx(), true)?;
+        assert_eq!(log.seq(), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_audit_log_is_refused_with_its_mode_and_content_unchanged() -> R {
+        let f = fixture()?;
+        let p = f.root.join("srv/data");
+        fs::create_dir_all(f.root.join("srv"))?;
+        fs::write(&p, "user:x:1:1::/:/bin/sh\n")?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644))?;
+        for recover in [false, true] {
+            let res = AuditLog::open(&f.host, "/srv/data", &head_for("/srv/data"), ctx(), recover);
+            assert!(res.is_err(), "{res:?}");
+            assert_eq!(fs::read_to_string(&p)?, "user:x:1:1::/:/bin/sh\n");
+            assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o7777, 0o644);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn each_log_has_its_own_head() {
+        assert_eq!(head_for(DEFAULT_LOG), DEFAULT_HEAD);
+        let a = head_for("/var/log/site/audit.jsonl");
+        let b = head_for("/var/log/other/audit.jsonl");
+        assert_ne!(a, b);
+        assert_ne!(a, DEFAULT_HEAD);
+        assert!(a.starts_with("/var/lib/reconcile/audit-head-"), "{a}");
+    }
+
+    #[test]
+    fn verify_of_bytes_without_a_newline_is_a_problem_not_an_ok_chain() -> R {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("x.jsonl");
+        fs::write(&p, "no newline here")?;
+        let r = verify(std::slice::from_ref(&p), None)?;
+        assert!(!r.ok(), "{r}");
+        let text = r.to_string();
+        assert!(!text.contains("chain OK"), "{text}");
+        assert!(text.contains("no complete record"), "{text}");
+        Ok(())
+    }
 }

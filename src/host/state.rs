@@ -170,3 +170,75 @@ impl Host {
         self.write_atomic(path, bytes, &perms, &mut Vec::new(), None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    type R = Result<(), Box<dyn Error>>;
+
+    #[test]
+    fn engine_files_are_never_reached_through_a_symlink() -> R {
+        let dir = tempfile::tempdir()?;
+        let outside = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("var"))?;
+        symlink(outside.path(), root.join("var/log"))?;
+        let host = Host::open(&root)?;
+        assert!(matches!(
+            host.open_state_append("/var/log/x/audit.jsonl", 0o750, 0o640),
+            Err(HostError::Unsafe { .. })
+        ));
+        assert!(host
+            .write_state("/var/log/head", b"x", 0o750, 0o640)
+            .is_err());
+        assert!(host.open_state_read("/var/log/head").is_err());
+        assert_eq!(std::fs::read_dir(outside.path())?.count(), 0);
+
+        std::fs::create_dir_all(root.join("run"))?;
+        std::fs::write(outside.path().join("f"), "outside")?;
+        symlink(outside.path().join("f"), root.join("run/lock"))?;
+        assert!(matches!(
+            host.open_state_append("/run/lock", 0o755, 0o600),
+            Err(HostError::Unsafe { .. })
+        ));
+        assert!(matches!(
+            host.read_state("/run/lock", 64),
+            Err(HostError::Unsafe { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("f"))?,
+            "outside"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn created_parents_and_files_get_exact_modes_and_reads_are_capped() -> R {
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(dir.path())?;
+        let (_, created) = host.open_state_append("/a/b/log", 0o750, 0o640)?;
+        assert!(created);
+        let mode = |p: &str| -> Result<u32, Box<dyn Error>> {
+            Ok(std::fs::metadata(dir.path().join(p))?.permissions().mode() & 0o7777)
+        };
+        assert_eq!(mode("a")?, 0o750);
+        assert_eq!(mode("a/b")?, 0o750);
+        assert_eq!(mode("a/b/log")?, 0o640);
+        let (_, created) = host.open_state_append("/a/b/log", 0o750, 0o640)?;
+        assert!(!created);
+        host.write_state("/c/key", b"0123456789", 0o700, 0o600)?;
+        assert_eq!(mode("c")?, 0o700);
+        assert_eq!(mode("c/key")?, 0o600);
+        assert_eq!(
+            host.read_state("/c/key", 64)?,
+            Some((0o600, b"0123456789".to_vec()))
+        );
+        assert!(host.read_state("/c/key", 4).is_err());
+        assert_eq!(host.read_state("/c/none", 4)?, None);
+        assert!(host.open_state_read("/nowhere/x")?.is_none());
+        Ok(())
+    }
+}
