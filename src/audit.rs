@@ -271,6 +271,16 @@ struct HeadState {
     log: String,
 }
 
+impl HeadState {
+    /// Whether this head was written for `log` (a path under the root; the head records the
+    /// machine path, which ends with it). Before each log had its own head, a configured log
+    /// and the default one shared the default head: such a head names the other log and is
+    /// not this log's.
+    fn is_of(&self, log: &str) -> bool {
+        self.log.ends_with(log)
+    }
+}
+
 /// An open, locked, append-only audit log.
 pub struct AuditLog<'h> {
     host: &'h Host,
@@ -337,7 +347,7 @@ impl<'h> AuditLog<'h> {
         let head_path = host.real_path(head);
         let (file, created) = host.open_state_append(log, DIR_MODE, LOG_MODE)?;
         let file = lock_log(file, &log_path)?;
-        let head_state = read_head_in(host, head)?;
+        let head_state = read_head_in(host, head)?.filter(|h| h.is_of(log));
 
         let mut len = file.metadata().map_err(io_err("stat", &log_path))?.len();
         let mut torn: Option<(u64, String, u64)> = None;
@@ -1611,7 +1621,7 @@ pub fn verify_in(host: &Host, log: &str, key: Option<&[u8]>) -> Result<VerifyRep
         })
     };
     let head = head_for(log);
-    match read_head_in(host, &head)? {
+    match read_head_in(host, &head)?.filter(|h| h.is_of(log)) {
         Some(state) => verify_against_head(&real, &open, key, state, &host.real_path(&head)),
         None => {
             let mut v = Verifier::new(key, None);
@@ -2950,6 +2960,24 @@ mod tests {
         let text = r.to_string();
         assert!(!text.contains("chain OK"), "{text}");
         assert!(text.contains("no complete record"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_head_shared_with_another_log_before_each_had_its_own_is_not_taken_for_this_one() -> R {
+        let f = fixture()?;
+        // The old layout: a configured log wrote the default head.
+        let mut other =
+            AuditLog::open(&f.host, "/var/log/site/a.jsonl", DEFAULT_HEAD, ctx(), false)?;
+        for _ in 0..3 {
+            other.record("change", json!({}))?;
+        }
+        drop(other);
+        let mut log = open(&f)?;
+        assert_eq!(log.seq(), 0);
+        log.record("refused", json!({}))?;
+        drop(log);
+        assert!(verify_in(&f.host, DEFAULT_LOG, None)?.ok());
         Ok(())
     }
 }
