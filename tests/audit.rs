@@ -295,6 +295,16 @@ fn audit_log_setting_pointing_at_etc_passwd_is_refused_and_the_file_is_unchanged
         "settings:\n  audit_log: /etc/passwd\nresources:\n  - file: /srv/a\n    content: \"a\\n\"\n",
     );
     let snap = s.snapshot();
+    // validate and plan already say so.
+    for cmd in ["validate", "plan", "check"] {
+        let run = s.run(cmd, &["site.yaml"]);
+        run.assert_code(1);
+        assert!(
+            run.stderr().contains("is under /etc"),
+            "{cmd}: {}",
+            run.all()
+        );
+    }
     let run = s.run("apply", &["site.yaml"]);
     run.assert_code(1);
     assert!(

@@ -169,6 +169,12 @@ fn leave_to_exit(model: Model) -> &'static Model {
     Box::leak(Box::new(model))
 }
 
+/// Why `settings.audit_log` cannot be used, if it cannot.
+fn log_setting_error(model: &Model) -> Option<String> {
+    let log = model.loaded.settings.audit_log.as_deref()?;
+    trail::check_log_setting(log, &model.loaded.catalog).err()
+}
+
 /// Loads and plans; prints problems and returns None on failure.
 fn plan_for(
     out: &Out,
@@ -188,6 +194,11 @@ fn plan_for(
     let warnings: Diagnostics = Diagnostics(model.loaded.diags.warnings().cloned().collect());
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
+    }
+    // Apply would refuse it: say so now.
+    if let Some(e) = log_setting_error(&model) {
+        out.error(&e);
+        return None;
     }
     // Read-only: a host without a fingerprint key gets none from plan or check.
     let planned = engine::read_fingerprint_key(host).and_then(|key| {
@@ -404,18 +415,10 @@ fn apply(
     let model = engine::load_model(&opts, &host);
     // A bad `audit_log:` is refused before it is opened; the refusal goes to the default
     // log (which has its own head), as for manifests that cannot be read at all.
-    let mut log_setting_error = None;
+    let setting_error = model.as_ref().ok().and_then(log_setting_error);
     let configured_log = match &model {
-        Ok(m) => m.loaded.settings.audit_log.clone().filter(|l| {
-            match trail::check_log_setting(l, &m.loaded.catalog) {
-                Ok(()) => true,
-                Err(e) => {
-                    log_setting_error = Some(e);
-                    false
-                }
-            }
-        }),
-        Err(_) => None,
+        Ok(m) if setting_error.is_none() => m.loaded.settings.audit_log.clone(),
+        _ => None,
     };
     let trail = match Trail::open(&host, configured_log.as_deref(), audit_recover) {
         Ok(t) => t,
@@ -475,7 +478,7 @@ fn apply(
             return refuse("invalid manifests", details);
         }
     };
-    if let Some(e) = log_setting_error {
+    if let Some(e) = setting_error {
         out.error(&format!("{e}; nothing was changed"));
         return refuse("invalid settings.audit_log", vec![e]);
     }
@@ -662,6 +665,10 @@ fn validate(out: &Out, target: &Target) -> u8 {
             let warnings = Diagnostics(model.loaded.diags.warnings().cloned().collect());
             if !warnings.0.is_empty() {
                 out.diagnostics(&warnings);
+            }
+            if let Some(e) = log_setting_error(model) {
+                out.error(&e);
+                return EXIT_ERROR;
             }
             out.print(&format!(
                 "Manifests valid: {} resources.\n",
