@@ -8,6 +8,10 @@
 //! after every append) lets the chain continue across logrotate and lets `verify_with_head`
 //! detect truncation. Optional HMAC checkpoints, keyed by a file that is not in the log, detect a
 //! consistent rewrite of the whole chain. The format is documented in docs/audit.md.
+//!
+//! The log and head files under a target root are reached only through [`Host`] (the root-safe
+//! walk and atomic write of `src/host/state.rs`), like every other path under `--root`; files
+//! named on the `audit` command line are read where the operator says.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -502,7 +506,8 @@ impl<'h> AuditLog<'h> {
                 .map(|r| (r.seq, sha256_hex(&bytes))),
             None => None,
         };
-        let (prev_seq, prev_hash) = match read_head_in(host, head)?.filter(|h| h.seq > 0) {
+        let head_state = read_head_in(host, head)?.filter(|h| h.seq > 0 && h.is_of(log));
+        let (prev_seq, prev_hash) = match head_state {
             Some(h) => (h.seq, h.hash),
             None => from_log.unwrap_or((0, GENESIS_PREV.to_string())),
         };
