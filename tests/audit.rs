@@ -552,3 +552,29 @@ fn a_saved_plan_made_before_the_first_apply_still_detects_stale_non_secret_state
     s.run("apply", &[plan.to_str().unwrap_or_default()])
         .assert_code(0);
 }
+
+#[test]
+fn an_audit_log_or_lock_hard_linked_to_a_file_outside_is_refused_and_the_file_is_unchanged() {
+    for path in [LOG, "/run/reconcile.lock"] {
+        let s = Sandbox::new();
+        site(&s);
+        let out = tempfile::tempdir_in(s.root.parent().unwrap_or(&s.root))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let target = out.path().join("f");
+        std::fs::write(&target, "outside\n").unwrap_or_else(|e| panic!("{e}"));
+        let before = support::sandbox::snapshot(out.path());
+        let link = s.path(path);
+        if let Some(p) = link.parent() {
+            std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::hard_link(&target, &link).unwrap_or_else(|e| panic!("{e}"));
+        let run = s.run("apply", &["site.yaml"]);
+        run.assert_code(1);
+        assert!(run.stderr().contains("hard link"), "{path}: {}", run.all());
+        assert_eq!(support::sandbox::snapshot(out.path()), before, "{path}");
+        assert!(
+            !s.path("/etc/app").exists(),
+            "{path}: something was applied"
+        );
+    }
+}

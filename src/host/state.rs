@@ -93,6 +93,17 @@ impl Host {
                 reason: "is not a regular file".into(),
             });
         }
+        // A hard link made from outside the root would carry our appends (and the lock's
+        // truncation) to a file elsewhere, as for managed files.
+        if !created && st.st_nlink > 1 {
+            return Err(HostError::Unsafe {
+                path: self.show(path),
+                reason: format!(
+                    "has {} hard links; reconcile does not write its own files through a hard link",
+                    st.st_nlink
+                ),
+            });
+        }
         if created {
             nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
                 .map_err(|e| self.state_error(path, e.desc()))?;
@@ -212,6 +223,26 @@ mod tests {
             std::fs::read_to_string(outside.path().join("f"))?,
             "outside"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn hard_linked_engine_files_are_not_written() -> R {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("run"))?;
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "keep me\n")?;
+        std::fs::hard_link(&outside, root.join("run/reconcile.lock"))?;
+        let host = Host::open(&root)?;
+        match host.lock() {
+            Err(HostError::Unsafe { reason, .. }) => {
+                assert!(reason.contains("hard link"), "{reason}")
+            }
+            Err(e) => panic!("expected a hard-link refusal, got {e}"),
+            Ok(_) => panic!("expected a hard-link refusal, got the lock"),
+        }
+        assert_eq!(std::fs::read_to_string(&outside)?, "keep me\n");
         Ok(())
     }
 
