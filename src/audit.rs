@@ -8,11 +8,15 @@
 //! after every append) lets the chain continue across logrotate and lets `verify_with_head`
 //! detect truncation. Optional HMAC checkpoints, keyed by a file that is not in the log, detect a
 //! consistent rewrite of the whole chain. The format is documented in docs/audit.md.
+//!
+//! The log and head files under a target root are reached only through [`Host`] (the root-safe
+//! walk and atomic write of `src/host/state.rs`), like every other path under `--root`; files
+//! named on the `audit` command line are read where the operator says.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -22,11 +26,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::host::{Host, HostError};
+use crate::plan::{hex, sha256_hex};
+
 /// Live log, relative to the target root.
 pub const DEFAULT_LOG: &str = "/var/log/reconcile/audit.jsonl";
 /// Chain head state, relative to the target root. Lives outside the log directory so that
 /// logrotate never touches it.
 pub const DEFAULT_HEAD: &str = "/var/lib/reconcile/audit-head.json";
+
+/// The head file of a log. Each log has its own, so a run that writes to the default log (a
+/// refused run that could not read `settings.audit_log`) never moves the head of a configured
+/// one: the default log keeps [`DEFAULT_HEAD`], any other log gets one named after its path.
+pub fn head_for(log: &str) -> String {
+    if log == DEFAULT_LOG {
+        DEFAULT_HEAD.to_string()
+    } else {
+        format!(
+            "/var/lib/reconcile/audit-head-{}.json",
+            &sha256_hex(log.as_bytes())[..16]
+        )
+    }
+}
 
 /// `prev` of the first record ever written.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -36,7 +57,15 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const EVENT_CONTINUED: &str = "continued";
 pub const EVENT_RECOVERED: &str = "recovered";
 pub const EVENT_CHECKPOINT: &str = "checkpoint";
-const RESERVED_EVENTS: [&str; 3] = [EVENT_CONTINUED, EVENT_RECOVERED, EVENT_CHECKPOINT];
+/// First record of a new segment started by `apply --audit-recover` after the live log failed
+/// verification and was moved aside.
+pub const EVENT_SEGMENT: &str = "segment";
+const RESERVED_EVENTS: [&str; 4] = [
+    EVENT_CONTINUED,
+    EVENT_RECOVERED,
+    EVENT_CHECKPOINT,
+    EVENT_SEGMENT,
+];
 
 /// Upper bound for one serialized record; a runaway diff in `data` must not produce a line that
 /// readers have to buffer without limit.
@@ -64,10 +93,6 @@ pub enum AuditError {
     },
     #[error("audit log: refusing to open {path}: it is a symbolic link (the audit log and its head file are never followed through symlinks)")]
     Symlink { path: PathBuf },
-    #[error("audit log: {path} is not a regular file")]
-    NotRegular { path: PathBuf },
-    #[error("audit log: cannot create {path}: {ancestor} exists and is not a directory")]
-    NotADirectory { path: PathBuf, ancestor: PathBuf },
     #[error(
         "audit log: {path} is locked by another process (is another reconcile apply running?)"
     )]
@@ -85,7 +110,7 @@ pub enum AuditError {
         line: usize,
         reason: String,
     },
-    #[error("audit log: {log} ends at seq {log_seq} but head file {head} records seq {head_seq}: {reason}; refusing to append. Investigate with `reconcile audit verify --head`; to start a new segment after investigation, move the log aside like logrotate does (the next apply then writes a `continued` record)")]
+    #[error("audit log: {log} ends at seq {log_seq} but head file {head} records seq {head_seq}: {reason}; refusing to append. Investigate with `reconcile audit verify` (it compares the log with the head file; add --root for another root); after investigating, `reconcile apply --audit-recover` moves the log aside unchanged and starts a new, recorded segment")]
     HeadMismatch {
         log: PathBuf,
         head: PathBuf,
@@ -100,6 +125,15 @@ pub enum AuditError {
         rotated: PathBuf,
         reason: String,
     },
+    #[error("audit log: the chain in {path} is broken ({at}); refusing to append. Investigate with `reconcile audit verify` (add --root for another root); after investigating, `reconcile apply --audit-recover` moves the log aside unchanged and starts a new, recorded segment")]
+    Broken {
+        path: PathBuf,
+        /// The first seq whose link is broken, when known.
+        seq: Option<u64>,
+        at: String,
+    },
+    #[error("audit log: {0}")]
+    Host(#[from] HostError),
     #[error("audit log: head file {path} is invalid: {reason}")]
     BadHead { path: PathBuf, reason: String },
     #[error("audit log: key file {path}: {reason}")]
@@ -122,6 +156,19 @@ pub enum AuditError {
     Compressed { path: PathBuf },
     #[error("audit log: no log files given to verify")]
     NoFiles,
+}
+
+impl AuditError {
+    /// The log's content failed verification (as opposed to an I/O or permission problem):
+    /// what `--audit-recover` may start a new segment after.
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            AuditError::Corrupt { .. }
+                | AuditError::HeadMismatch { .. }
+                | AuditError::Broken { .. }
+        )
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AuditError + 'a {
@@ -228,11 +275,24 @@ struct HeadState {
     log: String,
 }
 
+impl HeadState {
+    /// Whether this head was written for `log` (a path under the root; the head records the
+    /// machine path, which ends with it). Before each log had its own head, a configured log
+    /// and the default one shared the default head: such a head names the other log and is
+    /// not this log's.
+    fn is_of(&self, log: &str) -> bool {
+        self.log.ends_with(log)
+    }
+}
+
 /// An open, locked, append-only audit log.
-pub struct AuditLog {
+pub struct AuditLog<'h> {
+    host: &'h Host,
     file: Flock<File>,
-    log: PathBuf,
-    head: PathBuf,
+    /// Path under the root, for the host; `log_path` is the machine path, for messages.
+    log: String,
+    log_path: PathBuf,
+    head: String,
     ctx: AuditContext,
     seq: u64,
     hash: String,
@@ -241,7 +301,7 @@ pub struct AuditLog {
     poisoned: bool,
 }
 
-impl fmt::Debug for AuditLog {
+impl fmt::Debug for AuditLog<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLog")
             .field("log", &self.log)
@@ -252,57 +312,68 @@ impl fmt::Debug for AuditLog {
     }
 }
 
-impl AuditLog {
-    /// `log` and `head` are real (machine-side) paths, e.g. ROOT/var/log/reconcile/audit.jsonl.
-    /// Creates missing parent dirs (0750) and the log (0640) with O_APPEND; never follows a
-    /// symlink at the final component (O_NOFOLLOW). Fails with a clear error if not writable (the
-    /// apply then refuses to start). Takes an exclusive, non-blocking flock on the log for the
-    /// lifetime of the value.
+impl<'h> AuditLog<'h> {
+    /// `log` and `head` are paths under the host's root (`/var/log/reconcile/audit.jsonl`),
+    /// reached by the root-safe walk: no symlinked component is followed, and missing parents
+    /// are made 0750. The log is created 0640 and opened with O_APPEND|O_NOFOLLOW. Fails with a
+    /// clear error if not writable (the apply then refuses to start). Takes an exclusive,
+    /// non-blocking flock on the log for the lifetime of the value.
+    ///
+    /// The whole live log is verified before anything is appended: a broken link anywhere in it
+    /// (an edited, deleted, inserted or swapped record), a last record that does not match the
+    /// head file, or a line that is not a record refuses the open and leaves the file as it was.
+    /// With `recover`, such a log is moved aside instead and a new segment is started whose
+    /// first record (`segment`) names the moved file, its size and SHA-256, and the reason.
     ///
     /// May append records before returning: `continued` when the log is empty or missing but the
     /// head file exists (rotation), `recovered` when the log ended in a torn line (which is
     /// truncated away; its length and SHA-256 go into the record).
-    pub fn open(log: &Path, head: &Path, ctx: AuditContext) -> Result<AuditLog, AuditError> {
-        ensure_parent_dir(log)?;
-        ensure_parent_dir(head)?;
-        let file = open_log_file(log)?;
-        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(f) => f,
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(AuditError::Locked {
-                    path: log.to_path_buf(),
-                })
-            }
-            Err((_, e)) => {
-                return Err(AuditError::Io {
-                    op: "lock",
-                    path: log.to_path_buf(),
-                    source: io::Error::from(e),
-                })
-            }
-        };
-        let head_state = read_head(head)?;
+    pub fn open(
+        host: &'h Host,
+        log: &str,
+        head: &str,
+        ctx: AuditContext,
+        recover: bool,
+    ) -> Result<AuditLog<'h>, AuditError> {
+        match Self::open_checked(host, log, head, ctx.clone()) {
+            Err(e) if recover && e.is_integrity() => Self::start_segment(host, log, head, ctx, &e),
+            other => other,
+        }
+    }
 
-        let mut len = file.metadata().map_err(io_err("stat", log))?.len();
+    fn open_checked(
+        host: &'h Host,
+        log: &str,
+        head: &str,
+        ctx: AuditContext,
+    ) -> Result<AuditLog<'h>, AuditError> {
+        let log_path = host.real_path(log);
+        let head_path = host.real_path(head);
+        let (file, created) = host.open_state_append(log, DIR_MODE, LOG_MODE)?;
+        let file = lock_log(file, &log_path)?;
+        let head_state = read_head_in(host, head)?.filter(|h| h.is_of(log));
+
+        let mut len = file.metadata().map_err(io_err("stat", &log_path))?.len();
         let mut torn: Option<(u64, String, u64)> = None;
-        if len > 0 && read_byte_at(&file, len - 1, log)? != b'\n' {
-            let keep = match rfind_newline(&file, len, log)? {
+        if len > 0 && read_byte_at(&file, len - 1, &log_path)? != b'\n' {
+            let keep = match rfind_newline(&file, len, &log_path)? {
                 Some(p) => p + 1,
                 None => 0,
             };
             // Truncated only once the rest of the log checks out below, so that a refused open
             // leaves the evidence as it found it.
-            let (n, sha) = hash_range(&file, keep, len, log)?;
+            let (n, sha) = hash_range(&file, keep, len, &log_path)?;
             torn = Some((n, sha, keep));
             len = keep;
         }
+        verify_live(&file, len, &log_path)?;
 
         let mut continued_from: Option<HeadState> = None;
-        let (seq, hash) = match last_line(&file, len, log)? {
+        let (seq, hash) = match last_line(&file, len, &log_path)? {
             Some((start, bytes)) => {
                 let rec = parse_record(&bytes).map_err(|reason| AuditError::Corrupt {
-                    path: log.to_path_buf(),
-                    line: line_number_at(&file, start, log),
+                    path: log_path.clone(),
+                    line: line_number_at(&file, start, &log_path),
                     reason,
                 })?;
                 let hash = sha256_hex(&bytes);
@@ -323,8 +394,8 @@ impl AuditLog {
                                 .to_string()
                         };
                         return Err(AuditError::HeadMismatch {
-                            log: log.to_path_buf(),
-                            head: head.to_path_buf(),
+                            log: log_path,
+                            head: head_path,
                             log_seq: rec.seq,
                             head_seq: h.seq,
                             reason,
@@ -342,7 +413,7 @@ impl AuditLog {
                 // No head, empty log: a genuine first run, unless rotated logs exist (the head
                 // file was lost); then the chain continues from the newest of them rather than
                 // silently restarting at seq 1.
-                None => match head_from_rotated(log, head)? {
+                None => match head_from_rotated(host, log, head)? {
                     Some(h) => {
                         let st = (h.seq, h.hash.clone());
                         continued_from = Some(h);
@@ -353,15 +424,23 @@ impl AuditLog {
             },
         };
 
+        // Only now, with the content known to be an audit log: a file that is not one is
+        // refused above with its mode untouched.
+        if !created {
+            let meta = file.metadata().map_err(io_err("stat", &log_path))?;
+            check_log_perms(&file, &meta, &log_path)?;
+        }
         if torn.is_some() {
             file.set_len(len)
-                .map_err(io_err("truncate torn tail of", log))?;
-            file.sync_all().map_err(io_err("fsync", log))?;
+                .map_err(io_err("truncate torn tail of", &log_path))?;
+            file.sync_all().map_err(io_err("fsync", &log_path))?;
         }
         let mut audit = AuditLog {
+            host,
             file,
-            log: log.to_path_buf(),
-            head: head.to_path_buf(),
+            log: log.to_string(),
+            log_path,
+            head: head.to_string(),
             ctx,
             seq,
             hash,
@@ -389,12 +468,90 @@ impl AuditLog {
             )?;
         }
         // Proves now, before the apply starts, that the head file can be written (and repairs a
-        // head that lagged after a crash).
-        if audit.seq > 0 {
-            audit.write_head()?;
-        } else {
-            probe_writable_dir(head)?;
+        // head that lagged after a crash). At seq 0 it records the empty chain.
+        audit.write_head()?;
+        Ok(audit)
+    }
+
+    /// `--audit-recover`: moves a log that failed verification aside, unchanged, and starts a
+    /// new live log whose first record says where the old one went and why. The chain
+    /// continues from the head file (the last state this host vouched for), else from the last
+    /// record of the moved log.
+    fn start_segment(
+        host: &'h Host,
+        log: &str,
+        head: &str,
+        ctx: AuditContext,
+        why: &AuditError,
+    ) -> Result<AuditLog<'h>, AuditError> {
+        let log_path = host.real_path(log);
+        let (file, _) = host.open_state_append(log, DIR_MODE, LOG_MODE)?;
+        let file = lock_log(file, &log_path)?;
+        let len = file.metadata().map_err(io_err("stat", &log_path))?.len();
+        // Never move a file that never was an audit log (a mistyped `audit_log:`).
+        if let Some(first) = first_line(&file, len, &log_path)? {
+            if parse_record(&first).is_err() {
+                return Err(AuditError::Corrupt {
+                    path: log_path,
+                    line: 1,
+                    reason: "the file does not start with an audit record, so it is not an audit log; --audit-recover moves only audit logs aside".into(),
+                });
+            }
         }
+        let (moved_bytes, moved_sha) = hash_range(&file, 0, len, &log_path)?;
+        let end = rfind_newline(&file, len, &log_path)?.map_or(0, |p| p + 1);
+        let from_log = match last_line(&file, end, &log_path)? {
+            Some((_, bytes)) => parse_record(&bytes)
+                .ok()
+                .map(|r| (r.seq, sha256_hex(&bytes))),
+            None => None,
+        };
+        let head_state = read_head_in(host, head)?.filter(|h| h.seq > 0 && h.is_of(log));
+        let (prev_seq, prev_hash) = match head_state {
+            Some(h) => (h.seq, h.hash),
+            None => from_log.unwrap_or((0, GENESIS_PREV.to_string())),
+        };
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
+        let mut moved = format!("{log}.broken-{stamp}");
+        let mut n = 1;
+        while host.lstat(&moved)?.is_some() {
+            n += 1;
+            moved = format!("{log}.broken-{stamp}-{n}");
+        }
+        host.rename(log, &moved)?;
+        drop(file);
+        let (file, _) = host.open_state_append(log, DIR_MODE, LOG_MODE)?;
+        let file = lock_log(file, &log_path)?;
+        let len = file.metadata().map_err(io_err("stat", &log_path))?.len();
+        if len != 0 {
+            // Someone wrote a new log between the rename and here: not ours to continue.
+            return Err(AuditError::Locked { path: log_path });
+        }
+        let mut audit = AuditLog {
+            host,
+            file,
+            log: log.to_string(),
+            log_path,
+            head: head.to_string(),
+            ctx,
+            seq: prev_seq,
+            hash: prev_hash.clone(),
+            len: 0,
+            poisoned: false,
+        };
+        audit.append(
+            EVENT_SEGMENT,
+            &serde_json::json!({
+                "previous_seq": prev_seq,
+                "previous_hash": prev_hash,
+                "moved_to": host.show(&moved),
+                "moved_bytes": moved_bytes,
+                "moved_sha256": moved_sha,
+                "reason": why.to_string(),
+            }),
+        )?;
         Ok(audit)
     }
 
@@ -436,13 +593,13 @@ impl AuditLog {
     }
 
     pub fn path(&self) -> &Path {
-        &self.log
+        &self.log_path
     }
 
     fn append(&mut self, event: &str, data: &Value) -> Result<u64, AuditError> {
         if self.poisoned {
             return Err(AuditError::Poisoned {
-                path: self.log.clone(),
+                path: self.log_path.clone(),
             });
         }
         let seq = self.seq + 1;
@@ -461,7 +618,7 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&rec)?;
         if line.len() > MAX_RECORD_BYTES {
             return Err(AuditError::TooLarge {
-                path: self.log.clone(),
+                path: self.log_path.clone(),
                 size: line.len(),
                 max: MAX_RECORD_BYTES,
             });
@@ -470,7 +627,7 @@ impl AuditLog {
         // here would mean a serializer bug, and would split the record.
         if line.contains(&b'\n') {
             return Err(AuditError::Corrupt {
-                path: self.log.clone(),
+                path: self.log_path.clone(),
                 line: 0,
                 reason: "serialized record contains a raw newline".to_string(),
             });
@@ -489,7 +646,7 @@ impl AuditLog {
             }
             return Err(AuditError::Io {
                 op: "append to",
-                path: self.log.clone(),
+                path: self.log_path.clone(),
                 source: e,
             });
         }
@@ -504,11 +661,13 @@ impl AuditLog {
         let state = HeadState {
             seq: self.seq,
             hash: self.hash.clone(),
-            log: self.log.to_string_lossy().into_owned(),
+            log: self.log_path.to_string_lossy().into_owned(),
         };
         let mut bytes = serde_json::to_vec(&state)?;
         bytes.push(b'\n');
-        write_atomic(&self.head, &bytes)
+        self.host
+            .write_state(&self.head, &bytes, DIR_MODE, LOG_MODE)
+            .map_err(AuditError::from)
     }
 }
 
@@ -553,110 +712,18 @@ fn map_open_err(op: &'static str, path: &Path, e: io::Error) -> AuditError {
     }
 }
 
-/// Creates the missing ancestors of `path` with mode 0750 (exactly: umask is undone), fsyncing
-/// each new directory's parent so the entry survives a crash.
-fn ensure_parent_dir(path: &Path) -> Result<(), AuditError> {
-    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    let mut missing = Vec::new();
-    let mut cur = parent;
-    loop {
-        match fs::metadata(cur) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => {
-                return Err(AuditError::NotADirectory {
-                    path: path.to_path_buf(),
-                    ancestor: cur.to_path_buf(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                missing.push(cur);
-                match cur.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    Some(p) => cur = p,
-                    None => break,
-                }
-            }
-            // Some ancestor is not a directory: walk up to name it in the error.
-            Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
-                match cur.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    Some(p) => cur = p,
-                    None => break,
-                }
-            }
-            Err(e) => {
-                return Err(AuditError::Io {
-                    op: "inspect directory",
-                    path: cur.to_path_buf(),
-                    source: e,
-                })
-            }
-        }
-    }
-    for dir in missing.into_iter().rev() {
-        match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
-            Ok(()) => {
-                fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-                    .map_err(io_err("set mode 0750 on", dir))?;
-                if let Some(p) = dir.parent() {
-                    fsync_dir(p)?;
-                }
-            }
-            // Another process created it between our stat and mkdir: fine.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => {
-                return Err(AuditError::Io {
-                    op: "create directory",
-                    path: dir.to_path_buf(),
-                    source: e,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), AuditError> {
-    let d = OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlag::O_DIRECTORY.bits() | OFlag::O_CLOEXEC.bits())
-        .open(dir)
-        .map_err(io_err("open directory", dir))?;
-    d.sync_all().map_err(io_err("fsync directory", dir))
-}
-
-fn open_log_file(log: &Path) -> Result<File, AuditError> {
-    let mut opts = OpenOptions::new();
-    opts.read(true)
-        .append(true)
-        .mode(LOG_MODE)
-        .custom_flags(nofollow());
-    let (file, created) = match opts.clone().create_new(true).open(log) {
-        Ok(f) => (f, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-            opts.open(log)
-                .map_err(|e| map_open_err("open for appending", log, e))?,
-            false,
-        ),
-        Err(e) => return Err(map_open_err("create", log, e)),
-    };
-    let meta = file.metadata().map_err(io_err("stat", log))?;
-    if !meta.file_type().is_file() {
-        return Err(AuditError::NotRegular {
+fn lock_log(file: File, log: &Path) -> Result<Flock<File>, AuditError> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => Ok(f),
+        Err((_, Errno::EWOULDBLOCK)) => Err(AuditError::Locked {
             path: log.to_path_buf(),
-        });
+        }),
+        Err((_, e)) => Err(AuditError::Io {
+            op: "lock",
+            path: log.to_path_buf(),
+            source: io::Error::from(e),
+        }),
     }
-    if created {
-        file.set_permissions(fs::Permissions::from_mode(LOG_MODE))
-            .map_err(io_err("set mode 0640 on", log))?;
-        file.sync_all().map_err(io_err("fsync", log))?;
-        if let Some(p) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(p)?;
-        }
-    } else {
-        check_log_perms(&file, &meta, log)?;
-    }
-    Ok(file)
 }
 
 /// A log writable by group/other, or owned by someone other than root or us, could be edited by
@@ -767,6 +834,55 @@ fn count_newlines(file: &File, end: u64, path: &Path) -> Result<usize, AuditErro
     Ok(count)
 }
 
+/// The first line of a file of length `len` (without its newline, at most one record long),
+/// or `None` when the file is empty.
+fn first_line(file: &File, len: u64, path: &Path) -> Result<Option<Vec<u8>>, AuditError> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let n = len.min(MAX_RECORD_BYTES as u64 + 1) as usize;
+    let mut bytes = vec![0u8; n];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(io_err("read", path))?;
+    if let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+        bytes.truncate(i);
+    }
+    Ok(Some(bytes))
+}
+
+/// Verifies the chain of the live log's first `len` bytes (which end in a newline or are
+/// empty) before anything is appended to it.
+fn verify_live(file: &File, len: u64, path: &Path) -> Result<(), AuditError> {
+    let mut v = Verifier::new(None, None);
+    v.report.files = 1;
+    lines_of(file, len, path, |line_no, bytes| {
+        v.line(path, line_no, bytes)
+    })?;
+    match v.report.problem {
+        Some(b) => Err(AuditError::Broken {
+            path: path.to_path_buf(),
+            seq: b.seq,
+            at: b.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn parse_head(text: &[u8], head: &Path) -> Result<HeadState, AuditError> {
+    let state: HeadState = serde_json::from_slice(text).map_err(|e| AuditError::BadHead {
+        path: head.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !is_sha256_hex(&state.hash) {
+        return Err(AuditError::BadHead {
+            path: head.to_path_buf(),
+            reason: "hash is not 64 lowercase hex digits".to_string(),
+        });
+    }
+    Ok(state)
+}
+
+/// A head file given by its machine path (`audit verify`).
 fn read_head(head: &Path) -> Result<Option<HeadState>, AuditError> {
     let file = match OpenOptions::new()
         .read(true)
@@ -777,41 +893,48 @@ fn read_head(head: &Path) -> Result<Option<HeadState>, AuditError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(map_open_err("open head file", head, e)),
     };
-    let mut text = String::new();
+    let mut text = Vec::new();
     file.take(MAX_HEAD_BYTES)
-        .read_to_string(&mut text)
+        .read_to_end(&mut text)
         .map_err(io_err("read head file", head))?;
-    let state: HeadState = serde_json::from_str(&text).map_err(|e| AuditError::BadHead {
-        path: head.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if !is_sha256_hex(&state.hash) {
-        return Err(AuditError::BadHead {
-            path: head.to_path_buf(),
-            reason: "hash is not 64 lowercase hex digits".to_string(),
-        });
+    parse_head(&text, head).map(Some)
+}
+
+/// A head file under the host's root, through the root-safe walk.
+fn read_head_in(host: &Host, head: &str) -> Result<Option<HeadState>, AuditError> {
+    match host.read_state(head, MAX_HEAD_BYTES)? {
+        Some((_, text)) => parse_head(&text, &host.real_path(head)).map(Some),
+        None => Ok(None),
     }
-    Ok(Some(state))
 }
 
 /// The chain state at the end of the newest rotated sibling of `log`, for when the head file is
 /// missing.
-fn head_from_rotated(log: &Path, head: &Path) -> Result<Option<HeadState>, AuditError> {
-    let files = log_files(log)?;
-    let Some(newest) = files.iter().rev().find(|p| p.as_path() != log) else {
+fn head_from_rotated(host: &Host, log: &str, head: &str) -> Result<Option<HeadState>, AuditError> {
+    let (dir, name) = match log.rsplit_once('/') {
+        Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
+        None => return Ok(None),
+    };
+    let names = match host.list_dir(dir) {
+        Ok(n) => n,
+        Err(_) if host.lstat(dir)?.is_none() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(newest) = rotation_order(name, names).pop() else {
         return Ok(None);
     };
+    let newest = format!("{}/{newest}", dir.trim_end_matches('/'));
+    let newest_path = host.real_path(&newest);
     let refuse = |reason: String| AuditError::NoHead {
-        log: log.to_path_buf(),
-        head: head.to_path_buf(),
-        rotated: newest.clone(),
+        log: host.real_path(log),
+        head: host.real_path(head),
+        rotated: newest_path.clone(),
         reason,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nofollow())
-        .open(newest)
-        .map_err(|e| refuse(e.to_string()))?;
+    let file = host
+        .open_state_read(&newest)
+        .map_err(|e| refuse(e.to_string()))?
+        .ok_or_else(|| refuse("it disappeared".to_string()))?;
     let len = file.metadata().map_err(|e| refuse(e.to_string()))?.len();
     let mut magic = [0u8; 2];
     if file
@@ -823,77 +946,24 @@ fn head_from_rotated(log: &Path, head: &Path) -> Result<Option<HeadState>, Audit
         return Err(refuse("it is gzip-compressed".to_string()));
     }
     // A torn tail there is skipped, as `verify` does.
-    let end = match rfind_newline(&file, len, newest)? {
+    let end = match rfind_newline(&file, len, &newest_path)? {
         Some(p) => p + 1,
         None => return Err(refuse("it holds no complete record".to_string())),
     };
-    let Some((start, bytes)) = last_line(&file, end, newest)? else {
+    let Some((start, bytes)) = last_line(&file, end, &newest_path)? else {
         return Err(refuse("it holds no complete record".to_string()));
     };
     let rec = parse_record(&bytes).map_err(|e| {
         refuse(format!(
             "line {}: {e}",
-            line_number_at(&file, start, newest)
+            line_number_at(&file, start, &newest_path)
         ))
     })?;
     Ok(Some(HeadState {
         seq: rec.seq,
         hash: sha256_hex(&bytes),
-        log: newest.to_string_lossy().into_owned(),
+        log: newest_path.to_string_lossy().into_owned(),
     }))
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// temp (O_EXCL, O_NOFOLLOW, 0640) + write + fsync + rename + fsync dir.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    let tmp = temp_name(path);
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("remove stale temp file", &tmp)(e)),
-    }
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(LOG_MODE)
-            .custom_flags(nofollow())
-            .open(&tmp)
-            .map_err(|e| map_open_err("create", &tmp, e))?;
-        f.set_permissions(fs::Permissions::from_mode(LOG_MODE))
-            .map_err(io_err("set mode 0640 on", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename temp file onto", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsync_dir(p)?;
-    }
-    Ok(())
-}
-
-fn probe_writable_dir(path: &Path) -> Result<(), AuditError> {
-    let tmp = temp_name(path);
-    let _ = fs::remove_file(&tmp);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(LOG_MODE)
-        .custom_flags(nofollow())
-        .open(&tmp)
-        .map_err(|e| map_open_err("create head file next to", path, e))?;
-    fs::remove_file(&tmp).map_err(io_err("remove", &tmp))
 }
 
 /// Reads a checkpoint key. The file must be a regular file (not a symlink) readable only by its
@@ -948,16 +1018,6 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>, AuditError> {
 // Hashing
 // ---------------------------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
@@ -971,11 +1031,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .chunks(2)
         .map(|p| Some((val(p[0])? << 4) | val(p[1])?))
         .collect()
-}
-
-/// SHA-256 of a record line's bytes (without the newline), lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -1083,6 +1138,9 @@ pub struct VerifyReport {
     /// Records not covered by a verified checkpoint: after the last one, or all without a key.
     pub unkeyed_records: u64,
     pub torn_tails: Vec<TornTail>,
+    /// New segments started by `apply --audit-recover`, explained (where the broken log was
+    /// moved and why). The chain before each is not verified across it.
+    pub segments: Vec<String>,
     /// Other informational findings (empty files, head lag, ...).
     pub notes: Vec<String>,
 }
@@ -1096,6 +1154,19 @@ impl VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.problem {
+            None if self.records == 0 => writeln!(
+                f,
+                "audit chain: nothing to verify, no records in {} file(s)",
+                self.files
+            )?,
+            None if !self.segments.is_empty() => writeln!(
+                f,
+                "audit chain OK within each segment: {} record(s) in {} file(s), {} checkpoint(s); {} new segment(s) started by --audit-recover (see below)",
+                self.records,
+                self.files,
+                self.checkpoints,
+                self.segments.len()
+            )?,
             None => writeln!(
                 f,
                 "audit chain OK: {} record(s) in {} file(s), {} checkpoint(s)",
@@ -1131,6 +1202,9 @@ impl fmt::Display for VerifyReport {
                 t.bytes
             )?;
         }
+        for s in &self.segments {
+            writeln!(f, "segment: {s}")?;
+        }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
         }
@@ -1149,7 +1223,18 @@ struct Verifier<'k> {
     last_pos: Option<(PathBuf, usize)>,
 }
 
-impl Verifier<'_> {
+impl<'k> Verifier<'k> {
+    fn new(key: Option<&'k [u8]>, want_seq: Option<u64>) -> Verifier<'k> {
+        Verifier {
+            key,
+            report: VerifyReport::default(),
+            prev: None,
+            want_seq,
+            captured: None,
+            last_pos: None,
+        }
+    }
+
     fn fail(&mut self, file: &Path, line: usize, seq: Option<u64>, reason: String) {
         self.report.problem = Some(Break {
             file: file.to_path_buf(),
@@ -1175,7 +1260,28 @@ impl Verifier<'_> {
             }
         };
         let hash = sha256_hex(bytes);
+        let segment = rec.event == EVENT_SEGMENT;
+        if segment {
+            self.report.segments.push(segment_note(file, line_no, &rec));
+        }
         match self.prev.clone() {
+            // A new segment is where the chain was knowingly restarted: its link to what came
+            // before is not checked (the broken log it replaced was moved aside), and it is
+            // reported instead.
+            _ if segment => {
+                if rec.seq < 1 {
+                    self.fail(
+                        file,
+                        line_no,
+                        Some(rec.seq),
+                        "a `segment` record must have seq >= 1".to_string(),
+                    );
+                    return false;
+                }
+                if self.prev.is_none() && rec.seq > 1 {
+                    self.report.starts_at_seq = Some(rec.seq);
+                }
+            }
             None => {
                 if rec.event == EVENT_CONTINUED {
                     if rec.seq < 2 {
@@ -1260,12 +1366,14 @@ impl Verifier<'_> {
     fn check_own_data(&mut self, rec: &Record) -> Result<(), String> {
         let d = &rec.data;
         match rec.event.as_str() {
-            EVENT_CONTINUED => {
+            EVENT_CONTINUED | EVENT_SEGMENT => {
                 let ok = d.get("previous_seq").and_then(Value::as_u64) == Some(rec.seq - 1)
                     && d.get("previous_hash").and_then(Value::as_str) == Some(rec.prev.as_str());
                 ok.then_some(()).ok_or_else(|| {
-                    "`continued` record's previous_seq/previous_hash do not match its seq/prev"
-                        .to_string()
+                    format!(
+                        "`{}` record's previous_seq/previous_hash do not match its seq/prev",
+                        rec.event
+                    )
                 })
             }
             EVENT_RECOVERED => {
@@ -1321,6 +1429,24 @@ impl Verifier<'_> {
     }
 }
 
+/// What `audit verify` says about a `segment` record.
+fn segment_note(file: &Path, line_no: usize, rec: &Record) -> String {
+    let d = &rec.data;
+    let text = |k: &str| sanitize(d.get(k).and_then(Value::as_str).unwrap_or("?"));
+    format!(
+        "{}:{line_no}: seq {} starts a new segment (`apply --audit-recover` at {} by {}@{}): the previous live log, {} bytes with sha256 {}, was moved to {}; the chain before it is not verified across this point. Reason given: {}",
+        file.display(),
+        rec.seq,
+        sanitize(&rec.ts),
+        sanitize(&rec.user),
+        sanitize(&rec.host),
+        d.get("moved_bytes").and_then(Value::as_u64).unwrap_or(0),
+        text("moved_sha256"),
+        text("moved_to"),
+        text("reason"),
+    )
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -1329,25 +1455,77 @@ fn short(hash: &str) -> &str {
 /// length) if the file does not end in '\n'. `f` returns false to stop.
 fn for_each_line(
     path: &Path,
-    mut f: impl FnMut(usize, &[u8]) -> bool,
+    f: impl FnMut(usize, &[u8]) -> bool,
 ) -> Result<Option<(usize, u64)>, AuditError> {
-    let file = OpenOptions::new()
+    lines_in(open_plain(path)?, path, f)
+}
+
+/// A log file named on the command line (anywhere: it is the operator's choice).
+fn open_plain(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(OFlag::O_CLOEXEC.bits())
         .open(path)
-        .map_err(io_err("open", path))?;
+        .map_err(io_err("open", path))
+}
+
+/// [`for_each_line`] over an open file; a gzip-compressed one is refused.
+fn lines_in(
+    file: File,
+    path: &Path,
+    f: impl FnMut(usize, &[u8]) -> bool,
+) -> Result<Option<(usize, u64)>, AuditError> {
     let mut magic = [0u8; 2];
     if file.read_at(&mut magic, 0).map_err(io_err("read", path))? == 2 && magic == [0x1f, 0x8b] {
         return Err(AuditError::Compressed {
             path: path.to_path_buf(),
         });
     }
-    let mut reader = BufReader::new(file);
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    lines_of(&file, len, path, f)
+}
+
+/// Sequential reads at our own offset, so that reading a log opened for appending does not
+/// depend on (or move) the descriptor's position.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// [`for_each_line`] over the first `len` bytes of an open file. A line longer than a record
+/// may be is handed to `f` cut at the limit (so it fails to parse) rather than buffered whole.
+fn lines_of(
+    file: &File,
+    len: u64,
+    path: &Path,
+    mut f: impl FnMut(usize, &[u8]) -> bool,
+) -> Result<Option<(usize, u64)>, AuditError> {
+    let mut reader = BufReader::new(ReadAt {
+        file,
+        pos: 0,
+        end: len,
+    });
     let mut buf = Vec::new();
     let mut line_no = 0usize;
+    let limit = MAX_RECORD_BYTES as u64 + 1;
     loop {
         buf.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(limit)
             .read_until(b'\n', &mut buf)
             .map_err(io_err("read", path))?;
         if n == 0 {
@@ -1355,6 +1533,10 @@ fn for_each_line(
         }
         line_no += 1;
         if buf.last() != Some(&b'\n') {
+            if n as u64 == limit {
+                let _ = f(line_no, &buf);
+                return Ok(None);
+            }
             return Ok(Some((line_no, buf.len() as u64)));
         }
         buf.pop();
@@ -1364,14 +1546,21 @@ fn for_each_line(
     }
 }
 
-fn run_verifier(files: &[PathBuf], v: &mut Verifier<'_>) -> Result<(), AuditError> {
+/// Opens one of the files to verify.
+type Opener<'a> = &'a dyn Fn(&Path) -> Result<File, AuditError>;
+
+fn run_verifier(
+    files: &[PathBuf],
+    open: Opener<'_>,
+    v: &mut Verifier<'_>,
+) -> Result<(), AuditError> {
     if files.is_empty() {
         return Err(AuditError::NoFiles);
     }
     v.report.files = files.len();
     for path in files {
         let mut count = 0usize;
-        let torn = for_each_line(path, |line_no, bytes| {
+        let torn = lines_in(open(path)?, path, |line_no, bytes| {
             count += 1;
             v.line(path, line_no, bytes)
         })?;
@@ -1391,6 +1580,21 @@ fn run_verifier(files: &[PathBuf], v: &mut Verifier<'_>) -> Result<(), AuditErro
                 .push(format!("{} holds no complete records", path.display()));
         }
     }
+    // Bytes without a single complete record are not a chain at all (not an audit log, or a
+    // first write that was interrupted): never "chain OK".
+    if v.report.records == 0 {
+        if let Some(t) = v.report.torn_tails.first() {
+            v.report.problem = Some(Break {
+                file: t.file.clone(),
+                line: t.line,
+                seq: None,
+                reason: format!(
+                    "no complete record: {} byte(s) without a newline (not an audit log, or its first write was interrupted)",
+                    t.bytes
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -1398,16 +1602,80 @@ fn run_verifier(files: &[PathBuf], v: &mut Verifier<'_>) -> Result<(), AuditErro
 /// every checkpoint must verify and the tail after the last checkpoint is reported as unkeyed
 /// (`unkeyed_records`). Stops at the first problem.
 pub fn verify(files: &[PathBuf], key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
-    let mut v = Verifier {
-        key,
-        report: VerifyReport::default(),
-        prev: None,
-        want_seq: None,
-        captured: None,
-        last_pos: None,
-    };
-    run_verifier(files, &mut v)?;
+    let mut v = Verifier::new(key, None);
+    run_verifier(files, &open_plain, &mut v)?;
     Ok(v.report)
+}
+
+/// Verifies the log `log` of a target root and its rotations, found and opened through the
+/// root-safe walk (a symlinked `ROOT/var/log` is refused, not followed), against the log's
+/// own head file when there is one.
+pub fn verify_in(host: &Host, log: &str, key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
+    let files = log_files_in(host, log)?;
+    let real: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
+    let open = |path: &Path| -> Result<File, AuditError> {
+        let name = files
+            .iter()
+            .find(|(_, p)| p == path)
+            .map(|(n, _)| n.as_str())
+            .unwrap_or(log);
+        host.open_state_read(name)?.ok_or_else(|| AuditError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })
+    };
+    let head = head_for(log);
+    match read_head_in(host, &head)?.filter(|h| h.is_of(log)) {
+        Some(state) => verify_against_head(&real, &open, key, state, &host.real_path(&head)),
+        None => {
+            let mut v = Verifier::new(key, None);
+            run_verifier(&real, &open, &mut v)?;
+            Ok(v.report)
+        }
+    }
+}
+
+/// The live log `log` of a target root and its rotations, oldest first, as (path under the
+/// root, machine path), listed through the root-safe walk; only regular files.
+pub fn log_files_in(host: &Host, log: &str) -> Result<Vec<(String, PathBuf)>, AuditError> {
+    let (dir, name) = match log.rsplit_once('/') {
+        Some((d, n)) => (if d.is_empty() { "/" } else { d }, n),
+        None => return Ok(Vec::new()),
+    };
+    match host.lstat(dir)? {
+        None => return Ok(Vec::new()),
+        Some(st) if st.kind != crate::host::FileKind::Directory => {
+            return Err(AuditError::Host(HostError::Unsafe {
+                path: host.show(dir),
+                reason: format!(
+                    "is a {}; reconcile never follows a symlink to its own files",
+                    st.kind.name()
+                ),
+            }))
+        }
+        Some(_) => {}
+    }
+    let mut names = rotation_order(name, host.list_dir(dir)?);
+    names.push(name.to_string());
+    let mut out = Vec::new();
+    for n in names {
+        let path = format!("{}/{n}", dir.trim_end_matches('/'));
+        match host.lstat(&path)? {
+            Some(st) if st.kind == crate::host::FileKind::File => {
+                let real = host.real_path(&path);
+                out.push((path, real));
+            }
+            Some(st) => {
+                return Err(AuditError::Host(HostError::Unsafe {
+                    path: host.show(&path),
+                    reason: format!("is a {}, not an audit log file", st.kind.name()),
+                }))
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Like `verify`, and also compares the chain with the head file: records missing at the end
@@ -1423,15 +1691,18 @@ pub fn verify_with_head(
             reason: "does not exist".to_string(),
         });
     };
-    let mut v = Verifier {
-        key,
-        report: VerifyReport::default(),
-        prev: None,
-        want_seq: Some(state.seq),
-        captured: None,
-        last_pos: None,
-    };
-    run_verifier(files, &mut v)?;
+    verify_against_head(files, &open_plain, key, state, head)
+}
+
+fn verify_against_head(
+    files: &[PathBuf],
+    open: Opener<'_>,
+    key: Option<&[u8]>,
+    state: HeadState,
+    head: &Path,
+) -> Result<VerifyReport, AuditError> {
+    let mut v = Verifier::new(key, Some(state.seq));
+    run_verifier(files, open, &mut v)?;
     if v.report.problem.is_some() {
         return Ok(v.report);
     }
@@ -1498,39 +1769,52 @@ pub fn log_files(log: &Path) -> Result<Vec<PathBuf>, AuditError> {
     let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Ok(Vec::new());
     };
-    let mut numbered: Vec<(u64, PathBuf)> = Vec::new();
-    let mut dated: Vec<(String, PathBuf)> = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err("list directory", dir)(e)),
     };
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err("list directory", dir))?;
-        let fname = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = fname.strip_prefix(&name) else {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let mut out: Vec<PathBuf> = rotation_order(&name, names)
+        .into_iter()
+        .map(|n| dir.join(n))
+        .collect();
+    if log.exists() {
+        out.push(log.to_path_buf());
+    }
+    Ok(out)
+}
+
+/// The rotated copies of the log called `name` among `names`, oldest first (see [`log_files`]);
+/// the live log itself and other names (a `.broken-` log moved aside) are left out.
+fn rotation_order(name: &str, names: Vec<String>) -> Vec<String> {
+    let mut numbered: Vec<(u64, String)> = Vec::new();
+    let mut dated: Vec<(String, String)> = Vec::new();
+    for fname in names {
+        let Some(rest) = fname.strip_prefix(name) else {
             continue;
         };
         let rest = rest.strip_suffix(".gz").unwrap_or(rest);
         if let Some(n) = rest.strip_prefix('.').and_then(|s| s.parse::<u64>().ok()) {
-            numbered.push((n, entry.path()));
+            numbered.push((n, fname));
         } else if let Some(d) = rest.strip_prefix('-') {
             if !d.is_empty()
                 && d.bytes()
                     .all(|b| b.is_ascii_digit() || b == b'-' || b == b'_')
             {
-                dated.push((d.to_string(), entry.path()));
+                dated.push((d.to_string(), fname));
             }
         }
     }
     numbered.sort_by_key(|n| std::cmp::Reverse(n.0));
     dated.sort();
-    let mut out: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    let mut out: Vec<String> = numbered.into_iter().map(|(_, p)| p).collect();
     out.extend(dated.into_iter().map(|(_, p)| p));
-    if log.exists() {
-        out.push(log.to_path_buf());
-    }
-    Ok(out)
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1648,6 +1932,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
+        host: Host,
         root: PathBuf,
         log: PathBuf,
         head: PathBuf,
@@ -1665,11 +1950,16 @@ mod tests {
         let log = root.join(DEFAULT_LOG.trim_start_matches('/'));
         let head = root.join(DEFAULT_HEAD.trim_start_matches('/'));
         Ok(Fixture {
+            host: Host::open(&root)?,
             _dir: dir,
             root,
             log,
             head,
         })
+    }
+
+    fn open(f: &Fixture) -> Result<AuditLog<'_>, AuditError> {
+        AuditLog::open(&f.host, DEFAULT_LOG, DEFAULT_HEAD, ctx(), false)
     }
 
     fn ctx() -> AuditContext {
@@ -1683,7 +1973,7 @@ mod tests {
 
     /// Opens, writes `n` change records, closes.
     fn write_n(f: &Fixture, n: u64) -> Result<(), Box<dyn Error>> {
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(f)?;
         for i in 0..n {
             log.record(
                 "change",
@@ -1719,7 +2009,7 @@ mod tests {
     #[test]
     fn records_written_verify_ok_and_format_is_stable() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(
             log.record("run_start", json!({"manifest": "site.yaml"}))?,
             1
@@ -1802,7 +2092,7 @@ mod tests {
     fn reopen_continues_the_chain() -> R {
         let f = fixture()?;
         write_n(&f, 2)?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(log.seq(), 2);
         assert_eq!(log.record("run_end", json!({}))?, 3);
         drop(log);
@@ -1840,7 +2130,7 @@ mod tests {
         assert_eq!((b.line, b.seq), (3, Some(3)));
         assert!(b.reason.contains("modified"), "{}", b.reason);
         // And the writer refuses to append after it.
-        match AuditLog::open(&f.log, &f.head, ctx()) {
+        match open(&f) {
             Err(AuditError::HeadMismatch {
                 log_seq, head_seq, ..
             }) => assert_eq!((log_seq, head_seq), (3, 3)),
@@ -1904,7 +2194,7 @@ mod tests {
             b.reason
         );
         // The writer refuses to continue a truncated log, naming both seqs.
-        match AuditLog::open(&f.log, &f.head, ctx()) {
+        match open(&f) {
             Err(e @ AuditError::HeadMismatch { .. }) => {
                 let msg = e.to_string();
                 assert!(
@@ -2019,7 +2309,7 @@ mod tests {
     #[test]
     fn keyed_checkpoints_verify_and_report_the_unkeyed_tail() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         log.record("run_start", json!({}))?;
         log.record("change", json!({"resource": "file[/a]"}))?;
         assert_eq!(log.checkpoint(KEY)?, 3);
@@ -2050,7 +2340,7 @@ mod tests {
     #[test]
     fn keyed_checkpoint_detects_a_consistent_rewrite() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         log.record(
             "change",
             json!({"resource": "user[alice]", "action": "create"}),
@@ -2072,7 +2362,7 @@ mod tests {
 
         // A rewrite that leaves the checkpoint's covers_* alone breaks structurally.
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         log.record("change", json!({"resource": "user[alice]"}))?;
         log.checkpoint(KEY)?;
         drop(log);
@@ -2091,7 +2381,7 @@ mod tests {
     #[test]
     fn checkpoint_rejects_a_short_key() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert!(matches!(
             log.checkpoint(b"short"),
             Err(AuditError::WeakKey { len: 5 })
@@ -2110,7 +2400,7 @@ mod tests {
         fs::write(&f.log, "")?;
         fs::set_permissions(&f.log, fs::Permissions::from_mode(0o640))?;
 
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(log.seq(), 4, "open wrote the continued record");
         assert_eq!(log.record("change", json!({"resource": "file[/x]"}))?, 5);
         drop(log);
@@ -2167,7 +2457,7 @@ mod tests {
         let old = f.log.with_file_name("audit.jsonl-20261101");
         fs::rename(&f.log, &old)?;
         fs::remove_file(&f.head)?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(log.seq(), 4, "continued from the rotated log");
         log.record("run_end", json!({}))?;
         drop(log);
@@ -2182,7 +2472,7 @@ mod tests {
         fs::rename(&f.log, f.log.with_file_name("audit.jsonl.1.gz"))?;
         fs::write(f.log.with_file_name("audit.jsonl.1.gz"), [0x1f, 0x8b, 8, 0])?;
         fs::remove_file(&f.head)?;
-        match AuditLog::open(&f.log, &f.head, ctx()) {
+        match open(&f) {
             Err(e @ AuditError::NoHead { .. }) => {
                 assert!(e.to_string().contains("gzip"), "{e}")
             }
@@ -2208,7 +2498,7 @@ mod tests {
         assert_eq!(r.torn_tails[0].bytes, torn.len() as u64);
         assert!(show(&f.live(), None, None)?.contains("incomplete last line"));
 
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(log.seq(), 4);
         assert_eq!(log.record("run_start", json!({}))?, 5);
         drop(log);
@@ -2233,10 +2523,7 @@ mod tests {
         let mut text = ls[..2].join("\n");
         text.push_str("\n{\"seq\":3,\"pr");
         fs::write(&f.log, &text)?;
-        assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::HeadMismatch { .. })
-        ));
+        assert!(matches!(open(&f), Err(AuditError::HeadMismatch { .. })));
         assert_eq!(fs::read_to_string(&f.log)?, text);
         Ok(())
     }
@@ -2248,7 +2535,7 @@ mod tests {
         let old = f.log.with_file_name("audit.jsonl.1");
         fs::rename(&f.log, &old)?;
         fs::write(&f.log, b"{\"seq\":3,\"pr")?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         // continued (3), then recovered (4).
         assert_eq!(log.seq(), 4);
         log.record("run_end", json!({}))?;
@@ -2273,7 +2560,7 @@ mod tests {
             r.notes.iter().any(|n| n.contains("ahead of the head")),
             "{r}"
         );
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         assert_eq!(log.record("run_end", json!({}))?, 4);
         drop(log);
         assert!(verify_with_head(&f.live(), None, &f.head)?.ok());
@@ -2285,22 +2572,19 @@ mod tests {
         let f = fixture()?;
         fs::create_dir_all(f.root.join("var/log"))?;
         fs::write(f.root.join("var/log/reconcile"), "not a dir")?;
-        match AuditLog::open(&f.log, &f.head, ctx()) {
-            Err(e @ AuditError::NotADirectory { .. }) => {
+        match open(&f) {
+            Err(e @ AuditError::Host(_)) => {
                 let msg = e.to_string();
                 assert!(msg.contains("var/log/reconcile"), "{msg}");
                 assert!(msg.contains("not a directory"), "{msg}");
             }
-            other => panic!("expected NotADirectory, got {other:?}"),
+            other => panic!("expected a host error, got {other:?}"),
         }
         // Same for the head file's directory.
         let f = fixture()?;
         fs::create_dir_all(f.root.join("var"))?;
         fs::write(f.root.join("var/lib"), "")?;
-        assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::NotADirectory { .. })
-        ));
+        assert!(matches!(open(&f), Err(AuditError::Host(_))));
         Ok(())
     }
 
@@ -2314,7 +2598,7 @@ mod tests {
         let dir = f.root.join("var/log/reconcile");
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o555))?;
-        let res = AuditLog::open(&f.log, &f.head, ctx());
+        let res = open(&f);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         match res {
             Err(e @ AuditError::Io { .. }) => {
@@ -2332,26 +2616,25 @@ mod tests {
         let target = f.root.join("elsewhere");
         fs::write(&target, "")?;
         std::os::unix::fs::symlink(&target, &f.log)?;
-        assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::Symlink { .. })
-        ));
+        match open(&f) {
+            Err(e @ AuditError::Host(HostError::Unsafe { .. })) => {
+                assert!(e.to_string().contains("symlink"), "{e}")
+            }
+            other => panic!("expected a symlink refusal, got {other:?}"),
+        }
         assert_eq!(fs::read(&target)?, b"");
 
         let f = fixture()?;
         fs::create_dir_all(&f.log)?;
-        assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::Io { .. }) | Err(AuditError::NotRegular { .. })
-        ));
+        assert!(matches!(open(&f), Err(AuditError::Host(_))));
 
         // A symlinked head file is refused too.
         let f = fixture()?;
         fs::create_dir_all(f.head.parent().ok_or("no parent")?)?;
         std::os::unix::fs::symlink(&target, &f.head)?;
         assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::Symlink { .. })
+            open(&f),
+            Err(AuditError::Host(HostError::Unsafe { .. }))
         ));
         Ok(())
     }
@@ -2359,11 +2642,8 @@ mod tests {
     #[test]
     fn second_writer_is_refused_while_the_first_holds_the_log() -> R {
         let f = fixture()?;
-        let _first = AuditLog::open(&f.log, &f.head, ctx())?;
-        assert!(matches!(
-            AuditLog::open(&f.log, &f.head, ctx()),
-            Err(AuditError::Locked { .. })
-        ));
+        let _first = open(&f)?;
+        assert!(matches!(open(&f), Err(AuditError::Locked { .. })));
         Ok(())
     }
 
@@ -2374,11 +2654,11 @@ mod tests {
         let mut ls = lines(&f.log)?;
         ls.push("garbage".into());
         write_lines(&f.log, &ls)?;
-        match AuditLog::open(&f.log, &f.head, ctx()) {
-            Err(e @ AuditError::Corrupt { line: 3, .. }) => {
-                assert!(e.to_string().contains("audit.jsonl line 3"), "{e}")
+        match open(&f) {
+            Err(e @ AuditError::Broken { seq: Some(3), .. }) => {
+                assert!(e.to_string().contains("audit.jsonl:3"), "{e}")
             }
-            other => panic!("expected Corrupt at line 3, got {other:?}"),
+            other => panic!("expected Broken at line 3, got {other:?}"),
         }
         Ok(())
     }
@@ -2386,7 +2666,7 @@ mod tests {
     #[test]
     fn record_serializes_hostile_data_safely() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         let hostile = "x\",\"seq\":999,\"event\":\"forged\"}\n{\"seq\":1000,\"prev\":\"\u{1b}[2J\\";
         let data = json!({"resource": hostile, "details": hostile, "nested": {"k": [hostile]}});
         assert_eq!(log.record("change", data.clone())?, 1);
@@ -2411,7 +2691,7 @@ mod tests {
     #[test]
     fn record_rejects_bad_and_reserved_event_names() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         for bad in [
             "",
             "Change",
@@ -2442,7 +2722,7 @@ mod tests {
     #[test]
     fn show_prints_seq_ts_event_resource_and_filters() -> R {
         let f = fixture()?;
-        let mut log = AuditLog::open(&f.log, &f.head, ctx())?;
+        let mut log = open(&f)?;
         log.record("run_start", json!({"manifest": "site.yaml"}))?;
         log.record(
             "change",
@@ -2580,5 +2860,129 @@ mod tests {
         assert_eq!(c.pid, std::process::id());
         assert!(c.run_id.len() > 16, "{}", c.run_id);
         assert_ne!(new_run_id(), new_run_id());
+    }
+
+    #[test]
+    fn open_refuses_a_log_edited_in_the_middle_and_leaves_it_as_it_was() -> R {
+        let f = fixture()?;
+        write_n(&f, 5)?;
+        let mut ls = lines(&f.log)?;
+        ls[1] = ls[1].replace("/etc/f1", "/etc/XX");
+        write_lines(&f.log, &ls)?;
+        let before = fs::read(&f.log)?;
+        match open(&f) {
+            Err(e @ AuditError::Broken { seq: Some(3), .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("seq 3"), "{msg}");
+                assert!(msg.contains("--audit-recover"), "{msg}");
+                assert!(!msg.contains("--head"), "{msg}");
+            }
+            other => panic!("expected Broken at seq 3, got {other:?}"),
+        }
+        assert_eq!(fs::read(&f.log)?, before);
+        // Deleted and swapped records are refused the same way.
+        let mut ls = lines(&f.log)?;
+        ls.swap(0, 1);
+        write_lines(&f.log, &ls)?;
+        assert!(matches!(open(&f), Err(AuditError::Broken { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn recover_moves_a_broken_log_aside_and_starts_a_recorded_segment() -> R {
+        let f = fixture()?;
+        write_n(&f, 4)?;
+        let mut ls = lines(&f.log)?;
+        ls.remove(1);
+        write_lines(&f.log, &ls)?;
+        let broken_bytes = fs::read(&f.log)?;
+        let mut log = AuditLog::open(&f.host, DEFAULT_LOG, DEFAULT_HEAD, ctx(), true)?;
+        assert_eq!(log.seq(), 5);
+        log.record("run_end", json!({}))?;
+        drop(log);
+        let dir = f.log.parent().ok_or("no parent")?;
+        let moved: Vec<PathBuf> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains("audit.jsonl.broken-"))
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(fs::read(&moved[0])?, broken_bytes);
+        let first: Value = serde_json::from_str(&lines(&f.log)?[0])?;
+        assert_eq!(first["event"], EVENT_SEGMENT);
+        assert_eq!(first["data"]["previous_seq"], 4);
+        assert_eq!(first["data"]["moved_sha256"], sha256_hex(&broken_bytes));
+        assert!(first["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("seq 2")));
+        let r = verify_with_head(&f.live(), None, &f.head)?;
+        assert!(r.ok(), "{r}");
+        assert_eq!(r.segments.len(), 1);
+        let text = r.to_string();
+        assert!(text.contains("new segment"), "{text}");
+        assert!(text.contains(".broken-"), "{text}");
+        // The moved log is not taken for a rotation.
+        assert_eq!(log_files(&f.log)?, f.live());
+        // A healthy log is opened as usual with the flag.
+        let log = AuditLog::open(&f.host, DEFAULT_LOG, DEFAULT_HEAD, ctx(), true)?;
+        assert_eq!(log.seq(), 6);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_audit_log_is_refused_with_its_mode_and_content_unchanged() -> R {
+        let f = fixture()?;
+        let p = f.root.join("srv/data");
+        fs::create_dir_all(f.root.join("srv"))?;
+        fs::write(&p, "user:x:1:1::/:/bin/sh\n")?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644))?;
+        for recover in [false, true] {
+            let res = AuditLog::open(&f.host, "/srv/data", &head_for("/srv/data"), ctx(), recover);
+            assert!(res.is_err(), "{res:?}");
+            assert_eq!(fs::read_to_string(&p)?, "user:x:1:1::/:/bin/sh\n");
+            assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o7777, 0o644);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn each_log_has_its_own_head() {
+        assert_eq!(head_for(DEFAULT_LOG), DEFAULT_HEAD);
+        let a = head_for("/var/log/site/audit.jsonl");
+        let b = head_for("/var/log/other/audit.jsonl");
+        assert_ne!(a, b);
+        assert_ne!(a, DEFAULT_HEAD);
+        assert!(a.starts_with("/var/lib/reconcile/audit-head-"), "{a}");
+    }
+
+    #[test]
+    fn verify_of_bytes_without_a_newline_is_a_problem_not_an_ok_chain() -> R {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("x.jsonl");
+        fs::write(&p, "no newline here")?;
+        let r = verify(std::slice::from_ref(&p), None)?;
+        assert!(!r.ok(), "{r}");
+        let text = r.to_string();
+        assert!(!text.contains("chain OK"), "{text}");
+        assert!(text.contains("no complete record"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_head_shared_with_another_log_before_each_had_its_own_is_not_taken_for_this_one() -> R {
+        let f = fixture()?;
+        // The old layout: a configured log wrote the default head.
+        let mut other =
+            AuditLog::open(&f.host, "/var/log/site/a.jsonl", DEFAULT_HEAD, ctx(), false)?;
+        for _ in 0..3 {
+            other.record("change", json!({}))?;
+        }
+        drop(other);
+        let mut log = open(&f)?;
+        assert_eq!(log.seq(), 0);
+        log.record("refused", json!({}))?;
+        drop(log);
+        assert!(verify_in(&f.host, DEFAULT_LOG, None)?.ok());
+        Ok(())
     }
 }

@@ -299,11 +299,123 @@ pub fn make_plan(
         vars: opts.vars.clone(),
         tags: opts.tags.clone(),
         inputs: model.loaded.fingerprint.clone(),
+        fingerprint_key: None,
         summary: Plan::summarize(&changes, errors.len()),
         changes,
         errors,
         warnings,
     })
+}
+
+/// The per-host key that fingerprints of sensitive resources are keyed with. Root-only,
+/// under the root; made by the first apply, never by `plan` or `check`.
+pub const FINGERPRINT_KEY: &str = "/var/lib/reconcile/fingerprint.key";
+const KEY_BYTES: usize = 32;
+const KEY_DIR_MODE: u32 = 0o750;
+
+/// The host's fingerprint key and its public id.
+pub struct FingerprintKey {
+    key: Vec<u8>,
+    pub id: String,
+}
+
+impl FingerprintKey {
+    fn new(key: Vec<u8>) -> FingerprintKey {
+        let full = crate::plan::keyed_fingerprint(&key, "key-id");
+        let hex = full.trim_start_matches(crate::plan::KEYED_PREFIX);
+        let id = hex.get(..16).unwrap_or(hex).to_string();
+        FingerprintKey { key, id }
+    }
+}
+
+/// Reads the fingerprint key without creating anything (`plan`, `check`); `None` before the
+/// first apply. A key others can read, or of the wrong size, is an error, not a silent
+/// downgrade to unkeyed fingerprints.
+pub fn read_fingerprint_key(host: &Host) -> Result<Option<FingerprintKey>, EngineError> {
+    let Some((mode, key)) = host.read_state(FINGERPRINT_KEY, 4096)? else {
+        return Ok(None);
+    };
+    let path = host.show(FINGERPRINT_KEY);
+    let euid = nix::unistd::geteuid().as_raw();
+    let owner = host.lstat(FINGERPRINT_KEY)?.map_or(euid, |st| st.uid);
+    if owner != 0 && owner != euid {
+        return Err(EngineError::Other(format!(
+            "{path}: the fingerprint key is owned by uid {owner}, not root or uid {euid}; someone else could have chosen it"
+        )));
+    }
+    if mode & 0o077 != 0 {
+        return Err(EngineError::Other(format!(
+            "{path}: the fingerprint key has mode {mode:04o}; it must be readable by its owner only (chmod 0600 {path})"
+        )));
+    }
+    if key.len() != KEY_BYTES {
+        return Err(EngineError::Other(format!(
+            "{path}: the fingerprint key is {} bytes, expected {KEY_BYTES}; remove it to have the next apply make a new one (saved plans then become stale)",
+            key.len()
+        )));
+    }
+    Ok(Some(FingerprintKey::new(key)))
+}
+
+/// The fingerprint key, made (0600, random) when the host has none yet. Apply only, under the
+/// run lock.
+pub fn ensure_fingerprint_key(host: &Host) -> Result<FingerprintKey, EngineError> {
+    if let Some(k) = read_fingerprint_key(host)? {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; KEY_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .map_err(|e| {
+            EngineError::Other(format!(
+                "cannot read /dev/urandom for the fingerprint key: {e}"
+            ))
+        })?;
+    host.write_state(FINGERPRINT_KEY, &key, KEY_DIR_MODE, 0o600)?;
+    Ok(FingerprintKey::new(key))
+}
+
+/// Keys the fingerprints of sensitive resources (and the plan's `inputs`, which cover their
+/// content, when the manifests have any) with the host key, or blanks them when there is no
+/// key: an unkeyed fingerprint of a secret lets anyone confirm a guess by planning it on
+/// another root.
+pub fn seal(plan: &mut Plan, model: &Model, key: Option<&FingerprintKey>) {
+    let any = model
+        .loaded
+        .catalog
+        .resources
+        .iter()
+        .any(|r| r.meta().secret);
+    seal_plan(plan, any, key);
+}
+
+fn seal_plan(plan: &mut Plan, has_secrets: bool, key: Option<&FingerprintKey>) {
+    for c in &mut plan.changes {
+        seal_change(c, key);
+    }
+    if has_secrets {
+        seal_one(&mut plan.inputs, key);
+    }
+    plan.fingerprint_key = key.map(|k| k.id.clone());
+}
+
+/// [`seal`] for one change (apply re-observes before acting, so its outcomes carry fresh
+/// changes). Idempotent: an already keyed fingerprint is left as it is.
+pub fn seal_change(c: &mut Change, key: Option<&FingerprintKey>) {
+    if c.sensitive {
+        seal_one(&mut c.live, key);
+        seal_one(&mut c.desired, key);
+    }
+}
+
+fn seal_one(fp: &mut String, key: Option<&FingerprintKey>) {
+    if fp.starts_with(crate::plan::KEYED_PREFIX) {
+        return;
+    }
+    *fp = match key {
+        Some(k) if !fp.is_empty() => crate::plan::keyed_fingerprint(&k.key, fp),
+        _ => String::new(),
+    };
 }
 
 /// Reads a saved plan file, or `None` when the path is not one (a manifest).
@@ -325,7 +437,95 @@ pub fn read_plan_file(path: &Path) -> Option<Result<Plan, EngineError>> {
 
 #[cfg(test)]
 mod tests {
-    use super::permute;
+    use super::*;
+    use crate::id::ResourceId;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn plan_of(changes: Vec<Change>) -> Plan {
+        Plan {
+            format: PLAN_FORMAT.into(),
+            version: PLAN_VERSION,
+            root: "/".into(),
+            manifests: Vec::new(),
+            environment: None,
+            vars: Vec::new(),
+            tags: Vec::new(),
+            inputs: "inputs-fp".into(),
+            fingerprint_key: None,
+            summary: Plan::summarize(&changes, 0),
+            changes,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn change(path: &str, sensitive: bool) -> Change {
+        let mut c = Change::new(ResourceId::new("file", path.to_string()), sensitive);
+        c.live = "live-fp".into();
+        c.desired = "desired-fp".into();
+        c
+    }
+
+    #[test]
+    fn secret_fingerprints_are_keyed_or_blanked_and_others_kept() {
+        let mut p = plan_of(vec![change("/a", true), change("/b", false)]);
+        seal_plan(&mut p, true, None);
+        assert_eq!(
+            (p.changes[0].live.as_str(), p.changes[0].desired.as_str()),
+            ("", "")
+        );
+        assert_eq!(p.changes[1].live, "live-fp");
+        assert_eq!(p.inputs, "");
+        assert_eq!(p.fingerprint_key, None);
+
+        let k1 = FingerprintKey::new(vec![1; KEY_BYTES]);
+        let k2 = FingerprintKey::new(vec![2; KEY_BYTES]);
+        let mut a = plan_of(vec![change("/a", true), change("/b", false)]);
+        let mut b = a.clone();
+        seal_plan(&mut a, true, Some(&k1));
+        seal_plan(&mut b, true, Some(&k2));
+        assert!(a.changes[0].live.starts_with(crate::plan::KEYED_PREFIX));
+        assert_ne!(a.changes[0].live, b.changes[0].live);
+        assert_ne!(a.changes[0].desired, b.changes[0].desired);
+        assert_ne!(a.inputs, b.inputs);
+        assert_eq!(a.changes[1], b.changes[1]);
+        assert_eq!(a.fingerprint_key.as_deref(), Some(k1.id.as_str()));
+        // Keying twice changes nothing.
+        let once = a.clone();
+        seal_plan(&mut a, true, Some(&k1));
+        assert_eq!(a, once);
+        // Without secret resources `inputs` stays plain.
+        let mut c = plan_of(vec![change("/b", false)]);
+        seal_plan(&mut c, false, Some(&k1));
+        assert_eq!(c.inputs, "inputs-fp");
+    }
+
+    #[test]
+    fn the_fingerprint_key_is_made_by_apply_only_and_must_be_private(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(dir.path())?;
+        assert!(read_fingerprint_key(&host)?.is_none());
+        assert!(
+            !dir.path().join("var").exists(),
+            "reading created something"
+        );
+        let made = ensure_fingerprint_key(&host)?;
+        let again = ensure_fingerprint_key(&host)?;
+        assert_eq!(made.id, again.id);
+        let file = dir.path().join(FINGERPRINT_KEY.trim_start_matches('/'));
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o7777,
+            0o600
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640))?;
+        let err = read_fingerprint_key(&host)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("0640"), "{err}");
+        Ok(())
+    }
 
     #[test]
     fn permute_matches_indexing() {

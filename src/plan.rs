@@ -59,9 +59,13 @@ pub struct Change {
     /// Informational lines (mode of operation, validation results).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// Fingerprint of the observed live state, to detect a stale saved plan.
+    /// Fingerprint of the observed live state, to detect a stale saved plan. Keyed for
+    /// a sensitive resource, and empty (omitted) when the host has no key yet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub live: String,
-    /// Fingerprint of the desired state, to detect changed inputs.
+    /// Fingerprint of the desired state, to detect changed inputs (keyed or omitted
+    /// like `live`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub desired: String,
 }
 
@@ -133,6 +137,22 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
+}
+
+/// Marks a keyed fingerprint, so that keying is never applied twice.
+pub const KEYED_PREFIX: &str = "hmac:";
+
+/// A fingerprint keyed with the host's fingerprint key (HMAC-SHA256), so that the
+/// fingerprint of a secret cannot be reproduced by planning a guess on another root.
+pub fn keyed_fingerprint(key: &[u8], fingerprint: &str) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length: this error branch cannot happen.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(b"reconcile-fingerprint-v1\0");
+    mac.update(fingerprint.as_bytes());
+    format!("{KEYED_PREFIX}{}", &hex(&mac.finalize().into_bytes())[..32])
 }
 
 /// Fingerprint of a list of parts (length-prefixed so parts cannot run together).
@@ -209,8 +229,15 @@ pub struct Plan {
     /// `--tags` the plan was narrowed to (empty: every resource).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Fingerprint of every input (manifests, templates, shipped files, overrides).
+    /// Fingerprint of every input (manifests, templates, shipped files, overrides);
+    /// keyed when the plan holds a sensitive resource, empty (omitted) when it does and
+    /// the host has no fingerprint key yet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub inputs: String,
+    /// Id of the host fingerprint key the sensitive fingerprints were keyed with (not
+    /// the key); absent when the host had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_key: Option<String>,
     pub summary: Summary,
     /// Every resource, in dependency order; unchanged ones have action `none`.
     pub changes: Vec<Change>,

@@ -99,8 +99,9 @@ pub fn dispatch(cli: Cli) -> u8 {
             target,
             format,
             audit_key,
-        } => apply(&out, &target, format, audit_key.as_deref()),
-        Command::Audit { root, command } => audit(&out, &root, command),
+            audit_recover,
+        } => apply(&out, &target, format, audit_key.as_deref(), audit_recover),
+        Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "reconcile", &mut std::io::stdout());
@@ -168,6 +169,12 @@ fn leave_to_exit(model: Model) -> &'static Model {
     Box::leak(Box::new(model))
 }
 
+/// Why `settings.audit_log` cannot be used, if it cannot.
+fn log_setting_error(model: &Model) -> Option<String> {
+    let log = model.loaded.settings.audit_log.as_deref()?;
+    trail::check_log_setting(log, &model.loaded.catalog).err()
+}
+
 /// Loads and plans; prints problems and returns None on failure.
 fn plan_for(
     out: &Out,
@@ -188,7 +195,18 @@ fn plan_for(
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
-    match engine::make_plan(&model, opts, host, jobs(target), purpose) {
+    // Apply would refuse it: say so now.
+    if let Some(e) = log_setting_error(&model) {
+        out.error(&e);
+        return None;
+    }
+    // Read-only: a host without a fingerprint key gets none from plan or check.
+    let planned = engine::read_fingerprint_key(host).and_then(|key| {
+        let mut plan = engine::make_plan(&model, opts, host, jobs(target), purpose)?;
+        engine::seal(&mut plan, &model, key.as_ref());
+        Ok(plan)
+    });
+    match planned {
         Ok(p) => Some((model, p)),
         Err(e) => {
             out.engine_error(&e);
@@ -291,9 +309,15 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     }
 }
 
-/// Why a saved plan no longer holds, or None when it still does.
+/// Why a saved plan no longer holds, or None when it still does. Fingerprints the saved
+/// plan lacks (those of sensitive resources planned before the host had a fingerprint
+/// key) cannot be compared: for those only the action and changed fields are.
 fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
-    if saved.inputs != fresh.inputs {
+    if saved.fingerprint_key.is_some() && saved.fingerprint_key != fresh.fingerprint_key {
+        return Some("the host's fingerprint key changed since the plan was made".into());
+    }
+    let differs = |a: &str, b: &str| !a.is_empty() && a != b;
+    if differs(&saved.inputs, &fresh.inputs) {
         return Some(
             "the manifests, templates or variables changed since the plan was made".into(),
         );
@@ -305,9 +329,15 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
         if a.id != b.id {
             return Some("the set of resources changed since the plan was made".into());
         }
-        if a.live != b.live || a.action != b.action || a.fields != b.fields {
+        if differs(&a.live, &b.live) || a.action != b.action || a.fields != b.fields {
             return Some(format!(
                 "{} changed on the target since the plan was made",
+                a.id
+            ));
+        }
+        if differs(&a.desired, &b.desired) {
+            return Some(format!(
+                "the desired state of {} changed since the plan was made",
                 a.id
             ));
         }
@@ -320,6 +350,7 @@ fn apply(
     target: &Target,
     format: OutputFormat,
     audit_key: Option<&std::path::Path>,
+    audit_recover: bool,
 ) -> u8 {
     let saved = match target.paths.as_slice() {
         [one] => engine::read_plan_file(one),
@@ -382,11 +413,14 @@ fn apply(
         }
     };
     let model = engine::load_model(&opts, &host);
-    let configured_log = model
-        .as_ref()
-        .ok()
-        .and_then(|m| m.loaded.settings.audit_log.clone());
-    let trail = match Trail::open(&host, configured_log.as_deref()) {
+    // A bad `audit_log:` is refused before it is opened; the refusal goes to the default
+    // log (which has its own head), as for manifests that cannot be read at all.
+    let setting_error = model.as_ref().ok().and_then(log_setting_error);
+    let configured_log = match &model {
+        Ok(m) if setting_error.is_none() => m.loaded.settings.audit_log.clone(),
+        _ => None,
+    };
+    let trail = match Trail::open(&host, configured_log.as_deref(), audit_recover) {
         Ok(t) => t,
         Err(e) => {
             out.error(&e);
@@ -444,13 +478,27 @@ fn apply(
             return refuse("invalid manifests", details);
         }
     };
+    if let Some(e) = setting_error {
+        out.error(&format!("{e}; nothing was changed"));
+        return refuse("invalid settings.audit_log", vec![e]);
+    }
+    let fp_key = match engine::ensure_fingerprint_key(&host) {
+        Ok(k) => k,
+        Err(e) => {
+            out.engine_error(&e);
+            return refuse("no fingerprint key", vec![e.to_string()]);
+        }
+    };
     let warnings: Diagnostics = Diagnostics(model.loaded.diags.warnings().cloned().collect());
     if !warnings.0.is_empty() {
         out.diagnostics(&warnings);
     }
     // Apply reports the diffs of what it changes, observed again right before acting.
     let plan = match engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply) {
-        Ok(p) => p,
+        Ok(mut p) => {
+            engine::seal(&mut p, &model, Some(&fp_key));
+            p
+        }
         Err(e) => {
             out.engine_error(&e);
             return refuse("observing the target failed", vec![e.to_string()]);
@@ -477,7 +525,7 @@ fn apply(
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text;
-    let outcomes = crate::apply::execute(
+    let mut outcomes = crate::apply::execute(
         &model,
         &host,
         planned,
@@ -491,6 +539,9 @@ fn apply(
             }
         },
     );
+    for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
+        engine::seal_change(c, Some(&fp_key));
+    }
     match format {
         OutputFormat::Json => out.json(&json!({
             "format": "reconcile-apply",
@@ -515,13 +566,10 @@ fn apply(
     finish(code, counts)
 }
 
-fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
-    let default_files = |root: &std::path::Path| -> Result<(Vec<PathBuf>, PathBuf), String> {
-        let host = Host::open(root).map_err(|e| e.to_string())?;
-        let (log, head) = trail::paths(&host, None);
-        let files = crate::audit::log_files(&log).map_err(|e| e.to_string())?;
-        Ok((files, head))
-    };
+fn audit(out: &Out, root: &std::path::Path, log: &str, command: AuditCommand) -> u8 {
+    // The root's own files are found through the root-safe walk; files named on the command
+    // line are read where they are.
+    let host = || Host::open(root).map_err(|e| e.to_string());
     match command {
         AuditCommand::Verify { key, files } => {
             let key = match key.as_deref().map(crate::audit::read_key_file).transpose() {
@@ -532,11 +580,8 @@ fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
                 }
             };
             let report = if files.is_empty() {
-                match default_files(root) {
-                    Ok((files, head)) if head.exists() => {
-                        crate::audit::verify_with_head(&files, key.as_deref(), &head)
-                    }
-                    Ok((files, _)) => crate::audit::verify(&files, key.as_deref()),
+                match host() {
+                    Ok(h) => crate::audit::verify_in(&h, log, key.as_deref()),
                     Err(e) => {
                         out.error(&e);
                         return EXIT_ERROR;
@@ -573,8 +618,10 @@ fn audit(out: &Out, root: &std::path::Path, command: AuditCommand) -> u8 {
                 }
             };
             let files = if files.is_empty() {
-                match default_files(root) {
-                    Ok((f, _)) => f,
+                let found = host()
+                    .and_then(|h| crate::audit::log_files_in(&h, log).map_err(|e| e.to_string()));
+                match found {
+                    Ok(f) => f.into_iter().map(|(_, p)| p).collect(),
                     Err(e) => {
                         out.error(&e);
                         return EXIT_ERROR;
@@ -618,6 +665,10 @@ fn validate(out: &Out, target: &Target) -> u8 {
             let warnings = Diagnostics(model.loaded.diags.warnings().cloned().collect());
             if !warnings.0.is_empty() {
                 out.diagnostics(&warnings);
+            }
+            if let Some(e) = log_setting_error(model) {
+                out.error(&e);
+                return EXIT_ERROR;
             }
             out.print(&format!(
                 "Manifests valid: {} resources.\n",

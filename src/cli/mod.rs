@@ -101,6 +101,10 @@ pub enum Command {
         /// Key file (outside the log) for an HMAC checkpoint at the end of the run.
         #[arg(long)]
         audit_key: Option<PathBuf>,
+        /// When the audit log fails verification (edited, truncated, not a chain): move it
+        /// aside unchanged and start a new segment whose first record names it and why.
+        #[arg(long)]
+        audit_recover: bool,
     },
     /// Detect drift (read-only): exit 0 in sync, 2 drift, 1 error.
     Check {
@@ -119,6 +123,10 @@ pub enum Command {
         /// Target root whose audit log is read.
         #[arg(long, default_value = "/")]
         root: PathBuf,
+        /// The log to read, as a path under the root (what `settings.audit_log` names);
+        /// each log has its own head file.
+        #[arg(long, default_value = crate::audit::DEFAULT_LOG)]
+        log: String,
         #[command(subcommand)]
         command: AuditCommand,
     },

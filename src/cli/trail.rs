@@ -10,24 +10,83 @@ use serde_json::{json, Value};
 use crate::apply::{Outcome, Status};
 use crate::audit::{self, AuditContext, AuditLog};
 use crate::host::{Cmd, Host};
+use crate::resource::Catalog;
 
-pub struct Trail {
-    log: Mutex<AuditLog>,
+pub struct Trail<'h> {
+    log: Mutex<AuditLog<'h>>,
     errors: Mutex<Vec<String>>,
 }
 
-/// The audit log and head paths on the target (settings may move the log).
-pub fn paths(host: &Host, configured: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf) {
+/// The audit log and its head file on the target (settings may move the log; each log has
+/// its own head), as paths under the root.
+pub fn paths(configured: Option<&str>) -> (String, String) {
     let log = configured.unwrap_or(audit::DEFAULT_LOG);
-    (host.real_path(log), host.real_path(audit::DEFAULT_HEAD))
+    (log.to_string(), audit::head_for(log))
 }
 
-impl Trail {
-    /// Opens the log; failure means the apply must not start.
-    pub fn open(host: &Host, configured: Option<&str>) -> Result<Trail, String> {
-        let (log, head) = paths(host, configured);
+/// Trees that hold the system's own configuration, kernel interfaces or the engine's other
+/// files: an audit log there would replace or chmod a file that is not one.
+const NOT_FOR_LOGS: &[&str] = &[
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/var/lib/reconcile",
+    "/run/reconcile.lock",
+];
+
+fn under(path: &str, dir: &str) -> bool {
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Checks `settings.audit_log` before anything is opened: not under /etc (or another system
+/// tree), not the engine's own state, not a path the manifests manage (nor inside one). An
+/// existing file there that is not an audit log is refused later, unchanged, by the verifier.
+pub fn check_log_setting(configured: &str, catalog: &Catalog) -> Result<(), String> {
+    if configured == "/" || !configured.starts_with('/') {
+        return Err(format!(
+            "settings.audit_log {configured:?} must be an absolute path to a file"
+        ));
+    }
+    if let Some(dir) = NOT_FOR_LOGS.iter().find(|d| under(configured, d)) {
+        return Err(format!(
+            "settings.audit_log {configured} is under {dir}, which holds system or reconcile files; choose a path such as {}",
+            audit::DEFAULT_LOG
+        ));
+    }
+    for r in &catalog.resources {
+        if let Some(p) = r.managed_path() {
+            if under(configured, p) || under(p, configured) {
+                return Err(format!(
+                    "settings.audit_log {configured} is managed by {} (the audit log must not be a managed path, nor inside or above one)",
+                    r.id()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<'h> Trail<'h> {
+    /// Opens the log; failure means the apply must not start. With `recover`, a log that
+    /// fails verification is moved aside and a new, recorded segment started.
+    pub fn open(
+        host: &'h Host,
+        configured: Option<&str>,
+        recover: bool,
+    ) -> Result<Trail<'h>, String> {
+        let (log, head) = paths(configured);
         let ctx = AuditContext::current(audit::new_run_id());
-        let log = AuditLog::open(&log, &head, ctx)
+        let log = AuditLog::open(host, &log, &head, ctx, recover)
             .map_err(|e| format!("cannot write the audit log, so nothing is applied: {e}"))?;
         Ok(Trail {
             log: Mutex::new(log),

@@ -5,7 +5,7 @@ use std::io::{Read, Seek, Write};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{Host, HostError, Perms};
+use super::{Host, HostError};
 
 pub const LOCK_PATH: &str = "/run/reconcile.lock";
 
@@ -14,25 +14,10 @@ pub struct RunLock {
 }
 
 impl Host {
+    /// Takes the run lock. The lock file is one of the engine's own files: reached by the
+    /// root-safe walk, so a symlinked `ROOT/run` is refused rather than written through.
     pub fn lock(&self) -> Result<RunLock, HostError> {
-        let mut made = Vec::new();
-        let parent = self
-            .open_parent(LOCK_PATH, Some((Perms::default(), &mut made)))?
-            .ok_or_else(|| HostError::Other("cannot create the lock directory".into()))?;
-        let fd = nix::fcntl::openat(
-            std::os::fd::AsFd::as_fd(&parent.dir),
-            parent.name.as_str(),
-            nix::fcntl::OFlag::O_RDWR
-                | nix::fcntl::OFlag::O_CREAT
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| HostError::Path {
-            path: self.show(LOCK_PATH),
-            reason: format!("cannot open lock file: {}", e.desc()),
-        })?;
-        let file = std::fs::File::from(fd);
+        let (file, _) = self.open_state_append(LOCK_PATH, 0o755, 0o600)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
                 let _ = lock.set_len(0);

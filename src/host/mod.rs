@@ -11,6 +11,7 @@ pub mod facts;
 pub mod fs;
 pub mod lock;
 pub mod parse;
+pub mod state;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
