@@ -70,3 +70,31 @@ fn command_line_mistakes_exit_1_never_the_drift_code_2() {
     let help = s.run("check", &["--help"]);
     assert_eq!(help.code(), 0, "{}", help.all());
 }
+
+#[test]
+fn each_command_has_the_man_page_the_tools_page_refers_to() {
+    let man = |args: &[&str]| {
+        let mut c =
+            assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+        Run(c
+            .arg("man")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run: {e}")))
+    };
+    let page = man(&["plan"]);
+    assert_eq!(page.code(), 0, "{}", page.all());
+    assert!(
+        page.stdout().contains(".TH reconcile-plan 1"),
+        "{}",
+        page.all()
+    );
+    assert!(man(&[]).stdout().contains("reconcile\\-plan(1)"));
+    let unknown = man(&["nope"]);
+    assert_eq!(unknown.code(), 1, "{}", unknown.all());
+    assert!(
+        unknown.all().contains("pages exist for: plan"),
+        "{}",
+        unknown.all()
+    );
+}

@@ -107,8 +107,25 @@ pub fn dispatch(cli: Cli) -> u8 {
             clap_complete::generate(shell, &mut cmd, "reconcile", &mut std::io::stdout());
             EXIT_OK
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
+        Command::Man { command } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            cmd.build();
+            if let Some(name) = command {
+                let Some(sub) = cmd.find_subcommand(&name).cloned() else {
+                    let names: Vec<String> = cmd
+                        .get_subcommands()
+                        .map(|c| c.get_name().to_string())
+                        .collect();
+                    out.error(&format!(
+                        "no command `{name}`; pages exist for: {}",
+                        names.join(", ")
+                    ));
+                    return EXIT_ERROR;
+                };
+                // Built, a subcommand's display name is `reconcile-NAME`: the page the
+                // tool's own page refers to as reconcile-NAME(1).
+                cmd = sub.display_name(format!("reconcile-{name}"));
+            }
             let mut page = Vec::new();
             match clap_mangen::Man::new(cmd).render(&mut page) {
                 Ok(()) => {

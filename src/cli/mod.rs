@@ -132,8 +132,12 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// Print the man page (roff) on stdout: `reconcile man` for the tool,
+    /// `reconcile man plan` for reconcile-plan(1) and so on.
+    Man {
+        /// A command whose page to print.
+        command: Option<String>,
+    },
     /// Print the dependency graph.
     Graph {
         #[command(flatten)]
