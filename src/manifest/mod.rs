@@ -426,8 +426,39 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     resource.filter(|_| enabled)
 }
 
+/// Stack of the thread that loads the manifests. Parsing and converting a tree
+/// recurses once per level of nesting (serde-saphyr's frames are large, in debug
+/// builds several KiB), and [`yaml::MAX_DEPTH`] bounds the levels; this size leaves a
+/// wide margin whatever `ulimit -s` the caller runs with. Only touched pages are used.
+const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 /// Loads, templates and decodes everything; refuses with every problem at once.
+///
+/// Runs on a thread with an explicitly sized stack so that how deep a manifest may
+/// nest does not depend on the stack the process was started with.
 pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("load".into())
+            .stack_size(LOAD_STACK_BYTES)
+            .spawn_scoped(scope, || load_here(opts, host));
+        match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => {
+                let mut diags = Diagnostics::default();
+                diags.push(Diagnostic::error(
+                    None,
+                    format!("cannot start a thread to load the manifests: {e}"),
+                ));
+                Err(diags)
+            }
+        }
+    })
+}
+
+fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     let started = std::time::Instant::now();
     let mut diags = Diagnostics::default();
     let facts = serde_json::to_value(host.facts()).unwrap_or(serde_json::Value::Null);
