@@ -157,3 +157,248 @@ fn nesting_up_to_the_limit_still_loads_on_a_small_stack() {
     let run = run_with_stack(&s, 256, &["validate", "site.yaml"]);
     run.assert_code(0);
 }
+
+// ---- item 9: input sizes ----
+
+/// Runs `reconcile ARGS... --root ROOT` with at most `vmem_mib` of address space:
+/// reading a 2 GiB input whole would fail (abort), not pass.
+fn run_with_memory(s: &Sandbox, vmem_mib: u32, args: &[&str]) -> Run {
+    let script = format!("ulimit -v {} && exec \"$0\" \"$@\"", vmem_mib * 1024);
+    let out = Command::new("sh")
+        .current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .arg("-c")
+        .arg(script)
+        .arg(BIN)
+        .args(args)
+        .arg("--root")
+        .arg(&s.root)
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    Run(out)
+}
+
+#[test]
+fn a_manifest_over_the_size_limit_is_refused_before_it_is_read() {
+    let s = Sandbox::new();
+    let out = outside();
+    let big = s.manifest("big.yaml", "");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(2 << 30).unwrap_or_else(|e| panic!("{e}"));
+    let before = snap(&s, out.path());
+    let started = std::time::Instant::now();
+    let run = run_with_memory(&s, 1024, &["apply", "big.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &["big.yaml: cannot read manifest: is larger than the limit of 64 MiB"],
+        &before,
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_template_looping_a_hundred_million_times_fails_naming_the_template() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/range\n    template: range.tera\n  - file: /etc/nested\n    template: nested.tera\n  - file: /etc/inline\n    content: \"{% for i in range(end=100000) %}{% for j in range(end=100000) %}xxxxxxxxxx{% endfor %}{% endfor %}\"\n",
+    );
+    s.manifest(
+        "templates/range.tera",
+        "{% for i in range(end=100000000) %}x{% endfor %}\n",
+    );
+    s.manifest(
+        "templates/nested.tera",
+        "{% for i in range(end=10000) %}{% for j in range(end=10000) %}xxxxxxxxxx{% endfor %}{% endfor %}\n",
+    );
+    let before = snap(&s, out.path());
+    let run = run_with_memory(&s, 1024, &["apply", "site.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &[
+            "templates/range.tera: template: Function call 'range' failed: `range` would produce 100000000 numbers",
+            "site.yaml:3:15: template used here",
+            "templates/nested.tera: template: the output is larger than the limit of 64 MiB",
+            "site.yaml:5:15: template used here",
+            "site.yaml:7:14: field `content`: template: the output is larger than the limit of 64 MiB",
+            "3 errors in the manifests",
+        ],
+        &before,
+    );
+}
+
+#[test]
+fn a_huge_hostname_file_in_the_root_is_ignored_not_read() {
+    let s = Sandbox::new();
+    let out = outside();
+    let hostname = s.put("/etc/hostname", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&hostname)
+        .and_then(|f| f.set_len(2 << 30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.put("/etc/os-release", &vec![b'#'; 1 << 20]);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/host\n    content: \"{{ host.hostname }} {{ host.os }}.\"\n",
+    );
+    let before = snapshot(out.path());
+    let run = run_with_memory(&s, 1024, &["apply", "site.yaml"]);
+    run.assert_code(0);
+    assert_eq!(s.read("/srv/host"), "localhost .");
+    assert_eq!(before, snapshot(out.path()));
+    let again = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    again.assert_code(0);
+}
+
+// ---- item 15: environment, includes, special files ----
+
+#[test]
+fn templates_cannot_read_the_operators_environment() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/a\n    content: \"{{ get_env(name='HOME') }}\"\n  - file: /etc/b\n    template: b.tera\n  - file: /etc/c\n    content: x\n    when: get_env(name='HOME', default='') != ''\n",
+    );
+    s.manifest("templates/b.tera", "home={{ get_env(name=\"HOME\") }}\n");
+    let before = snap(&s, out.path());
+    let run = s.run("apply", &["site.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &[
+            "site.yaml:3:14: field `content`: template: Function call 'get_env' failed: `get_env` is disabled",
+            "templates/b.tera: template: Function call 'get_env' failed: `get_env` is disabled",
+            "site.yaml:5:15: template used here",
+            "site.yaml:8:11: field `when`",
+            "3 errors in the manifests",
+        ],
+        &before,
+    );
+}
+
+#[test]
+fn an_include_with_dotdot_is_refused_like_template_and_source() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.manifest(
+        "other.yaml",
+        "resources:\n  - file: /etc/other\n    content: x\n",
+    );
+    s.manifest(
+        "sub/site.yaml",
+        "include:\n  - ../other.yaml\n  - ok/../../other.yaml\nresources:\n  - file: /etc/a\n    content: x\n",
+    );
+    let before = snap(&s, out.path());
+    let run = s.run("apply", &["sub/site.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &[
+            "sub/site.yaml:2:5: field `include`: include `../other.yaml` must not contain `..`",
+            "sub/site.yaml:3:5: field `include`: include `ok/../../other.yaml` must not contain `..`",
+            "2 errors in the manifests",
+        ],
+        &before,
+    );
+}
+
+/// Waits for `child` at most `secs` seconds; kills it (by its own pid) if it hangs.
+fn wait_bounded(mut child: std::process::Child, secs: u64) -> Run {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("reconcile hung on a special file");
+            }
+        }
+    }
+    Run(child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait: {e}")))
+}
+
+#[test]
+fn a_fifo_a_device_or_a_socket_given_as_a_manifest_is_named_for_what_it_is_and_never_blocks() {
+    let s = Sandbox::new();
+    let out = outside();
+    let fifo = s.manifests.join("pipe.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    std::fs::create_dir_all(s.manifests.join("dir")).unwrap_or_else(|e| panic!("{e}"));
+    nix::unistd::mkfifo(
+        &s.manifests.join("dir/in-folder.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    let _socket = std::os::unix::net::UnixListener::bind(s.manifests.join("sock.yaml"))
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    s.manifest(
+        "incl.yaml",
+        "include:\n  - pipe.yaml\nresources:\n  - file: /etc/a\n    template: t.tera\n",
+    );
+    nix::unistd::mkfifo(
+        &s.manifests.join("t.tera"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    let before = snap(&s, out.path());
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "pipe.yaml",
+            &["pipe.yaml: cannot read manifest: is a FIFO (named pipe), not a regular file"],
+        ),
+        (
+            "/dev/zero",
+            &["/dev/zero: cannot read manifest: is a character device, not a regular file"],
+        ),
+        (
+            "dir",
+            &["dir/in-folder.yaml: cannot read manifest: is a FIFO (named pipe)"],
+        ),
+        (
+            "sock.yaml",
+            &["sock.yaml: cannot read manifest: is a socket, not a regular file"],
+        ),
+        (
+            "incl.yaml",
+            &[
+                "pipe.yaml: cannot read manifest: is a FIFO",
+                "t.tera: is a FIFO (named pipe), not a regular file",
+            ],
+        ),
+    ];
+    for (arg, expect) in cases {
+        for cmd in ["validate", "apply"] {
+            let child = Command::new(BIN)
+                .current_dir(&s.manifests)
+                .env("NO_COLOR", "1")
+                .args([cmd, arg, "--root"])
+                .arg(&s.root)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn: {e}"));
+            let run = wait_bounded(child, 20);
+            assert_refused(&s, out.path(), &run, expect, &before);
+            assert!(!run.stderr().contains("does not exist"), "{}", run.all());
+        }
+    }
+}

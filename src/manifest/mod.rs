@@ -56,14 +56,33 @@ struct ParsedFile {
 }
 
 /// Expands the command-line paths: a file is itself, a folder is its `*.yaml`/`*.yml`
-/// files, sorted by name.
+/// files, sorted by name. Anything else that exists (a FIFO, a device) is passed on
+/// for reading to say what it is; only a missing path "does not exist".
 fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
-    if path.is_dir() {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            diags.push(Diagnostic::error(
+                None,
+                format!("manifest {} does not exist", path.display()),
+            ));
+            return Vec::new();
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                None,
+                format!("cannot read manifest {}: {e}", path.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    if meta.is_dir() {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+            // A `*.yaml` that is not a file is kept so that reading it says what it is.
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.is_file()
+                    !p.is_dir()
                         && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
                 })
                 .collect(),
@@ -83,14 +102,8 @@ fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
             ));
         }
         files
-    } else if path.is_file() {
-        vec![path.to_path_buf()]
     } else {
-        diags.push(Diagnostic::error(
-            None,
-            format!("manifest {} does not exist", path.display()),
-        ));
-        Vec::new()
+        vec![path.to_path_buf()]
     }
 }
 
@@ -135,12 +148,12 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
             continue;
         }
         let shown: Arc<str> = Arc::from(display_path(&path));
-        let bytes = match std::fs::read(&path) {
+        let bytes = match decode::read_input(&path, Some(yaml::MAX_MANIFEST_BYTES)) {
             Ok(b) => b,
             Err(e) => {
                 diags.push(Diagnostic::error(
                     Some(Span::file_only(shown)),
-                    format!("cannot read: {e}"),
+                    format!("cannot read manifest: {e}"),
                 ));
                 continue;
             }
@@ -194,6 +207,15 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
             let mut found = Vec::new();
             for item in items {
                 match item.as_str() {
+                    // The same rule as `template:` and `source:`: below this
+                    // manifest's folder, never above it.
+                    Some(rel) if rel.split('/').any(|c| c == "..") => diags.push(
+                        Diagnostic::error(
+                            Some(item.span.clone()),
+                            format!("include `{rel}` must not contain `..`: includes name files or folders below this manifest's folder"),
+                        )
+                        .field("include"),
+                    ),
                     Some(rel) if !rel.starts_with('/') => {
                         let target = base.join(rel);
                         if !target.exists() {

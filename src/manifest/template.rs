@@ -5,8 +5,23 @@ use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Span};
 
+/// Most bytes one template (a file or an inline value) may render to: the same bound
+/// as a manifest. Past it rendering stops, instead of growing until memory runs out.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most numbers one `range()` may produce: Tera builds the whole list before the loop
+/// runs (`range(end=100000000)` alone was 3 GB).
+pub const MAX_RANGE_ITEMS: usize = 1_000_000;
+
+/// Tera registers its inline templates under this name (kept so messages match Tera's).
+const INLINE_NAME: &str = "__tera_one_off";
+
 pub struct Templates {
+    /// Template files, by shown path.
     tera: tera::Tera,
+    /// Inline strings and `when:` conditions, one at a time (Tera's `one_off`, with our
+    /// restricted functions).
+    inline: tera::Tera,
     context: tera::Context,
     /// Inline strings already rendered (manifests repeat `{{ svc_user }}` a lot).
     inline_cache: HashMap<String, Result<String, String>>,
@@ -24,10 +39,9 @@ impl Templates {
             context.insert(k.as_str(), v);
         }
         context.insert("host", &host);
-        let mut tera = tera::Tera::default();
-        tera.autoescape_on(Vec::new());
         Templates {
-            tera,
+            tera: restricted_tera(),
+            inline: restricted_tera(),
             context,
             inline_cache: HashMap::new(),
             file_cache: HashMap::new(),
@@ -49,12 +63,19 @@ impl Templates {
         let result = match self.inline_cache.get(text) {
             Some(r) => r.clone(),
             None => {
-                let r = tera::Tera::one_off(text, &self.context, false).map_err(|e| explain(&e));
+                let r = self.render_inline_uncached(text);
                 self.inline_cache.insert(text.to_string(), r.clone());
                 r
             }
         };
         result.map_err(|msg| Diagnostic::error(Some(span.clone()), format!("template: {msg}")))
+    }
+
+    fn render_inline_uncached(&mut self, text: &str) -> Result<String, String> {
+        self.inline
+            .add_raw_template(INLINE_NAME, text)
+            .map_err(|e| explain(&e))?;
+        render_bounded(&self.inline, INLINE_NAME, &self.context)
     }
 
     /// The fast path for the common case, text with `{{ name }}` / `{{ a.b }}` whose
@@ -101,9 +122,9 @@ impl Templates {
     /// Evaluates a `when:` expression to a boolean.
     pub fn eval_condition(&mut self, expr: &str, span: &Span) -> Result<bool, Diagnostic> {
         let text = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
-        let out = tera::Tera::one_off(&text, &self.context, false).map_err(|e| {
-            Diagnostic::error(Some(span.clone()), format!("condition: {}", explain(&e)))
-        })?;
+        let out = self
+            .render_inline_uncached(&text)
+            .map_err(|msg| Diagnostic::error(Some(span.clone()), format!("condition: {msg}")))?;
         Ok(out == "true")
     }
 
@@ -130,14 +151,112 @@ impl Templates {
         self.tera
             .add_raw_template(shown_name, source)
             .map_err(|e| fail(explain(&e), parse_error_line(&e)))?;
-        let out = self.tera.render(shown_name, &self.context).map_err(|e| {
-            let msg = explain(&e);
+        let out = render_bounded(&self.tera, shown_name, &self.context).map_err(|msg| {
             let line = missing_variable(&msg).and_then(|var| line_of_variable(source, &var));
             fail(msg, line)
         })?;
         let out: Arc<str> = Arc::from(out);
         self.file_cache.insert(shown_name.to_string(), out.clone());
         Ok(out)
+    }
+}
+
+/// A Tera with our limits: no `get_env()` (a manifest must mean the same whoever runs
+/// it, from whatever shell; variables come from `vars`, `--env` and `--var`), and a
+/// `range()` that refuses to build more than [`MAX_RANGE_ITEMS`] numbers.
+fn restricted_tera() -> tera::Tera {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(Vec::new());
+    tera.register_function("get_env", |_: &HashMap<String, tera::Value>| {
+        Err(tera::Error::msg(
+            "`get_env` is disabled: a manifest must not depend on the environment of whoever runs reconcile; use `vars`, `--env` or `--var`",
+        ))
+    });
+    tera.register_function("range", bounded_range);
+    tera
+}
+
+/// Tera's `range(start=0, end, step_by=1)`, refusing huge ranges before building them.
+fn bounded_range(args: &HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+    let arg = |name: &str, default: Option<usize>| -> tera::Result<usize> {
+        match args.get(name) {
+            Some(v) => tera::from_value::<usize>(v.clone()).map_err(|_| {
+                tera::Error::msg(format!(
+                    "Function `range` received {name}={v} but `{name}` can only be a number"
+                ))
+            }),
+            None => default.ok_or_else(|| {
+                tera::Error::msg(format!(
+                    "Function `range` was called without a `{name}` argument"
+                ))
+            }),
+        }
+    };
+    let start = arg("start", Some(0))?;
+    let end = arg("end", None)?;
+    let step = arg("step_by", Some(1))?;
+    if start > end {
+        return Err(tera::Error::msg(
+            "Function `range` was called with a `start` argument greater than the `end` one",
+        ));
+    }
+    if step == 0 {
+        return Err(tera::Error::msg(
+            "Function `range` needs a `step_by` above 0",
+        ));
+    }
+    let count = (end - start).div_ceil(step);
+    if count > MAX_RANGE_ITEMS {
+        return Err(tera::Error::msg(format!(
+            "`range` would produce {count} numbers; at most {MAX_RANGE_ITEMS} are allowed"
+        )));
+    }
+    Ok(tera::to_value(
+        (start..end).step_by(step).collect::<Vec<_>>(),
+    )?)
+}
+
+/// Renders `name` into memory, stopping with an error once the output passes
+/// [`MAX_RENDERED_BYTES`] (a loop of 10^8 iterations must fail, not take gigabytes).
+fn render_bounded(
+    tera: &tera::Tera,
+    name: &str,
+    context: &tera::Context,
+) -> Result<String, String> {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        exceeded: false,
+    };
+    if let Err(e) = tera.render_to(name, context, &mut out) {
+        if out.exceeded {
+            return Err(format!(
+                "the output is larger than the limit of {} MiB; rendering stopped there",
+                MAX_RENDERED_BYTES / (1024 * 1024)
+            ));
+        }
+        return Err(explain(&e));
+    }
+    String::from_utf8(out.bytes).map_err(|e| format!("the output is not UTF-8: {e}"))
+}
+
+/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct Bounded {
+    bytes: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.exceeded = true;
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
