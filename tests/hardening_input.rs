@@ -402,3 +402,103 @@ fn a_fifo_a_device_or_a_socket_given_as_a_manifest_is_named_for_what_it_is_and_n
         }
     }
 }
+
+// ---- item 13: values that would fail only at apply ----
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+#[test]
+fn values_that_would_fail_only_at_apply_are_refused_at_load_all_at_once() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.put("/etc/motd", b"original\n");
+    let fixture = format!("{FIXTURES}/bad/apply-only-values.yaml");
+    let before = snap(&s, out.path());
+    for cmd in ["validate", "plan", "apply"] {
+        let run = s.run(cmd, &[&fixture]);
+        assert_refused(
+            &s,
+            out.path(),
+            &run,
+            &[
+                "apply-only-values.yaml:4:13: field `target`: the target contains a NUL byte",
+                "apply-only-values.yaml:7:15: field `validate`: the validate command contains a NUL byte",
+                "apply-only-values.yaml:10:12: field `owner`: 4294967295 is out of range",
+                "apply-only-values.yaml:11:12: field `group`: 4294967295 is out of range",
+                "apply-only-values.yaml:13:12: field `owner`: 4294967296 is out of range",
+                "apply-only-values.yaml:14:12: field `group`: -1 is out of range",
+                "apply-only-values.yaml:16:13: field `target`: the target must not be empty",
+                "7 errors in the manifests",
+            ],
+            &before,
+        );
+    }
+}
+
+#[test]
+fn one_path_declared_as_two_kinds_is_refused_naming_both_declarations() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.put("/etc/motd", b"original\n");
+    let fixture = format!("{FIXTURES}/bad/same-path-two-kinds.yaml");
+    let before = snap(&s, out.path());
+    for cmd in ["validate", "plan", "apply", "graph"] {
+        let run = s.run(cmd, &[&fixture]);
+        assert_refused(
+            &s,
+            out.path(),
+            &run,
+            &[
+                "same-path-two-kinds.yaml:5:5: symlink[/etc/motd] and file[/etc/motd] both manage /etc/motd",
+                "same-path-two-kinds.yaml:3:5: file[/etc/motd] is declared here",
+                "same-path-two-kinds.yaml:8:5: file[/srv/app] and directory[/srv/app] both manage /srv/app",
+                "same-path-two-kinds.yaml:7:5: directory[/srv/app] is declared here",
+                "same-path-two-kinds.yaml:12:5: directory[/srv/link] and symlink[/srv/link] both manage /srv/link",
+                "same-path-two-kinds.yaml:10:5: symlink[/srv/link] is declared here",
+                "3 errors in the manifests",
+            ],
+            &before,
+        );
+    }
+}
+
+#[test]
+fn a_unit_file_also_declared_as_a_file_is_refused_with_other_errors_of_other_files() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.manifest(
+        "a.yaml",
+        "resources:\n  - unit: app.service\n    content: \"[Service]\\nExecStart=/bin/true\\n\"\n",
+    );
+    s.manifest(
+        "b.yaml",
+        "resources:\n  - file: /etc/systemd/system/app.service\n    content: x\n  - file: /etc/x\n    owner: 4294967295\n",
+    );
+    let before = snap(&s, out.path());
+    let run = s.run("apply", &["a.yaml", "b.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &[
+            "b.yaml:5:12: field `owner`: 4294967295 is out of range",
+            "b.yaml:2:5: file[/etc/systemd/system/app.service] and unit[app.service] both manage /etc/systemd/system/app.service",
+            "a.yaml:2:5: unit[app.service] is declared here",
+            "2 errors in the manifests",
+        ],
+        &before,
+    );
+}
+
+#[test]
+fn numeric_owners_in_range_still_converge() {
+    if !support::sandbox::is_root() {
+        return; // chown to another uid needs root
+    }
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/a\n    content: x\n    owner: 4294967294\n    group: \"0\"\n  - symlink: /srv/l\n    target: a\n",
+    );
+    s.converge(&["site.yaml"]);
+}

@@ -293,13 +293,35 @@ impl<'a> Fields<'a> {
         out
     }
 
-    /// A user or group: a name, or a numeric id written as an integer.
+    /// A user or group: a name, or a numeric id (written as an integer or digits).
+    ///
+    /// Numeric ids are 0 to 4294967294: 4294967295 is `(uid_t)-1`, which chown(2)
+    /// reads as "leave unchanged", so such an owner would be set on every run and
+    /// never hold; anything larger is no id at all.
     pub fn name_or_id(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
         let node = self.raw(key)?;
-        match &node.value {
-            Value::Int(i) if *i >= 0 => Some((i.to_string(), node.span.clone())),
-            _ => string_of(d, node, key),
+        let (text, span) = match &node.value {
+            Value::Int(i) => (i.to_string(), node.span.clone()),
+            _ => string_of(d, node, key)?,
+        };
+        let numeric = text.strip_prefix('-').unwrap_or(&text);
+        if !numeric.is_empty() && numeric.bytes().all(|b| b.is_ascii_digit()) {
+            let in_range =
+                !text.starts_with('-') && text.parse::<u32>().is_ok_and(|id| id < u32::MAX);
+            if !in_range {
+                d.error(
+                    &span,
+                    key,
+                    format!(
+                        "{text} is out of range: numeric ids are 0 to {} ({} means \"leave unchanged\" to chown)",
+                        u32::MAX - 1,
+                        u32::MAX
+                    ),
+                );
+                return None;
+            }
         }
+        Some((text, span))
     }
 
     pub fn bool(&mut self, d: &mut Decoder, key: &'static str) -> Option<bool> {

@@ -536,6 +536,22 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         }
         diags.push(d);
     }
+    for (later, earlier) in catalog.shared_paths() {
+        let (r, first) = (&catalog.resources[later], &catalog.resources[earlier]);
+        let path = r.managed_path().unwrap_or_default();
+        let mut d = Diagnostic::error(
+            r.meta().span.clone(),
+            format!(
+                "{} and {} both manage {path}: a path has one kind, else each would undo the other on every run",
+                r.id(),
+                first.id()
+            ),
+        );
+        if let Some(p) = &first.meta().span {
+            d = d.related(p.clone(), format!("{} is declared here", first.id()));
+        }
+        diags.push(d);
+    }
     if diags.has_errors() {
         return Err(diags);
     }

@@ -95,6 +95,26 @@ impl Catalog {
         )
     }
 
+    /// Resources of different kinds that manage the same path, as (later, earlier)
+    /// catalog indexes. Each would undo the other on every run (a file replaced by a
+    /// symlink replaced by a file...), so the loader refuses them.
+    pub fn shared_paths(&self) -> Vec<(usize, usize)> {
+        let mut first: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(self.resources.len());
+        let mut shared = Vec::new();
+        for (i, r) in self.resources.iter().enumerate() {
+            if let Some(path) = r.managed_path() {
+                match first.entry(path) {
+                    std::collections::hash_map::Entry::Occupied(e) => shared.push((i, *e.get())),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i);
+                    }
+                }
+            }
+        }
+        shared
+    }
+
     pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {
         self.index.get(id).map(|&i| self.resources[i].as_ref())
     }
