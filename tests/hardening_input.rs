@@ -380,7 +380,8 @@ fn a_fifo_a_device_or_a_socket_given_as_a_manifest_is_named_for_what_it_is_and_n
         (
             "incl.yaml",
             &[
-                "pipe.yaml: cannot read manifest: is a FIFO",
+                "incl.yaml:2:5: field `include`: cannot read manifest pipe.yaml: is a FIFO (named pipe)",
+                "incl.yaml:5:15: field `template`: cannot read template",
                 "t.tera: is a FIFO (named pipe), not a regular file",
             ],
         ),

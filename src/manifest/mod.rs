@@ -135,14 +135,15 @@ fn section<'a>(file: &'a ParsedFile, key: &str) -> Option<&'a Node> {
 
 /// Reads and parses every manifest, following includes. Parse errors are collected.
 fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) -> Vec<ParsedFile> {
-    let mut queue: Vec<PathBuf> = Vec::new();
+    // Each file with the `include:` item that named it, if one did.
+    let mut queue: Vec<(PathBuf, Option<Span>)> = Vec::new();
     for p in &opts.paths {
-        queue.extend(expand(p, diags));
+        queue.extend(expand(p, diags).into_iter().map(|f| (f, None)));
     }
     queue.reverse();
     let mut seen = HashSet::new();
     let mut files = Vec::new();
-    while let Some(path) = queue.pop() {
+    while let Some((path, included_at)) = queue.pop() {
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if !seen.insert(canonical) {
             continue;
@@ -151,10 +152,16 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
         let bytes = match decode::read_input(&path, Some(yaml::MAX_MANIFEST_BYTES)) {
             Ok(b) => b,
             Err(e) => {
-                diags.push(Diagnostic::error(
-                    Some(Span::file_only(shown)),
-                    format!("cannot read manifest: {e}"),
-                ));
+                diags.push(match included_at {
+                    Some(span) => {
+                        Diagnostic::error(Some(span), format!("cannot read manifest {shown}: {e}"))
+                            .field("include")
+                    }
+                    None => Diagnostic::error(
+                        Some(Span::file_only(shown)),
+                        format!("cannot read manifest: {e}"),
+                    ),
+                });
                 continue;
             }
         };
@@ -228,7 +235,11 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
                             );
                         }
                         let mut local = Diagnostics::default();
-                        found.extend(expand(&target, &mut local));
+                        found.extend(
+                            expand(&target, &mut local)
+                                .into_iter()
+                                .map(|f| (f, Some(item.span.clone()))),
+                        );
                     }
                     _ => diags.push(
                         Diagnostic::error(
