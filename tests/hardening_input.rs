@@ -503,3 +503,49 @@ fn numeric_owners_in_range_still_converge() {
     );
     s.converge(&["site.yaml"]);
 }
+
+#[test]
+fn templates_nested_or_recursing_without_bound_are_refused_on_a_small_stack() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/a\n    template: ifs.tera\n  - file: /etc/b\n    template: plus.tera\n  - file: /etc/c\n    template: macro.tera\n  - file: /etc/d\n    template: self.tera\n  - file: /etc/e\n    content: x\n    when: 1 == 1 and (((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((true))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))\n",
+    );
+    s.manifest(
+        "templates/ifs.tera",
+        &format!(
+            "{}x{}",
+            "{% if true %}".repeat(20_000),
+            "{% endif %}".repeat(20_000)
+        ),
+    );
+    s.manifest(
+        "templates/plus.tera",
+        &format!("a\n{{{{ {}1 }}}}\n", "1 + ".repeat(20_000)),
+    );
+    s.manifest(
+        "templates/macro.tera",
+        "{% macro f(n) %}{{ self::f(n=n+1) }}{% endmacro f %}\n{{ self::f(n=1) }}\n",
+    );
+    s.manifest(
+        "templates/self.tera",
+        "{% include \"templates/self.tera\" %}\n",
+    );
+    let before = snap(&s, out.path());
+    let run = run_with_stack(&s, 256, &["apply", "site.yaml"]);
+    assert_refused(
+        &s,
+        out.path(),
+        &run,
+        &[
+            "templates/ifs.tera:1:1: template: nesting too deep",
+            "templates/plus.tera:2:1: template: nesting too deep",
+            "templates/macro.tera:1:1: template: a macro may not call macros",
+            "templates/self.tera:1:1: template: `include` is not supported",
+            "site.yaml:12:11: field `when`: condition: nesting too deep",
+            "5 errors in the manifests",
+        ],
+        &before,
+    );
+}

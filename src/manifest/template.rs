@@ -13,6 +13,13 @@ pub const MAX_RENDERED_BYTES: usize = 64 * 1024 * 1024;
 /// runs (`range(end=100000000)` alone was 3 GB).
 pub const MAX_RANGE_ITEMS: usize = 1_000_000;
 
+/// Deepest nesting of `if`/`for`/`macro`/`block`/`filter` blocks in one template, and
+/// most brackets and operators one tag may hold. Tera parses, evaluates and drops
+/// each level recursively (20,000 nested `if`s or a chain of 20,000 `+` overflowed a
+/// 64 MiB stack); these bounds keep it a few hundred frames deep.
+pub const MAX_TEMPLATE_BLOCKS: usize = 100;
+pub const MAX_TAG_NESTING: usize = 200;
+
 /// Tera registers its inline templates under this name (kept so messages match Tera's).
 const INLINE_NAME: &str = "__tera_one_off";
 
@@ -72,6 +79,7 @@ impl Templates {
     }
 
     fn render_inline_uncached(&mut self, text: &str) -> Result<String, String> {
+        check_shape(text).map_err(|(_, msg)| msg)?;
         self.inline
             .add_raw_template(INLINE_NAME, text)
             .map_err(|e| explain(&e))?;
@@ -148,6 +156,7 @@ impl Templates {
             };
             Diagnostic::error(Some(span), format!("template: {msg}"))
         };
+        check_shape(source).map_err(|(line, msg)| fail(msg, Some(line)))?;
         self.tera
             .add_raw_template(shown_name, source)
             .map_err(|e| fail(explain(&e), parse_error_line(&e)))?;
@@ -159,6 +168,170 @@ impl Templates {
         self.file_cache.insert(shown_name.to_string(), out.clone());
         Ok(out)
     }
+}
+
+/// Refuses, before Tera parses it, a template whose nesting Tera would follow
+/// recursively without bound: blocks deeper than [`MAX_TEMPLATE_BLOCKS`], a tag with
+/// more than [`MAX_TAG_NESTING`] brackets and operators, a macro that calls macros
+/// (recursion that no bound could stop), or `include`/`import`/`extends`. The line of
+/// the offending tag and why.
+fn check_shape(source: &str) -> Result<(), (usize, String)> {
+    let b = source.as_bytes();
+    let (mut at, mut line, mut counted) = (0, 1, 0);
+    let mut blocks = 0usize;
+    // Block depth just outside the macro being defined, if inside one.
+    let mut in_macro: Option<usize> = None;
+    while let Some(off) = b
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'{'))
+    {
+        let start = at + off;
+        line += b
+            .get(counted..start)
+            .map_or(0, |s| s.iter().filter(|&&c| c == b'\n').count());
+        counted = start;
+        let close = match b.get(start + 1) {
+            Some(b'{') => b'}',
+            Some(b'%') => b'%',
+            Some(b'#') => {
+                at = find(b, start + 2, b"#}").map_or(b.len(), |e| e + 2);
+                continue;
+            }
+            _ => {
+                at = start + 1;
+                continue;
+            }
+        };
+        let tag = scan_tag(b, start + 2, close);
+        at = tag.end;
+        let too_deep = |what: String| Err((line, format!("nesting too deep: {what}")));
+        if tag.brackets + tag.operators > MAX_TAG_NESTING {
+            return too_deep(format!(
+                "a tag with more than {MAX_TAG_NESTING} brackets and operators"
+            ));
+        }
+        if close == b'%' {
+            match tag.first_word.as_str() {
+                "raw" => {
+                    at = find(b, at, b"endraw")
+                        .and_then(|e| find(b, e, b"%}"))
+                        .map_or(b.len(), |e| e + 2);
+                }
+                "if" | "for" | "macro" | "block" | "filter" => {
+                    if tag.first_word == "macro" && in_macro.is_none() {
+                        in_macro = Some(blocks);
+                    }
+                    blocks += 1;
+                    if blocks > MAX_TEMPLATE_BLOCKS {
+                        return too_deep(format!(
+                            "more than {MAX_TEMPLATE_BLOCKS} levels of blocks"
+                        ));
+                    }
+                }
+                // Templates are added one by one as resources use them, so another
+                // template is there or not depending on the order of resources; and a
+                // template including itself recursed until the stack overflowed.
+                w @ ("include" | "import" | "extends") => {
+                    return Err((
+                        line,
+                        format!("`{w}` is not supported: each template is rendered on its own; share text through variables, or macros in the same file"),
+                    ));
+                }
+                w if w.starts_with("end") => {
+                    blocks = blocks.saturating_sub(1);
+                    if in_macro == Some(blocks) {
+                        in_macro = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if in_macro.is_some() && tag.calls_macro && tag.first_word != "macro" {
+            return Err((
+                line,
+                "a macro may not call macros: recursion could not be bounded".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`check_shape`] needs to know about one tag.
+struct Tag {
+    /// Byte index just past the tag's closing delimiter (or the end of the text).
+    end: usize,
+    /// Deepest bracket nesting inside it.
+    brackets: usize,
+    /// Operators in it: each nests one level in Tera's tree.
+    operators: usize,
+    first_word: String,
+    /// Whether it has a `ns::macro` call.
+    calls_macro: bool,
+}
+
+/// Scans a tag from `from` (just past `{{` or `{%`) to its closing `}}` or `%}`,
+/// skipping string literals.
+fn scan_tag(b: &[u8], from: usize, close: u8) -> Tag {
+    let mut tag = Tag {
+        end: b.len(),
+        brackets: 0,
+        operators: 0,
+        first_word: String::new(),
+        calls_macro: false,
+    };
+    let (mut depth, mut i, mut in_operator) = (0usize, from, false);
+    let mut word = String::new();
+    let mut words_seen = 0;
+    while let Some(&c) = b.get(i) {
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            word.push(char::from(c));
+            i += 1;
+            continue;
+        }
+        if !word.is_empty() {
+            if words_seen == 0 {
+                tag.first_word = std::mem::take(&mut word);
+            } else if matches!(word.as_str(), "and" | "or" | "not" | "in" | "is") {
+                tag.operators += 1;
+            }
+            word.clear();
+            words_seen += 1;
+        }
+        let operator = b"+-*/%~<>=!".contains(&c);
+        if operator && !in_operator {
+            tag.operators += 1;
+        }
+        in_operator = operator;
+        match c {
+            _ if c == close && b.get(i + 1) == Some(&b'}') => {
+                tag.end = i + 2;
+                return tag;
+            }
+            b'"' | b'\'' | b'`' => {
+                i = b
+                    .get(i + 1..)
+                    .and_then(|rest| rest.iter().position(|&q| q == c))
+                    .map_or(b.len(), |e| i + 1 + e);
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                tag.brackets = tag.brackets.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b':' if b.get(i + 1) == Some(&b':') => tag.calls_macro = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    tag
+}
+
+/// Index of `needle` in `b` at or after `from`.
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
 }
 
 /// A Tera with our limits: no `get_env()` (a manifest must mean the same whoever runs
@@ -428,6 +601,85 @@ mod tests {
         assert!(t.substitute(file).is_some());
         assert!(t.substitute("/etc/{{ user }}/x").is_some());
         assert!(t.substitute("{{ missing }}").is_none());
+    }
+
+    /// Shapes Tera would parse or render recursively without bound are refused with
+    /// the line of the tag, in files and inline; ordinary templates still render.
+    #[test]
+    fn template_shapes_tera_would_recurse_on_are_refused() {
+        let n = 20_000;
+        let refused = [
+            (
+                format!("{}x{}", "{% if true %}".repeat(n), "{% endif %}".repeat(n)),
+                "1:1",
+                "more than 100 levels of blocks",
+            ),
+            (
+                format!("line\n{{{{ {}1 }}}}", "1 + ".repeat(n)),
+                "2:1",
+                "more than 200 brackets and operators",
+            ),
+            (
+                format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+                "1:1",
+                "more than 200 brackets and operators",
+            ),
+            (
+                "{% macro f(n) %}\n{{ self::f(n=n) }}{% endmacro f %}{{ self::f(n=1) }}".into(),
+                "2:1",
+                "a macro may not call macros",
+            ),
+            (
+                "a\n\n{% include \"t.tera\" %}".into(),
+                "3:1",
+                "`include` is not supported",
+            ),
+            ("{% import \"m\" as m %}".into(), "1:1", "`import`"),
+            ("{% extends \"t.tera\" %}".into(), "1:1", "`extends`"),
+        ];
+        let span = Span::file_only(Arc::from("m.yaml"));
+        for (text, at, why) in refused {
+            let mut t = templates();
+            let err = t
+                .render_file("t.tera", &text)
+                .err()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(&format!("t.tera:{at}")), "{err}");
+            assert!(err.contains(why), "{err}");
+            let inline = t.render_inline(&text, &span).err().map(|d| d.to_string());
+            assert!(inline.unwrap_or_default().contains(why));
+        }
+        let fine = "{% macro g(n) %}<{{ n }}>{% endmacro g %}{% raw %}{{ {% if %}{% endraw %}\
+            {# {% if x %} #}{{ self::g(n=\"}}\") }}{% for i in [1, 2] %}\
+            {% if i == 1 and true or not false %}{{ i + 1 - 2 * 3 }}{% endif %}{% endfor %}";
+        let mut t = templates();
+        assert_eq!(
+            t.render_file("ok.tera", fine).ok().as_deref(),
+            Some("{{ {% if %}<}}>-4-3")
+        );
+    }
+
+    #[test]
+    fn get_env_is_disabled_and_range_is_bounded() {
+        let mut t = templates();
+        let span = Span::file_only(Arc::from("m.yaml"));
+        let env = t.render_inline("{{ get_env(name='HOME') }}", &span);
+        assert!(env
+            .err()
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+            .contains("`get_env` is disabled"));
+        let out = t.render_inline(
+            "{% for i in range(start=1, end=7, step_by=2) %}{{ i }}{% endfor %}",
+            &span,
+        );
+        assert_eq!(out.ok().as_deref(), Some("135"));
+        let big = t.render_inline("{% for i in range(end=1000001) %}{% endfor %}", &span);
+        assert!(big.is_err());
+        assert!(t
+            .render_inline("{{ range(end=3, step_by=0) }}", &span)
+            .is_err());
     }
 
     #[test]
