@@ -437,7 +437,7 @@ fn values_that_would_fail_only_at_apply_are_refused_at_load_all_at_once() {
 }
 
 #[test]
-fn one_path_declared_as_two_kinds_is_refused_naming_both_declarations() {
+fn one_path_declared_as_two_kinds_or_below_a_file_is_refused_naming_both_declarations() {
     let s = Sandbox::new();
     let out = outside();
     s.put("/etc/motd", b"original\n");
@@ -456,7 +456,9 @@ fn one_path_declared_as_two_kinds_is_refused_naming_both_declarations() {
                 "same-path-two-kinds.yaml:7:5: directory[/srv/app] is declared here",
                 "same-path-two-kinds.yaml:12:5: directory[/srv/link] and symlink[/srv/link] both manage /srv/link",
                 "same-path-two-kinds.yaml:10:5: symlink[/srv/link] is declared here",
-                "3 errors in the manifests",
+                "same-path-two-kinds.yaml:15:5: directory[/srv/plain/inner/deeper] is below file[/srv/plain]: nothing can be created below a file",
+                "same-path-two-kinds.yaml:13:5: file[/srv/plain] is declared here",
+                "4 errors in the manifests",
             ],
             &before,
         );

@@ -14,7 +14,7 @@ use sha2::Digest;
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::host::Host;
-use crate::resource::{self, Catalog, Meta, Resource};
+use crate::resource::{self, Catalog, Meta, PathConflict, Resource};
 use decode::{display_path, Decoder, Fields};
 use template::Templates;
 use yaml::{Node, Value};
@@ -547,17 +547,23 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         }
         diags.push(d);
     }
-    for (later, earlier) in catalog.shared_paths() {
+    for (later, earlier, how) in catalog.path_conflicts() {
         let (r, first) = (&catalog.resources[later], &catalog.resources[earlier]);
         let path = r.managed_path().unwrap_or_default();
-        let mut d = Diagnostic::error(
-            r.meta().span.clone(),
-            format!(
+        let message = match how {
+            PathConflict::SamePath => format!(
                 "{} and {} both manage {path}: a path has one kind, else each would undo the other on every run",
                 r.id(),
                 first.id()
             ),
-        );
+            PathConflict::BelowNonDirectory => format!(
+                "{} is below {}: nothing can be created below a {}",
+                r.id(),
+                first.id(),
+                first.id().kind
+            ),
+        };
+        let mut d = Diagnostic::error(r.meta().span.clone(), message);
         if let Some(p) = &first.meta().span {
             d = d.related(p.clone(), format!("{} is declared here", first.id()));
         }
