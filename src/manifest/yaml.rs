@@ -234,7 +234,9 @@ fn options() -> serde_saphyr::Options {
     budget.max_recorded_anchor_bytes = 4 * 1024 * 1024;
     budget.max_events = 50_000_000;
     budget.max_depth = MAX_DEPTH;
-    // The parser's own flow limit must not trip first: its message says nothing useful.
+    // The scanner's own limit counts flow levels only and trips while it reads ahead,
+    // so it can fire before the budget sees the events: keep it just above the
+    // budget (never below a legal depth) and report it as the same error.
     budget.flow_nesting_limit = MAX_DEPTH + 1;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
