@@ -107,7 +107,7 @@ fn a_fifty_level_flow_map_is_refused_on_a_small_stack() {
 }
 
 #[test]
-fn deep_block_maps_flow_lists_and_mixed_nesting_are_refused_on_a_small_stack() {
+fn deep_block_maps_flow_lists_mixed_nesting_and_nested_aliases_are_refused_on_a_small_stack() {
     let s = Sandbox::new();
     let out = outside();
     let mut block_map = String::from("vars:\n");
@@ -128,8 +128,20 @@ fn deep_block_maps_flow_lists_and_mixed_nesting_are_refused_on_a_small_stack() {
         "mixed-flow.yaml",
         &format!("vars:\n  a: {}\n", "[{k: ".repeat(3_000)),
     );
+    // Each alias wraps the previous one in one more list: depth grows on replay.
+    let mut aliases = String::from("vars:\n  l0: &a0 x\n");
+    for i in 1..60 {
+        aliases.push_str(&format!("  l{i}: &a{i} [*a{}]\n", i - 1));
+    }
+    s.manifest("aliases.yaml", &aliases);
     let before = snap(&s, out.path());
-    for file in ["map.yaml", "list.yaml", "mixed.yaml", "mixed-flow.yaml"] {
+    for file in [
+        "map.yaml",
+        "list.yaml",
+        "mixed.yaml",
+        "mixed-flow.yaml",
+        "aliases.yaml",
+    ] {
         let run = run_with_stack(&s, 256, &["validate", file]);
         assert_refused(
             &s,

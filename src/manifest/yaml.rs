@@ -309,8 +309,11 @@ fn is_depth_error(e: &serde_saphyr::Error) -> bool {
     if let serde_saphyr::Error::Budget { breach, .. } = e {
         return matches!(breach, serde_saphyr::budget::BudgetBreach::Depth { .. });
     }
+    // A breach while replaying an alias arrives wrapped; its text still names it.
     let text = e.to_string();
-    text.contains("recursion limit") || text.contains("nesting limit")
+    text.contains("recursion limit")
+        || text.contains("nesting limit")
+        || text.contains("budget breached: Depth")
 }
 
 /// The parser's message without its own location (we print ours) or API hints.
