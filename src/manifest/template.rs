@@ -470,10 +470,22 @@ fn explain(e: &tera::Error) -> String {
         .filter(|p| !p.starts_with("Failed to render") && !p.trim().is_empty())
         .collect::<Vec<_>>()
         .join(": ");
-    if msg.is_empty() {
+    let msg = if msg.is_empty() {
         e.to_string()
     } else {
         msg.replace('\n', " ")
+    };
+    shorten(msg)
+}
+
+/// Longest template error message kept: Tera quotes the offending line whole, and a
+/// one-line template of megabytes made a message of megabytes.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+
+fn shorten(msg: String) -> String {
+    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… (message cut)", &msg[..cut]),
+        None => msg,
     }
 }
 
@@ -658,6 +670,19 @@ mod tests {
             t.render_file("ok.tera", fine).ok().as_deref(),
             Some("{{ {% if %}<}}>-4-3")
         );
+    }
+
+    #[test]
+    fn errors_on_a_huge_line_stay_short_and_name_the_template() {
+        let mut t = templates();
+        let text = format!("ok\n{{{{ a {} + }}}}", "x".repeat(1_000_000));
+        let err = t
+            .render_file("big.tera", &text)
+            .err()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("big.tera:2:1: template: Failed to parse"));
+        assert!(err.len() < 2_000, "{} bytes", err.len());
     }
 
     #[test]
