@@ -362,6 +362,25 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
     None
 }
 
+/// Whether `path` may be a saved plan, judged on its first bytes only: reading a
+/// FIFO, a device or a 2 GiB manifest whole just to find out would block or take all
+/// that memory before the manifest loader could refuse it. A plan is JSON with its
+/// `format` first.
+fn may_be_plan_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    let mut head = Vec::new();
+    let read = crate::manifest::decode::open_regular(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head).map_err(|e| e.to_string()));
+    let head = String::from_utf8_lossy(&head);
+    read.is_ok() && head.trim_start().starts_with("{") && head.contains("\"format\"")
+}
+
 fn apply(
     out: &Out,
     target: &Target,
@@ -370,7 +389,7 @@ fn apply(
     audit_recover: bool,
 ) -> u8 {
     let saved = match target.paths.as_slice() {
-        [one] => engine::read_plan_file(one),
+        [one] if may_be_plan_file(one) => engine::read_plan_file(one),
         _ => None,
     };
     let saved = match saved {

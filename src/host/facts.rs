@@ -15,13 +15,29 @@ pub struct Facts {
     pub root: String,
 }
 
+/// Largest facts file read (os-release is under 1 KiB): a bigger one is ignored, as if
+/// absent, rather than read whole into memory.
+pub const MAX_FACT_FILE_BYTES: u64 = 64 * 1024;
+
 impl Host {
     pub fn facts(&self) -> Facts {
         let read = |p: &str| -> Option<String> {
+            // The size is checked before reading; a file that grows in between is
+            // still refused after (the host layer has no bounded read).
+            let size = self.lstat(p).ok().flatten()?.size;
+            if size > MAX_FACT_FILE_BYTES {
+                tracing::warn!(
+                    path = %self.show(p),
+                    size,
+                    "facts file larger than {MAX_FACT_FILE_BYTES} bytes ignored"
+                );
+                return None;
+            }
             self.read(p)
                 .ok()
                 .flatten()
                 .and_then(|(_, c)| c)
+                .filter(|c| c.len() as u64 <= MAX_FACT_FILE_BYTES)
                 .map(|c| String::from_utf8_lossy(&c).into_owned())
         };
         let hostname = read("/etc/hostname")

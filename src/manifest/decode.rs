@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::template::Templates;
-use super::yaml::{Node, Value};
+use super::yaml::{Node, Value, MAX_MANIFEST_BYTES};
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::id::ResourceId;
 
@@ -85,7 +85,7 @@ impl Decoder {
             Some(hit) => hit.clone(),
             None => {
                 let path = self.template_path(rel);
-                let source = match std::fs::read(&path) {
+                let source = match read_input(&path, Some(MAX_MANIFEST_BYTES)) {
                     Ok(b) => b,
                     Err(e) => {
                         self.error(
@@ -120,7 +120,7 @@ impl Decoder {
 
     /// Reads a file shipped with the manifests (a relative `source:`, already joined).
     pub fn read_shipped(&mut self, path: &Path, span: &Span, field: &str) -> Option<Vec<u8>> {
-        match std::fs::read(path) {
+        match read_input(path, None) {
             Ok(b) => {
                 self.record_input(&path.display().to_string(), &b);
                 Some(b)
@@ -145,6 +145,76 @@ impl Decoder {
 
     pub fn shipped_path(&self, rel: &str) -> PathBuf {
         self.base_dir.join(rel)
+    }
+}
+
+/// Reads one input file of the manifests (a manifest, a template, a shipped file).
+///
+/// Only a regular file is read (see [`open_regular`]). With a `limit`, a larger file
+/// is refused by its size before a byte of it is read, and a file that grows while
+/// being read is cut off one byte past the limit and refused.
+pub fn read_input(path: &Path, limit: Option<usize>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let too_big = |size: u64| match limit {
+        Some(max) if size > max as u64 => Err(format!(
+            "is larger than the limit of {} MiB ({size} bytes)",
+            max / (1024 * 1024)
+        )),
+        _ => Ok(()),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    too_big(meta.len())?;
+    let file = open_regular(path)?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    too_big(meta.len())?;
+    let cap = limit.map_or(u64::MAX, |max| max as u64 + 1);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    too_big(bytes.len() as u64)?;
+    Ok(bytes)
+}
+
+/// Opens a regular file for reading, refusing anything else: stat before opening, so
+/// that a device is not even opened; `O_NONBLOCK`, so that a FIFO swapped in between
+/// cannot hang the open; fstat after, so that such a swap is caught.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let regular = |meta: &std::fs::Metadata| -> Result<(), String> {
+        match special_kind(&meta.file_type()) {
+            None => Ok(()),
+            Some(kind) => Err(format!("is {kind}, not a regular file")),
+        }
+    };
+    regular(&std::fs::metadata(path).map_err(|e| e.to_string())?)?;
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    regular(&file.metadata().map_err(|e| e.to_string())?)?;
+    Ok(file)
+}
+
+/// What a file that is neither a regular file nor a folder is, in words.
+pub fn special_kind(t: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a folder")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("an unknown kind of file")
     }
 }
 
@@ -223,13 +293,35 @@ impl<'a> Fields<'a> {
         out
     }
 
-    /// A user or group: a name, or a numeric id written as an integer.
+    /// A user or group: a name, or a numeric id (written as an integer or digits).
+    ///
+    /// Numeric ids are 0 to 4294967294: 4294967295 is `(uid_t)-1`, which chown(2)
+    /// reads as "leave unchanged", so such an owner would be set on every run and
+    /// never hold; anything larger is no id at all.
     pub fn name_or_id(&mut self, d: &mut Decoder, key: &'static str) -> Option<(String, Span)> {
         let node = self.raw(key)?;
-        match &node.value {
-            Value::Int(i) if *i >= 0 => Some((i.to_string(), node.span.clone())),
-            _ => string_of(d, node, key),
+        let (text, span) = match &node.value {
+            Value::Int(i) => (i.to_string(), node.span.clone()),
+            _ => string_of(d, node, key)?,
+        };
+        let numeric = text.strip_prefix('-').unwrap_or(&text);
+        if !numeric.is_empty() && numeric.bytes().all(|b| b.is_ascii_digit()) {
+            let in_range =
+                !text.starts_with('-') && text.parse::<u32>().is_ok_and(|id| id < u32::MAX);
+            if !in_range {
+                d.error(
+                    &span,
+                    key,
+                    format!(
+                        "{text} is out of range: numeric ids are 0 to {} ({} means \"leave unchanged\" to chown)",
+                        u32::MAX - 1,
+                        u32::MAX
+                    ),
+                );
+                return None;
+            }
         }
+        Some((text, span))
     }
 
     pub fn bool(&mut self, d: &mut Decoder, key: &'static str) -> Option<bool> {

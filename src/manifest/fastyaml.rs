@@ -1,19 +1,26 @@
 //! A fast path for the YAML that manifests are nearly always written in: block
-//! mappings and sequences, plain and quoted one-line scalars, `|` blocks and one-line
-//! flow lists of plain words.
+//! mappings and sequences, plain and quoted one-line scalars, `|` blocks, and
+//! one-line flow lists and flow mappings of scalars (`[a, "b"]`, `{k: v}`).
 //!
 //! Parsing through the general YAML stack costs ~15 µs per resource, three times the
 //! cost of observing the resource on the host, so it dominated no-op runs. This parser
 //! reads that common subset in one pass over the lines. It never reports errors and
-//! never guesses: on anything outside the subset (anchors, tags, flow mappings, folded
-//! or multi-line scalars, numbers other than plain decimal integers, duplicate keys,
-//! tabs, CRLF, several documents, any syntax error) it declines, and the caller parses
-//! the file with the general parser, which gives the real diagnostics. The
-//! `agrees_with_general_parser` tests hold the two to the same tree, spans included.
+//! never guesses: on anything outside the subset (anchors, tags, nested flow
+//! collections, flow collections over several lines, folded or multi-line scalars,
+//! numbers other than plain decimal integers, duplicate keys, tabs, CRLF, several
+//! documents, nesting deeper than [`MAX_DEPTH`], any syntax error) it declines, and
+//! the caller parses the file with the general parser, which gives the real
+//! diagnostics. The `agrees_with_general_parser` tests hold the two to the same tree,
+//! spans included.
+//!
+//! Every index into the text is checked (`get`, never `[]` on slices or strings): an
+//! index that cannot happen on well-formed input declines instead of panicking, so no
+//! manifest can crash the loader through this path.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use super::yaml::{to_u32, Node, Value};
+use super::yaml::{to_u32, Node, Value, MAX_DEPTH};
 use crate::diag::Span;
 
 /// The tree for `text`, or `None` when the text is outside the fast subset.
@@ -38,17 +45,17 @@ pub(super) fn parse(file: &Arc<str>, text: &str) -> Option<Node> {
         offset: 0,
         node_stack: Vec::new(),
         pair_stack: Vec::new(),
+        depth: 0,
+        out_of_range: Cell::new(false),
     };
     let first = p.next_significant()?;
-    if p.lines[first].indent == 0 && p.content(first) == "---" {
+    if p.lines.get(first)?.indent == 0 && p.content(first) == "---" {
         p.at += 1;
     }
     let start = p.next_significant()?;
     let root = p.block(start)?;
-    match p.next_significant() {
-        None => Some(root),
-        Some(_) => None,
-    }
+    let rest = p.next_significant();
+    (rest.is_none() && !p.out_of_range.get()).then_some(root)
 }
 
 struct Line<'a> {
@@ -69,17 +76,42 @@ struct Parser<'f, 'a> {
     /// growing vector per collection was most of the tree's memory and its copying).
     node_stack: Vec<Node>,
     pair_stack: Vec<(Node, Node)>,
+    /// Collections open around the current position (the general parser counts the
+    /// same way); past [`MAX_DEPTH`] the text is declined and the general parser
+    /// reports it.
+    depth: usize,
+    /// Set when an index fell outside its line, which well-formed input never causes:
+    /// the parse is then declined rather than trusted.
+    out_of_range: Cell<bool>,
 }
 
 impl<'f, 'a> Parser<'f, 'a> {
+    /// The raw text of `line` ("" and a declined parse if there is no such line).
+    fn raw(&self, line: usize) -> &'a str {
+        match self.lines.get(line) {
+            Some(l) => l.raw,
+            None => {
+                self.out_of_range.set(true);
+                ""
+            }
+        }
+    }
+
+    /// `s` from byte `from` on ("" and a declined parse if that is not a character
+    /// boundary inside `s`).
+    fn from(&self, s: &'a str, from: usize) -> &'a str {
+        s.get(from..).unwrap_or_else(|| {
+            self.out_of_range.set(true);
+            ""
+        })
+    }
+
     fn span(&self, line: usize, byte_col: usize) -> Span {
-        let raw = self.lines[line].raw;
-        let prefix = &raw[..byte_col.min(raw.len())];
-        let col = if prefix.is_ascii() {
-            prefix.len()
-        } else {
-            prefix.chars().count()
-        };
+        let raw = self.raw(line).as_bytes();
+        let prefix = raw.get(..byte_col.min(raw.len())).unwrap_or_default();
+        // Characters, counted on bytes so that no boundary can be missed: every byte
+        // but a UTF-8 continuation byte starts one.
+        let col = prefix.iter().filter(|&&b| b & 0xC0 != 0x80).count();
         Span::new(self.file.clone(), to_u32(line + 1), to_u32(col + 1))
     }
 
@@ -88,13 +120,22 @@ impl<'f, 'a> Parser<'f, 'a> {
         if line == self.at && self.offset > 0 {
             self.offset
         } else {
-            self.lines[line].indent
+            self.lines.get(line).map_or(0, |l| l.indent)
         }
     }
 
     fn content(&self, line: usize) -> &'a str {
-        let l = &self.lines[line];
-        l.raw[self.indent(line)..].trim_end_matches(' ')
+        self.from(self.raw(line), self.indent(line))
+            .trim_end_matches(' ')
+    }
+
+    /// Enters one more collection, or declines past [`MAX_DEPTH`].
+    fn enter(&mut self) -> Option<()> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        Some(())
     }
 
     /// Moves to the next line that is neither blank nor only a comment.
@@ -129,15 +170,22 @@ impl<'f, 'a> Parser<'f, 'a> {
     }
 
     fn sequence(&mut self, first: usize) -> Option<Node> {
+        self.enter()?;
+        let node = self.sequence_items(first);
+        self.depth -= 1;
+        node
+    }
+
+    fn sequence_items(&mut self, first: usize) -> Option<Node> {
         let indent = self.indent(first);
         let span = self.span(first, indent);
         let base = self.node_stack.len();
         loop {
             let line = self.at;
             let c = self.content(line);
-            let after_dash = &c[1..];
-            let spaces = after_dash.len() - after_dash.trim_start_matches(' ').len();
-            let rest = &after_dash[spaces..];
+            let after_dash = c.get(1..)?;
+            let rest = after_dash.trim_start_matches(' ');
+            let spaces = after_dash.len() - rest.len();
             let col = indent + 1 + spaces;
             if rest.starts_with('#') {
                 return None; // the general parser's spans get odd here; rare anyway
@@ -172,6 +220,13 @@ impl<'f, 'a> Parser<'f, 'a> {
     }
 
     fn mapping(&mut self, first: usize) -> Option<Node> {
+        self.enter()?;
+        let node = self.mapping_entries(first);
+        self.depth -= 1;
+        node
+    }
+
+    fn mapping_entries(&mut self, first: usize) -> Option<Node> {
         let indent = self.indent(first);
         let span = self.span(first, indent);
         let base = self.pair_stack.len();
@@ -190,7 +245,9 @@ impl<'f, 'a> Parser<'f, 'a> {
             if !matches!(key_value, Value::Str(_)) {
                 return None;
             }
-            if self.pair_stack[base..]
+            if self
+                .pair_stack
+                .get(base..)?
                 .iter()
                 .any(|(k, _)| k.value == key_value)
             {
@@ -200,9 +257,9 @@ impl<'f, 'a> Parser<'f, 'a> {
                 span: self.span(line, indent),
                 value: key_value,
             };
-            let rest = &c[after_colon..];
-            let spaces = rest.len() - rest.trim_start_matches(' ').len();
-            let rest = &rest[spaces..];
+            let after = c.get(after_colon..)?;
+            let rest = after.trim_start_matches(' ');
+            let spaces = after.len() - rest.len();
             let value = if rest.is_empty() || rest.starts_with('#') {
                 let colon = self.span(line, indent + after_colon - 1);
                 self.advance();
@@ -254,14 +311,14 @@ impl<'f, 'a> Parser<'f, 'a> {
     /// A value that starts on line `line` at byte column `col` (absolute), inside a
     /// block whose indentation is `parent`. Consumes its line(s).
     fn inline_value(&mut self, line: usize, col: usize, parent: usize) -> Option<Node> {
-        let raw = self.lines[line].raw.trim_end_matches(' ');
-        let text = &raw[col..];
+        let raw = self.raw(line).trim_end_matches(' ');
+        let text = raw.get(col..)?;
         let span = self.span(line, col);
-        let value = match text.as_bytes()[0] {
+        let value = match *text.as_bytes().first()? {
             b'"' | b'\'' => {
                 let end = quoted_end(text)?;
-                trailing_ok(&text[end..])?;
-                Value::Str(unquote(&text[..end])?)
+                trailing_ok(text.get(end..)?)?;
+                Value::Str(unquote(text.get(..end)?)?)
             }
             b'[' | b'{' => return self.flow(line, col),
             b'|' => return self.literal_block(line, text, parent),
@@ -270,7 +327,7 @@ impl<'f, 'a> Parser<'f, 'a> {
             _ if is_seq_item(text) => return None,
             _ => {
                 let plain = match find_pair(text, b" #") {
-                    Some(i) => text[..i].trim_end_matches(' '),
+                    Some(i) => text.get(..i)?.trim_end_matches(' '),
                     None => text,
                 };
                 if find_pair(plain, b": ").is_some() || plain.ends_with(':') {
@@ -283,11 +340,15 @@ impl<'f, 'a> Parser<'f, 'a> {
         Some(Node { span, value })
     }
 
-    /// A one-line flow list `[a, "b", 3]` or mapping `{ k: v, k2: "v2" }` of scalars.
+    /// A one-line flow list `[a, "b", 3]` or mapping `{ k: v, k2: "v2" }` of scalars,
+    /// one level below the collection it is a value of.
     fn flow(&mut self, line: usize, col: usize) -> Option<Node> {
-        let raw = self.lines[line].raw;
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        let raw = self.raw(line);
         let bytes = raw.as_bytes();
-        let is_map = bytes[col] == b'{';
+        let is_map = *bytes.get(col)? == b'{';
         let close = if is_map { b'}' } else { b']' };
         let mut items = Vec::new();
         let mut pairs = Vec::new();
@@ -329,7 +390,7 @@ impl<'f, 'a> Parser<'f, 'a> {
                 }
             }
         }
-        trailing_ok(&raw[pos + 1..])?;
+        trailing_ok(raw.get(pos + 1..)?)?;
         self.advance();
         Some(Node {
             span: self.span(line, col),
@@ -343,21 +404,21 @@ impl<'f, 'a> Parser<'f, 'a> {
 
     /// A scalar inside a one-line flow collection, and the byte index after it.
     fn flow_scalar(&self, line: usize, pos: usize, is_key: bool) -> Option<(Node, usize)> {
-        let raw = self.lines[line].raw;
+        let raw = self.raw(line);
         let text = raw.get(pos..)?;
         let first = *text.as_bytes().first()?;
         let (value, len) = if first == b'"' || first == b'\'' {
             let end = quoted_end(text)?;
-            (Value::Str(unquote(&text[..end])?), end)
+            (Value::Str(unquote(text.get(..end)?)?), end)
         } else {
             let len = text.find([',', ']', '}', ':']).unwrap_or(text.len());
-            let word = text[..len].trim_end_matches(' ');
+            let word = text.get(..len)?.trim_end_matches(' ');
             if word.is_empty()
                 || word.contains([
                     '[', '{', '"', '\'', '#', '&', '*', '!', '|', '>', '%', '@', '`', '?',
                 ])
                 || word.starts_with('-')
-                || (!is_key && text[len..].starts_with(':'))
+                || (!is_key && text.get(len..)?.starts_with(':'))
             {
                 return None;
             }
@@ -400,12 +461,12 @@ impl<'f, 'a> Parser<'f, 'a> {
             end += 1;
         }
         let mut value = String::new();
-        for (i, l) in self.lines[first..=last_content].iter().enumerate() {
+        for (i, l) in self.lines.get(first..=last_content)?.iter().enumerate() {
             if i > 0 {
                 value.push('\n');
             }
             if l.raw.len() > block_indent {
-                value.push_str(&l.raw[block_indent..]);
+                value.push_str(l.raw.get(block_indent..)?);
             }
         }
         if keep_final_newline {
@@ -437,10 +498,9 @@ fn split_key(c: &str) -> Option<(&str, bool, usize)> {
     let first = *c.as_bytes().first()?;
     if first == b'"' || first == b'\'' {
         let end = quoted_end(c)?;
-        let after = &c[end..];
-        let rest = after.strip_prefix(':')?;
+        let rest = c.get(end..)?.strip_prefix(':')?;
         if rest.is_empty() || rest.starts_with(' ') {
-            return Some((&c[..end], true, end + 1));
+            return Some((c.get(..end)?, true, end + 1));
         }
         return None;
     }
@@ -452,7 +512,7 @@ fn split_key(c: &str) -> Option<(&str, bool, usize)> {
         None if c.ends_with(':') => c.len() - 1,
         None => return None,
     };
-    let key = &c[..colon];
+    let key = c.get(..colon)?;
     if find_pair(key, b" #").is_some() || key.ends_with(' ') || key == "<<" {
         return None;
     }
@@ -462,13 +522,13 @@ fn split_key(c: &str) -> Option<(&str, bool, usize)> {
 /// Byte index just past the closing quote of the quoted scalar `text` starts with.
 fn quoted_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    let quote = bytes[0];
+    let quote = *bytes.first()?;
     let mut i = 1;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'\\' if quote == b'"' => i += 2,
             b'\'' if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            b if b == quote => return Some(i + 1),
+            _ if b == quote => return Some(i + 1),
             _ => i += 1,
         }
     }
@@ -483,7 +543,7 @@ fn trailing_ok(after: &str) -> Option<()> {
 
 /// The text of a quoted scalar (including its quotes), with escapes resolved.
 fn unquote(quoted: &str) -> Option<String> {
-    let inner = &quoted[1..quoted.len() - 1];
+    let inner = quoted.get(1..quoted.len().checked_sub(1)?)?;
     if quoted.starts_with('\'') {
         return Some(inner.replace("''", "'"));
     }
@@ -657,6 +717,59 @@ mod tests {
                 parse(&file(), text).is_none(),
                 "the fast path accepted:\n{text}"
             );
+        }
+    }
+
+    /// Texts nested `levels` deep in each nesting form the parsers know.
+    fn nested(levels: usize) -> Vec<String> {
+        let compact = format!("{}x\n", "- ".repeat(levels));
+        let mut block_seq = String::new();
+        for i in 0..levels {
+            block_seq.push_str(&format!("{}-\n", "  ".repeat(i)));
+        }
+        block_seq.push_str(&format!("{}x\n", "  ".repeat(levels)));
+        let mut block_map = String::new();
+        for i in 0..levels - 1 {
+            block_map.push_str(&format!("{}k:\n", "  ".repeat(i)));
+        }
+        block_map.push_str(&format!("{}k: x\n", "  ".repeat(levels - 1)));
+        let mut with_flow = String::new();
+        for i in 0..levels - 2 {
+            with_flow.push_str(&format!("{}k:\n", "  ".repeat(i)));
+        }
+        with_flow.push_str(&format!("{}k: {{a: 1}}\n", "  ".repeat(levels - 2)));
+        let flow_only = format!(
+            "k: {}1{}\n",
+            "{a: ".repeat(levels - 1),
+            "}".repeat(levels - 1)
+        );
+        let mixed = format!("- k:\n  - {}x\n", "- ".repeat(levels - 3));
+        vec![compact, block_seq, block_map, with_flow, flow_only, mixed]
+    }
+
+    /// Up to [`MAX_DEPTH`] levels both parsers build the same tree; one more, the fast
+    /// path declines and the general parser says where nesting went too deep.
+    #[test]
+    fn depth_limit_is_the_same_in_both_parsers() {
+        for text in nested(MAX_DEPTH) {
+            if parse(&file(), &text).is_some() {
+                assert!(agree(&text));
+            } else {
+                assert!(parse_general(&file(), &text).is_ok(), "refused:\n{text}");
+            }
+        }
+        assert!(
+            agree(&nested(MAX_DEPTH)[0]),
+            "compact nesting is in the fast subset"
+        );
+        for text in nested(MAX_DEPTH + 1) {
+            assert!(parse(&file(), &text).is_none(), "accepted:\n{text}");
+            let err = parse_general(&file(), &text)
+                .err()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("nesting too deep"), "{err}\n{text}");
+            assert!(err.contains("m.yaml:"), "{err}");
         }
     }
 

@@ -14,7 +14,7 @@ use sha2::Digest;
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::host::Host;
-use crate::resource::{self, Catalog, Meta, Resource};
+use crate::resource::{self, Catalog, Meta, PathConflict, Resource};
 use decode::{display_path, Decoder, Fields};
 use template::Templates;
 use yaml::{Node, Value};
@@ -56,14 +56,33 @@ struct ParsedFile {
 }
 
 /// Expands the command-line paths: a file is itself, a folder is its `*.yaml`/`*.yml`
-/// files, sorted by name.
+/// files, sorted by name. Anything else that exists (a FIFO, a device) is passed on
+/// for reading to say what it is; only a missing path "does not exist".
 fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
-    if path.is_dir() {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            diags.push(Diagnostic::error(
+                None,
+                format!("manifest {} does not exist", path.display()),
+            ));
+            return Vec::new();
+        }
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                None,
+                format!("cannot read manifest {}: {e}", path.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    if meta.is_dir() {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+            // A `*.yaml` that is not a file is kept so that reading it says what it is.
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.is_file()
+                    !p.is_dir()
                         && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
                 })
                 .collect(),
@@ -83,14 +102,8 @@ fn expand(path: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
             ));
         }
         files
-    } else if path.is_file() {
-        vec![path.to_path_buf()]
     } else {
-        diags.push(Diagnostic::error(
-            None,
-            format!("manifest {} does not exist", path.display()),
-        ));
-        Vec::new()
+        vec![path.to_path_buf()]
     }
 }
 
@@ -122,26 +135,33 @@ fn section<'a>(file: &'a ParsedFile, key: &str) -> Option<&'a Node> {
 
 /// Reads and parses every manifest, following includes. Parse errors are collected.
 fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) -> Vec<ParsedFile> {
-    let mut queue: Vec<PathBuf> = Vec::new();
+    // Each file with the `include:` item that named it, if one did.
+    let mut queue: Vec<(PathBuf, Option<Span>)> = Vec::new();
     for p in &opts.paths {
-        queue.extend(expand(p, diags));
+        queue.extend(expand(p, diags).into_iter().map(|f| (f, None)));
     }
     queue.reverse();
     let mut seen = HashSet::new();
     let mut files = Vec::new();
-    while let Some(path) = queue.pop() {
+    while let Some((path, included_at)) = queue.pop() {
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if !seen.insert(canonical) {
             continue;
         }
         let shown: Arc<str> = Arc::from(display_path(&path));
-        let bytes = match std::fs::read(&path) {
+        let bytes = match decode::read_input(&path, Some(yaml::MAX_MANIFEST_BYTES)) {
             Ok(b) => b,
             Err(e) => {
-                diags.push(Diagnostic::error(
-                    Some(Span::file_only(shown)),
-                    format!("cannot read: {e}"),
-                ));
+                diags.push(match included_at {
+                    Some(span) => {
+                        Diagnostic::error(Some(span), format!("cannot read manifest {shown}: {e}"))
+                            .field("include")
+                    }
+                    None => Diagnostic::error(
+                        Some(Span::file_only(shown)),
+                        format!("cannot read manifest: {e}"),
+                    ),
+                });
                 continue;
             }
         };
@@ -194,6 +214,15 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
             let mut found = Vec::new();
             for item in items {
                 match item.as_str() {
+                    // The same rule as `template:` and `source:`: below this
+                    // manifest's folder, never above it.
+                    Some(rel) if rel.split('/').any(|c| c == "..") => diags.push(
+                        Diagnostic::error(
+                            Some(item.span.clone()),
+                            format!("include `{rel}` must not contain `..`: includes name files or folders below this manifest's folder"),
+                        )
+                        .field("include"),
+                    ),
                     Some(rel) if !rel.starts_with('/') => {
                         let target = base.join(rel);
                         if !target.exists() {
@@ -206,7 +235,11 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
                             );
                         }
                         let mut local = Diagnostics::default();
-                        found.extend(expand(&target, &mut local));
+                        found.extend(
+                            expand(&target, &mut local)
+                                .into_iter()
+                                .map(|f| (f, Some(item.span.clone()))),
+                        );
                     }
                     _ => diags.push(
                         Diagnostic::error(
@@ -426,8 +459,39 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     resource.filter(|_| enabled)
 }
 
+/// Stack of the thread that loads the manifests. Parsing and converting a tree
+/// recurses once per level of nesting (serde-saphyr's frames are large, in debug
+/// builds several KiB), and [`yaml::MAX_DEPTH`] bounds the levels; this size leaves a
+/// wide margin whatever `ulimit -s` the caller runs with. Only touched pages are used.
+const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 /// Loads, templates and decodes everything; refuses with every problem at once.
+///
+/// Runs on a thread with an explicitly sized stack so that how deep a manifest may
+/// nest does not depend on the stack the process was started with.
 pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("load".into())
+            .stack_size(LOAD_STACK_BYTES)
+            .spawn_scoped(scope, || load_here(opts, host));
+        match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => {
+                let mut diags = Diagnostics::default();
+                diags.push(Diagnostic::error(
+                    None,
+                    format!("cannot start a thread to load the manifests: {e}"),
+                ));
+                Err(diags)
+            }
+        }
+    })
+}
+
+fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     let started = std::time::Instant::now();
     let mut diags = Diagnostics::default();
     let facts = serde_json::to_value(host.facts()).unwrap_or(serde_json::Value::Null);
@@ -480,6 +544,28 @@ pub fn load(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         );
         if let Some(p) = &catalog.resources[first].meta().span {
             d = d.related(p.clone(), "first declared here");
+        }
+        diags.push(d);
+    }
+    for (later, earlier, how) in catalog.path_conflicts() {
+        let (r, first) = (&catalog.resources[later], &catalog.resources[earlier]);
+        let path = r.managed_path().unwrap_or_default();
+        let message = match how {
+            PathConflict::SamePath => format!(
+                "{} and {} both manage {path}: a path has one kind, else each would undo the other on every run",
+                r.id(),
+                first.id()
+            ),
+            PathConflict::BelowNonDirectory => format!(
+                "{} is below {}: nothing can be created below a {}",
+                r.id(),
+                first.id(),
+                first.id().kind
+            ),
+        };
+        let mut d = Diagnostic::error(r.meta().span.clone(), message);
+        if let Some(p) = &first.meta().span {
+            d = d.related(p.clone(), format!("{} is declared here", first.id()));
         }
         diags.push(d);
     }

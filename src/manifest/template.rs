@@ -5,8 +5,30 @@ use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Span};
 
+/// Most bytes one template (a file or an inline value) may render to: the same bound
+/// as a manifest. Past it rendering stops, instead of growing until memory runs out.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most numbers one `range()` may produce: Tera builds the whole list before the loop
+/// runs (`range(end=100000000)` alone was 3 GB).
+pub const MAX_RANGE_ITEMS: usize = 1_000_000;
+
+/// Deepest nesting of `if`/`for`/`macro`/`block`/`filter` blocks in one template, and
+/// most brackets and operators one tag may hold. Tera parses, evaluates and drops
+/// each level recursively (20,000 nested `if`s or a chain of 20,000 `+` overflowed a
+/// 64 MiB stack); these bounds keep it a few hundred frames deep.
+pub const MAX_TEMPLATE_BLOCKS: usize = 100;
+pub const MAX_TAG_NESTING: usize = 200;
+
+/// Tera registers its inline templates under this name (kept so messages match Tera's).
+const INLINE_NAME: &str = "__tera_one_off";
+
 pub struct Templates {
+    /// Template files, by shown path.
     tera: tera::Tera,
+    /// Inline strings and `when:` conditions, one at a time (Tera's `one_off`, with our
+    /// restricted functions).
+    inline: tera::Tera,
     context: tera::Context,
     /// Inline strings already rendered (manifests repeat `{{ svc_user }}` a lot).
     inline_cache: HashMap<String, Result<String, String>>,
@@ -24,10 +46,9 @@ impl Templates {
             context.insert(k.as_str(), v);
         }
         context.insert("host", &host);
-        let mut tera = tera::Tera::default();
-        tera.autoescape_on(Vec::new());
         Templates {
-            tera,
+            tera: restricted_tera(),
+            inline: restricted_tera(),
             context,
             inline_cache: HashMap::new(),
             file_cache: HashMap::new(),
@@ -49,12 +70,20 @@ impl Templates {
         let result = match self.inline_cache.get(text) {
             Some(r) => r.clone(),
             None => {
-                let r = tera::Tera::one_off(text, &self.context, false).map_err(|e| explain(&e));
+                let r = self.render_inline_uncached(text);
                 self.inline_cache.insert(text.to_string(), r.clone());
                 r
             }
         };
         result.map_err(|msg| Diagnostic::error(Some(span.clone()), format!("template: {msg}")))
+    }
+
+    fn render_inline_uncached(&mut self, text: &str) -> Result<String, String> {
+        check_shape(text).map_err(|(_, msg)| msg)?;
+        self.inline
+            .add_raw_template(INLINE_NAME, text)
+            .map_err(|e| explain(&e))?;
+        render_bounded(&self.inline, INLINE_NAME, &self.context)
     }
 
     /// The fast path for the common case, text with `{{ name }}` / `{{ a.b }}` whose
@@ -101,9 +130,9 @@ impl Templates {
     /// Evaluates a `when:` expression to a boolean.
     pub fn eval_condition(&mut self, expr: &str, span: &Span) -> Result<bool, Diagnostic> {
         let text = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
-        let out = tera::Tera::one_off(&text, &self.context, false).map_err(|e| {
-            Diagnostic::error(Some(span.clone()), format!("condition: {}", explain(&e)))
-        })?;
+        let out = self
+            .render_inline_uncached(&text)
+            .map_err(|msg| Diagnostic::error(Some(span.clone()), format!("condition: {msg}")))?;
         Ok(out == "true")
     }
 
@@ -127,17 +156,280 @@ impl Templates {
             };
             Diagnostic::error(Some(span), format!("template: {msg}"))
         };
+        check_shape(source).map_err(|(line, msg)| fail(msg, Some(line)))?;
         self.tera
             .add_raw_template(shown_name, source)
             .map_err(|e| fail(explain(&e), parse_error_line(&e)))?;
-        let out = self.tera.render(shown_name, &self.context).map_err(|e| {
-            let msg = explain(&e);
+        let out = render_bounded(&self.tera, shown_name, &self.context).map_err(|msg| {
             let line = missing_variable(&msg).and_then(|var| line_of_variable(source, &var));
             fail(msg, line)
         })?;
         let out: Arc<str> = Arc::from(out);
         self.file_cache.insert(shown_name.to_string(), out.clone());
         Ok(out)
+    }
+}
+
+/// Refuses, before Tera parses it, a template whose nesting Tera would follow
+/// recursively without bound: blocks deeper than [`MAX_TEMPLATE_BLOCKS`], a tag with
+/// more than [`MAX_TAG_NESTING`] brackets and operators, a macro that calls macros
+/// (recursion that no bound could stop), or `include`/`import`/`extends`. The line of
+/// the offending tag and why.
+fn check_shape(source: &str) -> Result<(), (usize, String)> {
+    let b = source.as_bytes();
+    let (mut at, mut line, mut counted) = (0, 1, 0);
+    let mut blocks = 0usize;
+    // Block depth just outside the macro being defined, if inside one.
+    let mut in_macro: Option<usize> = None;
+    while let Some(off) = b
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'{'))
+    {
+        let start = at + off;
+        line += b
+            .get(counted..start)
+            .map_or(0, |s| s.iter().filter(|&&c| c == b'\n').count());
+        counted = start;
+        let close = match b.get(start + 1) {
+            Some(b'{') => b'}',
+            Some(b'%') => b'%',
+            Some(b'#') => {
+                at = find(b, start + 2, b"#}").map_or(b.len(), |e| e + 2);
+                continue;
+            }
+            _ => {
+                at = start + 1;
+                continue;
+            }
+        };
+        let tag = scan_tag(b, start + 2, close);
+        at = tag.end;
+        let too_deep = |what: String| Err((line, format!("nesting too deep: {what}")));
+        if tag.brackets + tag.operators > MAX_TAG_NESTING {
+            return too_deep(format!(
+                "a tag with more than {MAX_TAG_NESTING} brackets and operators"
+            ));
+        }
+        if close == b'%' {
+            match tag.first_word.as_str() {
+                "raw" => {
+                    at = find(b, at, b"endraw")
+                        .and_then(|e| find(b, e, b"%}"))
+                        .map_or(b.len(), |e| e + 2);
+                }
+                "if" | "for" | "macro" | "block" | "filter" => {
+                    if tag.first_word == "macro" && in_macro.is_none() {
+                        in_macro = Some(blocks);
+                    }
+                    blocks += 1;
+                    if blocks > MAX_TEMPLATE_BLOCKS {
+                        return too_deep(format!(
+                            "more than {MAX_TEMPLATE_BLOCKS} levels of blocks"
+                        ));
+                    }
+                }
+                // Templates are added one by one as resources use them, so another
+                // template is there or not depending on the order of resources; and a
+                // template including itself recursed until the stack overflowed.
+                w @ ("include" | "import" | "extends") => {
+                    return Err((
+                        line,
+                        format!("`{w}` is not supported: each template is rendered on its own; share text through variables, or macros in the same file"),
+                    ));
+                }
+                w if w.starts_with("end") => {
+                    blocks = blocks.saturating_sub(1);
+                    if in_macro == Some(blocks) {
+                        in_macro = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if in_macro.is_some() && tag.calls_macro && tag.first_word != "macro" {
+            return Err((
+                line,
+                "a macro may not call macros: recursion could not be bounded".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`check_shape`] needs to know about one tag.
+struct Tag {
+    /// Byte index just past the tag's closing delimiter (or the end of the text).
+    end: usize,
+    /// Deepest bracket nesting inside it.
+    brackets: usize,
+    /// Operators in it: each nests one level in Tera's tree.
+    operators: usize,
+    first_word: String,
+    /// Whether it has a `ns::macro` call.
+    calls_macro: bool,
+}
+
+/// Scans a tag from `from` (just past `{{` or `{%`) to its closing `}}` or `%}`,
+/// skipping string literals.
+fn scan_tag(b: &[u8], from: usize, close: u8) -> Tag {
+    let mut tag = Tag {
+        end: b.len(),
+        brackets: 0,
+        operators: 0,
+        first_word: String::new(),
+        calls_macro: false,
+    };
+    let (mut depth, mut i, mut in_operator) = (0usize, from, false);
+    let mut word = String::new();
+    let mut words_seen = 0;
+    while let Some(&c) = b.get(i) {
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            word.push(char::from(c));
+            i += 1;
+            continue;
+        }
+        if !word.is_empty() {
+            if words_seen == 0 {
+                tag.first_word = std::mem::take(&mut word);
+            } else if matches!(word.as_str(), "and" | "or" | "not" | "in" | "is") {
+                tag.operators += 1;
+            }
+            word.clear();
+            words_seen += 1;
+        }
+        let operator = b"+-*/%~<>=!".contains(&c);
+        if operator && !in_operator {
+            tag.operators += 1;
+        }
+        in_operator = operator;
+        match c {
+            _ if c == close && b.get(i + 1) == Some(&b'}') => {
+                tag.end = i + 2;
+                return tag;
+            }
+            b'"' | b'\'' | b'`' => {
+                i = b
+                    .get(i + 1..)
+                    .and_then(|rest| rest.iter().position(|&q| q == c))
+                    .map_or(b.len(), |e| i + 1 + e);
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                tag.brackets = tag.brackets.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b':' if b.get(i + 1) == Some(&b':') => tag.calls_macro = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    tag
+}
+
+/// Index of `needle` in `b` at or after `from`.
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+/// A Tera with our limits: no `get_env()` (a manifest must mean the same whoever runs
+/// it, from whatever shell; variables come from `vars`, `--env` and `--var`), and a
+/// `range()` that refuses to build more than [`MAX_RANGE_ITEMS`] numbers.
+fn restricted_tera() -> tera::Tera {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(Vec::new());
+    tera.register_function("get_env", |_: &HashMap<String, tera::Value>| {
+        Err(tera::Error::msg(
+            "`get_env` is disabled: a manifest must not depend on the environment of whoever runs reconcile; use `vars`, `--env` or `--var`",
+        ))
+    });
+    tera.register_function("range", bounded_range);
+    tera
+}
+
+/// Tera's `range(start=0, end, step_by=1)`, refusing huge ranges before building them.
+fn bounded_range(args: &HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+    let arg = |name: &str, default: Option<usize>| -> tera::Result<usize> {
+        match args.get(name) {
+            Some(v) => tera::from_value::<usize>(v.clone()).map_err(|_| {
+                tera::Error::msg(format!(
+                    "Function `range` received {name}={v} but `{name}` can only be a number"
+                ))
+            }),
+            None => default.ok_or_else(|| {
+                tera::Error::msg(format!(
+                    "Function `range` was called without a `{name}` argument"
+                ))
+            }),
+        }
+    };
+    let start = arg("start", Some(0))?;
+    let end = arg("end", None)?;
+    let step = arg("step_by", Some(1))?;
+    if start > end {
+        return Err(tera::Error::msg(
+            "Function `range` was called with a `start` argument greater than the `end` one",
+        ));
+    }
+    if step == 0 {
+        return Err(tera::Error::msg(
+            "Function `range` needs a `step_by` above 0",
+        ));
+    }
+    let count = (end - start).div_ceil(step);
+    if count > MAX_RANGE_ITEMS {
+        return Err(tera::Error::msg(format!(
+            "`range` would produce {count} numbers; at most {MAX_RANGE_ITEMS} are allowed"
+        )));
+    }
+    Ok(tera::to_value(
+        (start..end).step_by(step).collect::<Vec<_>>(),
+    )?)
+}
+
+/// Renders `name` into memory, stopping with an error once the output passes
+/// [`MAX_RENDERED_BYTES`] (a loop of 10^8 iterations must fail, not take gigabytes).
+fn render_bounded(
+    tera: &tera::Tera,
+    name: &str,
+    context: &tera::Context,
+) -> Result<String, String> {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        exceeded: false,
+    };
+    if let Err(e) = tera.render_to(name, context, &mut out) {
+        if out.exceeded {
+            return Err(format!(
+                "the output is larger than the limit of {} MiB; rendering stopped there",
+                MAX_RENDERED_BYTES / (1024 * 1024)
+            ));
+        }
+        return Err(explain(&e));
+    }
+    String::from_utf8(out.bytes).map_err(|e| format!("the output is not UTF-8: {e}"))
+}
+
+/// A buffer that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct Bounded {
+    bytes: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.exceeded = true;
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -178,10 +470,22 @@ fn explain(e: &tera::Error) -> String {
         .filter(|p| !p.starts_with("Failed to render") && !p.trim().is_empty())
         .collect::<Vec<_>>()
         .join(": ");
-    if msg.is_empty() {
+    let msg = if msg.is_empty() {
         e.to_string()
     } else {
         msg.replace('\n', " ")
+    };
+    shorten(msg)
+}
+
+/// Longest template error message kept: Tera quotes the offending line whole, and a
+/// one-line template of megabytes made a message of megabytes.
+const MAX_MESSAGE_CHARS: usize = 1_000;
+
+fn shorten(msg: String) -> String {
+    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… (message cut)", &msg[..cut]),
+        None => msg,
     }
 }
 
@@ -309,6 +613,98 @@ mod tests {
         assert!(t.substitute(file).is_some());
         assert!(t.substitute("/etc/{{ user }}/x").is_some());
         assert!(t.substitute("{{ missing }}").is_none());
+    }
+
+    /// Shapes Tera would parse or render recursively without bound are refused with
+    /// the line of the tag, in files and inline; ordinary templates still render.
+    #[test]
+    fn template_shapes_tera_would_recurse_on_are_refused() {
+        let n = 20_000;
+        let refused = [
+            (
+                format!("{}x{}", "{% if true %}".repeat(n), "{% endif %}".repeat(n)),
+                "1:1",
+                "more than 100 levels of blocks",
+            ),
+            (
+                format!("line\n{{{{ {}1 }}}}", "1 + ".repeat(n)),
+                "2:1",
+                "more than 200 brackets and operators",
+            ),
+            (
+                format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+                "1:1",
+                "more than 200 brackets and operators",
+            ),
+            (
+                "{% macro f(n) %}\n{{ self::f(n=n) }}{% endmacro f %}{{ self::f(n=1) }}".into(),
+                "2:1",
+                "a macro may not call macros",
+            ),
+            (
+                "a\n\n{% include \"t.tera\" %}".into(),
+                "3:1",
+                "`include` is not supported",
+            ),
+            ("{% import \"m\" as m %}".into(), "1:1", "`import`"),
+            ("{% extends \"t.tera\" %}".into(), "1:1", "`extends`"),
+        ];
+        let span = Span::file_only(Arc::from("m.yaml"));
+        for (text, at, why) in refused {
+            let mut t = templates();
+            let err = t
+                .render_file("t.tera", &text)
+                .err()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(&format!("t.tera:{at}")), "{err}");
+            assert!(err.contains(why), "{err}");
+            let inline = t.render_inline(&text, &span).err().map(|d| d.to_string());
+            assert!(inline.unwrap_or_default().contains(why));
+        }
+        let fine = "{% macro g(n) %}<{{ n }}>{% endmacro g %}{% raw %}{{ {% if %}{% endraw %}\
+            {# {% if x %} #}{{ self::g(n=\"}}\") }}{% for i in [1, 2] %}\
+            {% if i == 1 and true or not false %}{{ i + 1 - 2 * 3 }}{% endif %}{% endfor %}";
+        let mut t = templates();
+        assert_eq!(
+            t.render_file("ok.tera", fine).ok().as_deref(),
+            Some("{{ {% if %}<}}>-4-3")
+        );
+    }
+
+    #[test]
+    fn errors_on_a_huge_line_stay_short_and_name_the_template() {
+        let mut t = templates();
+        let text = format!("ok\n{{{{ a {} + }}}}", "x".repeat(1_000_000));
+        let err = t
+            .render_file("big.tera", &text)
+            .err()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("big.tera:2:1: template: Failed to parse"));
+        assert!(err.len() < 2_000, "{} bytes", err.len());
+    }
+
+    #[test]
+    fn get_env_is_disabled_and_range_is_bounded() {
+        let mut t = templates();
+        let span = Span::file_only(Arc::from("m.yaml"));
+        let env = t.render_inline("{{ get_env(name='HOME') }}", &span);
+        assert!(env
+            .err()
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+            .contains("`get_env` is disabled"));
+        let out = t.render_inline(
+            "{% for i in range(start=1, end=7, step_by=2) %}{{ i }}{% endfor %}",
+            &span,
+        );
+        assert_eq!(out.ok().as_deref(), Some("135"));
+        let big = t.render_inline("{% for i in range(end=1000001) %}{% endfor %}", &span);
+        assert!(big.is_err());
+        assert!(t
+            .render_inline("{{ range(end=3, step_by=0) }}", &span)
+            .is_err());
     }
 
     #[test]

@@ -12,8 +12,19 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Span};
 
-/// Manifests larger than this are refused before parsing.
+/// Manifests larger than this are refused before they are read.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Deepest nesting of lists and mappings a manifest may have (the top-level mapping is
+/// level 1). Real manifests stay below ten; the bound keeps every recursive walk of the
+/// tree (the parsers, conversion, templating contexts, drop) a few dozen frames deep,
+/// well inside the stack `load` runs on.
+pub const MAX_DEPTH: usize = 32;
+
+/// The message for a manifest nested deeper than [`MAX_DEPTH`].
+pub fn too_deep_message() -> String {
+    format!("nesting too deep: more than {MAX_DEPTH} levels of lists and mappings")
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -222,6 +233,11 @@ fn options() -> serde_saphyr::Options {
     budget.max_recorded_anchor_events = 100_000;
     budget.max_recorded_anchor_bytes = 4 * 1024 * 1024;
     budget.max_events = 50_000_000;
+    budget.max_depth = MAX_DEPTH;
+    // The scanner's own limit counts flow levels only and trips while it reads ahead,
+    // so it can fire before the budget sees the events: keep it just above the
+    // budget (never below a legal depth) and report it as the same error.
+    budget.flow_nesting_limit = MAX_DEPTH + 1;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options
@@ -254,9 +270,7 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostic> {
             value: Value::Null,
         });
     }
-    // A bug in the fast path must cost speed, never a crash on someone's manifest.
-    let fast = std::panic::catch_unwind(|| super::fastyaml::parse(file, text));
-    if let Ok(Some(node)) = fast {
+    if let Some(node) = super::fastyaml::parse(file, text) {
         return Ok(node);
     }
     parse_general(file, text)
@@ -278,12 +292,28 @@ pub(super) fn parse_general(file: &Arc<str>, text: &str) -> Result<Node, Diagnos
                 )
             })
             .unwrap_or_else(|| whole.clone());
-        Diagnostic::error(
-            Some(span),
-            format!("YAML: {}", first_line(&e.without_snippet().to_string())),
-        )
+        let inner = e.without_snippet();
+        let message = if is_depth_error(inner) {
+            too_deep_message()
+        } else {
+            format!("YAML: {}", first_line(&inner.to_string()))
+        };
+        Diagnostic::error(Some(span), message)
     })?;
     Ok(convert(file, raw, &whole))
+}
+
+/// A breach of the depth budget, or the parser's own nesting limit (which only trips
+/// on block nesting the budget did not count yet).
+fn is_depth_error(e: &serde_saphyr::Error) -> bool {
+    if let serde_saphyr::Error::Budget { breach, .. } = e {
+        return matches!(breach, serde_saphyr::budget::BudgetBreach::Depth { .. });
+    }
+    // A breach while replaying an alias arrives wrapped; its text still names it.
+    let text = e.to_string();
+    text.contains("recursion limit")
+        || text.contains("nesting limit")
+        || text.contains("budget breached: Depth")
 }
 
 /// The parser's message without its own location (we print ours) or API hints.

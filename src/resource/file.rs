@@ -79,7 +79,14 @@ pub fn decode(
         None
     };
     if let Some((v, vspan)) = &validate {
-        if !v.split_whitespace().any(|w| w.contains("%s")) {
+        if v.contains('\0') {
+            // A program's arguments cannot hold NUL: the command could never run.
+            d.error(
+                vspan,
+                "validate",
+                "the validate command contains a NUL byte",
+            );
+        } else if !v.split_whitespace().any(|w| w.contains("%s")) {
             d.error(
                 vspan,
                 "validate",

@@ -60,6 +60,14 @@ pub enum ResourceError {
 /// A declaration whose id an earlier one already has, and that earlier one's index.
 pub type Repeated = (Box<dyn Resource>, usize);
 
+/// How two declarations' paths conflict (see [`Catalog::path_conflicts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathConflict {
+    SamePath,
+    /// The later one's path is below the earlier one's, which is not a directory.
+    BelowNonDirectory,
+}
+
 /// All declared resources by id, for cross-resource checks and lookups.
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
@@ -93,6 +101,41 @@ impl Catalog {
             },
             repeated,
         )
+    }
+
+    /// Declarations whose paths cannot both hold, as (later, earlier, how) catalog
+    /// indexes: two kinds on one path would undo each other on every run (a file
+    /// replaced by a symlink replaced by a file...), and nothing can live below a
+    /// path that is declared as a file, symlink or unit file.
+    pub fn path_conflicts(&self) -> Vec<(usize, usize, PathConflict)> {
+        let mut first: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(self.resources.len());
+        let mut conflicts = Vec::new();
+        for (i, r) in self.resources.iter().enumerate() {
+            if let Some(path) = r.managed_path() {
+                match first.entry(path) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        conflicts.push((i, *e.get(), PathConflict::SamePath));
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i);
+                    }
+                }
+            }
+        }
+        for (i, r) in self.resources.iter().enumerate() {
+            let Some(path) = r.managed_path() else {
+                continue;
+            };
+            let below = crate::manifest::decode::ancestors(path).find_map(|a| {
+                let &j = first.get(a)?;
+                (self.resources[j].id().kind != "directory").then_some(j)
+            });
+            if let Some(j) = below {
+                conflicts.push((i, j, PathConflict::BelowNonDirectory));
+            }
+        }
+        conflicts
     }
 
     pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {

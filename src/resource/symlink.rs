@@ -35,6 +35,12 @@ pub fn decode(
     let path = d.path_name(&raw_path, &span, "symlink");
     let ensure = Ensure::decode(d, f);
     let target = f.string(d, "target");
+    if let Some((msg, span)) = target
+        .as_ref()
+        .and_then(|(t, span)| Some((target_problem(t)?, span)))
+    {
+        d.error(span, "target", msg);
+    }
     let force = f.bool(d, "force").unwrap_or(false);
     if target.is_none() && ensure == Ensure::Present {
         let span = f.span.clone();
@@ -49,6 +55,25 @@ pub fn decode(
         target: target.map(|(t, _)| t).unwrap_or_default(),
         force,
     }))
+}
+
+/// Why symlink(2) would refuse `target`, found at load time rather than at apply.
+fn target_problem(target: &str) -> Option<String> {
+    // PATH_MAX counts the terminating NUL.
+    const PATH_MAX: usize = 4096;
+    if target.is_empty() {
+        Some("the target must not be empty".into())
+    } else if target.contains('\0') {
+        Some("the target contains a NUL byte, which no path can hold".into())
+    } else if target.len() >= PATH_MAX {
+        Some(format!(
+            "the target is {} bytes long; a path holds at most {}",
+            target.len(),
+            PATH_MAX - 1
+        ))
+    } else {
+        None
+    }
 }
 
 impl Resource for Symlink {
