@@ -21,7 +21,15 @@ use crate::resource::Purpose;
 
 struct Out {
     log_format: LogFormat,
+    /// The command prints a JSON document on stdout (`--format json`): a failure
+    /// before that document exists prints an error document instead, so a reader of
+    /// stdout always gets JSON.
+    json_doc: bool,
+    error_doc_printed: std::sync::atomic::AtomicBool,
 }
+
+/// This build's version, carried by every JSON document (`version` is the format's).
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Out {
     fn style() -> Style {
@@ -37,6 +45,7 @@ impl Out {
     }
 
     fn error(&self, message: &str) {
+        self.error_doc(vec![json!({ "message": message })]);
         match self.log_format {
             LogFormat::Json => eprintln!(
                 "{}",
@@ -46,7 +55,41 @@ impl Out {
         }
     }
 
+    /// The error document of a `--format json` command that failed before its own
+    /// document: once per run.
+    fn error_doc(&self, errors: Vec<Value>) {
+        if !self.json_doc
+            || self
+                .error_doc_printed
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        self.json(&json!({
+            "format": "reconcile-error",
+            "version": 1,
+            "errors": errors,
+        }));
+    }
+
     fn diagnostics(&self, diags: &Diagnostics) {
+        if diags.has_errors() {
+            self.error_doc(
+                diags
+                    .errors()
+                    .map(|d| {
+                        let span = d.span.as_ref();
+                        json!({
+                            "file": span.map(|s| s.file.to_string()),
+                            "line": span.map(|s| s.line),
+                            "column": span.map(|s| s.column),
+                            "field": d.field,
+                            "message": d.message,
+                        })
+                    })
+                    .collect(),
+            );
+        }
         match self.log_format {
             LogFormat::Json => {
                 for d in &diags.0 {
@@ -77,7 +120,15 @@ impl Out {
     }
 
     fn json<T: serde::Serialize>(&self, value: &T) {
-        match serde_json::to_string_pretty(value) {
+        let value = match serde_json::to_value(value) {
+            Ok(Value::Object(mut doc)) => {
+                doc.insert("reconcile_version".into(), json!(TOOL_VERSION));
+                Value::Object(doc)
+            }
+            Ok(other) => other,
+            Err(e) => return self.error(&format!("cannot serialise output: {e}")),
+        };
+        match serde_json::to_string_pretty(&value) {
             Ok(s) => self.print(&format!("{s}\n")),
             Err(e) => self.error(&format!("cannot serialise output: {e}")),
         }
@@ -85,8 +136,23 @@ impl Out {
 }
 
 pub fn dispatch(cli: Cli) -> u8 {
+    let json_doc = matches!(
+        &cli.command,
+        Command::Plan {
+            format: OutputFormat::Json,
+            ..
+        } | Command::Check {
+            format: OutputFormat::Json,
+            ..
+        } | Command::Apply {
+            format: OutputFormat::Json,
+            ..
+        }
+    );
     let out = Out {
         log_format: cli.log_format,
+        json_doc,
+        error_doc_printed: std::sync::atomic::AtomicBool::new(false),
     };
     match cli.command {
         Command::Plan {
@@ -578,15 +644,6 @@ fn apply(
     for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
         engine::seal_change(c, Some(&fp_key));
     }
-    match format {
-        OutputFormat::Json => out.json(&json!({
-            "format": "reconcile-apply",
-            "version": 1,
-            "root": host.root().display().to_string(),
-            "outcomes": outcomes,
-        })),
-        OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
-    }
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let counts = json!({
         "changed": count(Outcome::changed),
@@ -594,6 +651,17 @@ fn apply(
         "failed": count(|o| matches!(o.status, crate::apply::Status::Failed { .. })),
         "skipped": count(|o| matches!(o.status, crate::apply::Status::Skipped { .. })),
     });
+    match format {
+        OutputFormat::Json => out.json(&json!({
+            "format": "reconcile-apply",
+            "version": 1,
+            "root": host.root().display().to_string(),
+            "run_id": trail.run_id(),
+            "summary": counts,
+            "outcomes": outcomes,
+        })),
+        OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
+    }
     let code = if outcomes.iter().any(Outcome::failed) {
         EXIT_ERROR
     } else {

@@ -94,6 +94,13 @@ impl<'h> Trail<'h> {
         })
     }
 
+    pub fn run_id(&self) -> String {
+        match self.log.lock() {
+            Ok(l) => l.run_id().to_string(),
+            Err(p) => p.into_inner().run_id().to_string(),
+        }
+    }
+
     pub fn record(&self, event: &str, data: Value) {
         let mut log = match self.log.lock() {
             Ok(l) => l,
