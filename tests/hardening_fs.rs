@@ -144,3 +144,133 @@ fn a_run_killed_during_validate_leaves_a_temp_file_logrotate_ignores_and_the_nex
     before.remove("slow-validate");
     assert_eq!(after_outside, before, "outside directory changed");
 }
+
+fn mode_of(path: &Path) -> u32 {
+    std::os::unix::fs::MetadataExt::mode(
+        &std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())),
+    ) & 0o7777
+}
+
+#[test]
+fn a_hardlinked_destination_is_refused_and_the_outside_inode_keeps_its_mode_and_content() {
+    let s = Sandbox::new();
+    let out = outside();
+    let secret = out.path().join("shadow");
+    write(&secret, b"root:outside-hash:1:0:99999:7:::\n");
+    chmod(&secret, 0o600);
+    std::fs::create_dir_all(s.path("/srv")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::hard_link(&secret, s.path("/srv/h")).unwrap_or_else(|e| panic!("link: {e}"));
+    let before = snapshot(out.path());
+    for spec in [
+        "    content: \"mine\\n\"\n    mode: \"0644\"\n",
+        "    mode: \"0644\"\n",
+        "    owner: \"1234\"\n",
+    ] {
+        s.manifest("site.yaml", &format!("resources:\n  - file: /srv/h\n{spec}"));
+        let snap = s.snapshot();
+        let plan = s.run("plan", &["site.yaml"]);
+        plan.assert_code(1);
+        assert!(plan.stdout().contains("2 hard links"), "{}", plan.all());
+        assert!(plan.stdout().contains("hardlinks: allow"), "{}", plan.all());
+        assert!(!plan.all().contains("outside-hash"), "{}", plan.all());
+        assert_eq!(s.snapshot(), snap, "plan changed the root");
+        let apply = s.run("apply", &["site.yaml"]);
+        assert_eq!(apply.code(), 1, "{}", apply.all());
+        assert!(!apply.all().contains("outside-hash"), "{}", apply.all());
+        assert_eq!(snapshot(out.path()), before, "outside changed");
+        assert_eq!(mode_of(&secret), 0o600);
+    }
+}
+
+#[test]
+fn hardlinks_allow_manages_a_hardlinked_file_in_place() {
+    let s = Sandbox::new();
+    let out = outside();
+    let other = out.path().join("other");
+    write(&other, b"shared\n");
+    chmod(&other, 0o600);
+    std::fs::create_dir_all(s.path("/srv")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::hard_link(&other, s.path("/srv/h")).unwrap_or_else(|e| panic!("link: {e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/h\n    mode: \"0640\"\n    hardlinks: allow\n",
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.mode("/srv/h"), 0o640);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/h\n    hardlinks: sometimes\n",
+    );
+    let bad = s.run("validate", &["site.yaml"]);
+    assert_eq!(bad.code(), 1, "{}", bad.all());
+    assert!(bad.stderr().contains("site.yaml:3:"), "{}", bad.all());
+}
+
+#[test]
+fn a_hardlinked_entry_of_a_copied_tree_is_refused_and_the_outside_inode_is_unchanged() {
+    let s = Sandbox::new();
+    let out = outside();
+    let secret = out.path().join("key");
+    write(&secret, b"outside-key\n");
+    chmod(&secret, 0o600);
+    s.put("/srv/src/key", b"new key\n");
+    chmod(&s.path("/srv/src/key"), 0o640);
+    std::fs::create_dir_all(s.path("/srv/copy")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::hard_link(&secret, s.path("/srv/copy/key")).unwrap_or_else(|e| panic!("link: {e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/copy\n    source: /srv/src\n",
+    );
+    let before = snapshot(out.path());
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    assert!(plan.stdout().contains("hard links"), "{}", plan.all());
+    assert!(!plan.all().contains("outside-key"), "{}", plan.all());
+    let apply = s.run("apply", &["site.yaml"]);
+    assert_eq!(apply.code(), 1, "{}", apply.all());
+    assert_eq!(snapshot(out.path()), before, "outside changed");
+}
+
+#[test]
+fn a_copied_tree_keeps_the_source_modes_and_warns_when_a_mode_widens_them() {
+    let s = Sandbox::new();
+    let out = outside();
+    s.put("/srv/etc/shadow", b"root:x:1::::::\n");
+    s.put("/srv/etc/motd", b"hello\n");
+    s.put("/srv/etc/ssh/key", b"private\n");
+    chmod(&s.path("/srv/etc/shadow"), 0o640);
+    chmod(&s.path("/srv/etc/motd"), 0o644);
+    chmod(&s.path("/srv/etc/ssh/key"), 0o600);
+    chmod(&s.path("/srv/etc/ssh"), 0o700);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/copy\n    source: /srv/etc\n",
+    );
+    let before = snapshot(out.path());
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(0);
+    assert!(!plan.stdout().contains("wider"), "{}", plan.all());
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.mode("/srv/copy/shadow"), 0o640);
+    assert_eq!(s.mode("/srv/copy/motd"), 0o644);
+    assert_eq!(s.mode("/srv/copy/ssh"), 0o700);
+    assert_eq!(s.mode("/srv/copy/ssh/key"), 0o600);
+
+    // An explicit file_mode wins, and the plan says where it widens the source.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/copy\n    source: /srv/etc\n    file_mode: \"0644\"\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(0);
+    let text = plan.stdout();
+    assert!(
+        text.contains("warning: shadow: the copy would be 0644 where the source is 0640"),
+        "{text}"
+    );
+    assert!(text.contains("ssh/key: the copy would be 0644 where the source is 0600"), "{text}");
+    assert!(!text.contains("motd: the copy"), "{text}");
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.mode("/srv/copy/ssh/key"), 0o644);
+    assert_eq!(snapshot(out.path()), before, "outside changed");
+}

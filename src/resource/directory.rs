@@ -3,14 +3,17 @@
 //! symlinks with file copies").
 
 use std::any::Any;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::diag::Span;
+use crate::host::fs::{hardlink_reason, Body};
 use crate::host::{FileKind, HostError, Perms};
 use crate::id::ResourceId;
-use crate::manifest::decode::{Decoder, Fields, SourceRef};
-use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
+use crate::manifest::decode::{format_mode, Decoder, Fields, SourceRef};
+use crate::plan::{content_diff, diff_limit, fingerprint, size_summary, Action, Change};
 
+use super::file::body_hash;
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
     implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
@@ -42,7 +45,9 @@ pub struct Directory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     rel: String,
-    content: Option<Vec<u8>>, // None: a directory
+    content: Option<Body>, // None: a directory
+    /// The source's permission bits, which the copy keeps unless `file_mode`/`dir_mode`.
+    mode: u32,
 }
 
 pub fn decode(
@@ -89,16 +94,39 @@ pub fn decode(
 }
 
 impl Directory {
-    fn entry_spec(&self, is_dir: bool) -> PermSpec {
+    /// The mode a copied entry gets: `file_mode`/`dir_mode` when given, else the
+    /// source's own bits (a 0600 key stays 0600).
+    fn entry_mode(&self, e: &Entry) -> u32 {
+        let given = if e.content.is_none() {
+            self.dir_mode
+        } else {
+            self.file_mode
+        };
+        given.unwrap_or(e.mode)
+    }
+
+    fn entry_spec(&self, e: &Entry) -> PermSpec {
         PermSpec {
             owner: self.perms.owner.clone(),
             group: self.perms.group.clone(),
-            mode: if is_dir {
-                self.dir_mode
-            } else {
-                self.file_mode
-            },
+            mode: Some(self.entry_mode(e)),
         }
+    }
+
+    /// A warning when the copy of `e` would be readable, writable or executable by
+    /// more than its source.
+    fn widening(&self, e: &Entry) -> Option<String> {
+        let mode = self.entry_mode(e);
+        let wider = mode & !e.mode & 0o7777;
+        (wider != 0).then(|| {
+            format!(
+                "{}{}: the copy would be {} where the source is {}: wider permissions",
+                e.rel,
+                if e.content.is_none() { "/" } else { "" },
+                format_mode(mode),
+                format_mode(e.mode)
+            )
+        })
     }
 
     fn read_source(&self, ctx_host: &crate::host::Host) -> Result<Vec<Entry>, ResourceError> {
@@ -123,23 +151,35 @@ impl Directory {
         entries: &[Entry],
     ) -> Result<(), ResourceError> {
         let accounts = host.accounts()?;
-        let dir_perms = self.entry_spec(true).resolve(&accounts)?;
-        let file_perms = self.entry_spec(false).resolve(&accounts)?;
+        let owners = PermSpec {
+            owner: self.perms.owner.clone(),
+            group: self.perms.group.clone(),
+            mode: None,
+        }
+        .resolve(&accounts)?;
         for e in entries {
             let target = format!("{base}/{}", e.rel);
-            let live = host.read(&target)?;
+            let perms = Perms {
+                mode: Some(self.entry_mode(e)),
+                ..owners
+            };
             match &e.content {
-                None => host.create_dir(&target, &dir_perms, &mut Vec::new())?,
-                Some(bytes) => {
-                    let same = matches!(&live, Some((_, Some(old))) if old == bytes);
+                None => host.create_dir(&target, &perms, &mut Vec::new())?,
+                Some(body) => {
+                    let live = host.read_body(&target, diff_limit())?;
+                    let same = matches!(&live, Some((_, Some(old))) if old.same_as(body));
                     if same {
-                        host.set_perms(&target, &file_perms)?;
-                    } else {
-                        let mut perms = file_perms;
-                        if let Some((st, _)) = &live {
-                            perms.mode = perms.mode.or(Some(st.mode));
-                        }
+                        host.set_perms(&target, &perms)?;
+                    } else if let Some(bytes) = body.bytes() {
                         host.write_atomic(&target, bytes, &perms, &mut Vec::new(), None)?;
+                    } else if let Some(TreeSource::Target(dir)) = &self.source {
+                        let src = format!("{dir}/{}", e.rel);
+                        host.copy_atomic(&target, &src, &perms, &mut Vec::new(), None)?;
+                    } else {
+                        return Err(ResourceError::Failed(format!(
+                            "{}: content not read",
+                            host.show(&target)
+                        )));
                     }
                 }
             }
@@ -177,13 +217,15 @@ fn read_shipped_tree(
             out.push(Entry {
                 rel: rel.clone(),
                 content: None,
+                mode: meta.mode() & 0o7777,
             });
             read_shipped_tree(&path, &rel, out)?;
         } else {
             let bytes = std::fs::read(&path).map_err(fail)?;
             out.push(Entry {
                 rel,
-                content: Some(bytes),
+                content: Some(Body::Whole(bytes)),
+                mode: meta.mode() & 0o7777,
             });
         }
     }
@@ -219,17 +261,19 @@ fn read_target_tree(
         } else {
             format!("{prefix}/{name}")
         };
-        match host.read(&path)? {
+        match host.read_body(&path, diff_limit())? {
             Some((st, _)) if st.kind == FileKind::Directory => {
                 out.push(Entry {
                     rel: rel.clone(),
                     content: None,
+                    mode: st.mode,
                 });
                 read_target_tree(host, &path, &rel, out)?;
             }
-            Some((_, Some(bytes))) => out.push(Entry {
+            Some((st, Some(body))) => out.push(Entry {
                 rel,
-                content: Some(bytes),
+                content: Some(body),
+                mode: st.mode,
             }),
             Some((st, None)) => {
                 return Err(ResourceError::Failed(format!(
@@ -304,12 +348,13 @@ impl Resource for Directory {
         ];
         for e in &entries {
             desired_parts.push(format!(
-                "{}={}",
+                "{}={}:{}",
                 e.rel,
                 e.content
-                    .as_deref()
-                    .map(short_hash)
-                    .unwrap_or_else(|| "dir".into())
+                    .as_ref()
+                    .map(body_hash)
+                    .unwrap_or_else(|| "dir".into()),
+                format_mode(e.mode)
             ));
         }
         change.desired = fingerprint(desired_parts.iter().map(|s| s.as_bytes()));
@@ -369,21 +414,27 @@ impl Resource for Directory {
                     }
                     Some(st) => self.perms.diff(ctx.accounts, Some(&st), 0o755, &mut change),
                 }
-                let mut diffs = String::new();
                 for e in &entries {
                     let child = self.child(&e.rel);
-                    let live_entry = if is_dir { host.read(&child)? } else { None };
+                    let live_entry = if is_dir {
+                        host.read_body(&child, diff_limit())?
+                    } else {
+                        None
+                    };
                     live_parts.push(format!(
                         "{}={}:{}",
                         e.rel,
                         stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
                         live_entry
                             .as_ref()
-                            .and_then(|(_, b)| b.as_deref())
-                            .map(short_hash)
+                            .and_then(|(_, b)| b.as_ref())
+                            .map(body_hash)
                             .unwrap_or_default()
                     ));
-                    let spec = self.entry_spec(e.content.is_none());
+                    let spec = self.entry_spec(e);
+                    if let Some(w) = self.widening(e) {
+                        change.warnings.push(w);
+                    }
                     match (&e.content, &live_entry) {
                         (_, None) => {
                             if is_dir {
@@ -402,7 +453,6 @@ impl Resource for Directory {
                             }
                         }
                         (Some(new), Some((st, old))) => {
-                            let old = old.as_deref().unwrap_or_default();
                             if st.kind != FileKind::File {
                                 return Err(HostError::Unsafe {
                                     path: host.show(&child),
@@ -410,25 +460,41 @@ impl Resource for Directory {
                                 }
                                 .into());
                             }
-                            if old != &new[..] {
-                                change.secret_field(
-                                    format!("{}: content", e.rel),
-                                    Some(short_hash(old)),
-                                    Some(short_hash(new)),
-                                );
-                                if !self.meta.secret {
-                                    if let Some(d) = text_diff(old, new, &child) {
-                                        diffs.push_str(&d);
-                                    }
-                                }
-                            }
+                            let empty = Body::Whole(Vec::new());
+                            let old = old.as_ref().unwrap_or(&empty);
+                            let differs = !old.same_as(new);
+                            let mut perm_changes = Change::new(self.id.clone(), self.meta.secret);
                             spec.diff_named(
                                 ctx.accounts,
                                 Some(st),
                                 0o644,
-                                &mut change,
+                                &mut perm_changes,
                                 &format!("{}: ", e.rel),
                             );
+                            // Another name of this inode may be outside the root.
+                            if st.nlink > 1 && (differs || !perm_changes.fields.is_empty()) {
+                                return Err(HostError::Unsafe {
+                                    path: host.show(&child),
+                                    reason: hardlink_reason(st.nlink),
+                                }
+                                .into());
+                            }
+                            if differs {
+                                change.secret_field(
+                                    format!("{}: content", e.rel),
+                                    Some(body_hash(old)),
+                                    Some(body_hash(new)),
+                                );
+                                if !self.meta.secret {
+                                    match (old.bytes(), new.bytes()) {
+                                        (Some(o), Some(n)) => content_diff(o, n, &child)
+                                            .record(&mut change, Some(&e.rel)),
+                                        _ => size_summary(old.size(), new.size())
+                                            .record(&mut change, Some(&e.rel)),
+                                    }
+                                }
+                            }
+                            change.fields.extend(perm_changes.fields);
                         }
                         (None, Some((st, _))) => {
                             if st.kind != FileKind::Directory {
@@ -461,9 +527,6 @@ impl Resource for Directory {
                         live_parts.push(format!("extra:{rel}"));
                         change.field(rel.clone(), Some("present".into()), None);
                     }
-                }
-                if !diffs.is_empty() {
-                    change.diff = Some(diffs);
                 }
                 if change.action == Action::None && !change.fields.is_empty() {
                     change.action = Action::Update;

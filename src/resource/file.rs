@@ -84,7 +84,7 @@ impl Want {
 }
 
 /// [`short_hash`] of observed content, whole or streamed.
-fn body_hash(b: &Body) -> String {
+pub fn body_hash(b: &Body) -> String {
     match b.bytes() {
         Some(bytes) => short_hash(bytes),
         None => format!("sha256:{}", &hex(&b.sha256())[..12]),
@@ -363,9 +363,11 @@ impl Resource for File {
             }
             (Ensure::Present, Some(st)) => {
                 self.perms.check_known(ctx.accounts, ctx.catalog)?;
-                self.perms.diff(ctx.accounts, Some(&st), 0o644, &mut change);
+                let mut perm_changes = Change::new(self.id.clone(), self.meta.secret);
+                self.perms
+                    .diff(ctx.accounts, Some(&st), 0o644, &mut perm_changes);
                 let content_changes = desired.is_some() && !in_sync;
-                if content_changes || !change.fields.is_empty() {
+                if content_changes || !perm_changes.fields.is_empty() {
                     self.check_hardlinks(ctx, &st)?;
                 }
                 if let (Some(new), false) = (&desired, in_sync) {
@@ -381,6 +383,7 @@ impl Resource for File {
                         }
                     }
                 }
+                change.fields.extend(perm_changes.fields);
                 if !change.fields.is_empty() {
                     change.action = Action::Update;
                 }
