@@ -166,7 +166,10 @@ fn a_hardlinked_destination_is_refused_and_the_outside_inode_keeps_its_mode_and_
         "    mode: \"0644\"\n",
         "    owner: \"1234\"\n",
     ] {
-        s.manifest("site.yaml", &format!("resources:\n  - file: /srv/h\n{spec}"));
+        s.manifest(
+            "site.yaml",
+            &format!("resources:\n  - file: /srv/h\n{spec}"),
+        );
         let snap = s.snapshot();
         let plan = s.run("plan", &["site.yaml"]);
         plan.assert_code(1);
@@ -268,7 +271,10 @@ fn a_copied_tree_keeps_the_source_modes_and_warns_when_a_mode_widens_them() {
         text.contains("warning: shadow: the copy would be 0644 where the source is 0640"),
         "{text}"
     );
-    assert!(text.contains("ssh/key: the copy would be 0644 where the source is 0600"), "{text}");
+    assert!(
+        text.contains("ssh/key: the copy would be 0644 where the source is 0600"),
+        "{text}"
+    );
     assert!(!text.contains("motd: the copy"), "{text}");
     s.converge(&["site.yaml"]);
     assert_eq!(s.mode("/srv/copy/ssh/key"), 0o644);

@@ -934,9 +934,9 @@ fn read_all(mut file: std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
 /// Why a file with other hard links is not changed in place.
 pub fn hardlink_reason(nlink: u64) -> String {
     format!(
-        "is a file with {nlink} hard links; changing its owner or mode, or showing its \
-         content, would act on every other name of the same inode, possibly outside the \
-         root (add `hardlinks: allow` to the resource to manage it anyway)"
+        "is a file with {nlink} hard links; changing its owner, mode or content in place, \
+         or showing its content, would act on every other name of the same inode, possibly \
+         outside the root"
     )
 }
 

@@ -207,7 +207,10 @@ impl File {
         if st.kind == FileKind::File && st.nlink > 1 && !self.hardlinks_allowed {
             return Err(HostError::Unsafe {
                 path: ctx.host.show(&self.path),
-                reason: hardlink_reason(st.nlink),
+                reason: format!(
+                    "{} (add `hardlinks: allow` to the resource to manage it anyway)",
+                    hardlink_reason(st.nlink)
+                ),
             }
             .into());
         }
