@@ -280,3 +280,105 @@ fn a_copied_tree_keeps_the_source_modes_and_warns_when_a_mode_widens_them() {
     assert_eq!(s.mode("/srv/copy/ssh/key"), 0o644);
     assert_eq!(snapshot(out.path()), before, "outside changed");
 }
+
+/// Runs `reconcile ARGS` under `/usr/bin/time -v`: its peak RSS in KiB, if measurable.
+fn peak_rss_kib(s: &Sandbox, args: &[&str]) -> (Option<u64>, support::sandbox::Run) {
+    let bin = assert_cmd::cargo::cargo_bin("reconcile");
+    let time = Path::new("/usr/bin/time");
+    let mut c = if time.is_file() {
+        let mut c = std::process::Command::new(time);
+        c.arg("-v").arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    let [cmd, rest @ ..] = args else {
+        panic!("no command");
+    };
+    c.current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .arg(cmd)
+        .arg("--root")
+        .arg(&s.root)
+        .args(rest);
+    let out = c.output().unwrap_or_else(|e| panic!("run: {e}"));
+    let rss = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .and_then(|v| v.trim().parse().ok());
+    (rss, support::sandbox::Run(out))
+}
+
+#[test]
+fn a_large_source_and_destination_are_hashed_not_read_whole_and_the_plan_stays_small() {
+    const BIG: u64 = 128 << 20;
+    let s = Sandbox::new();
+    let out = outside();
+    std::fs::create_dir_all(s.path("/srv")).unwrap_or_else(|e| panic!("{e}"));
+    let sparse = |p: &Path, tail: &[u8]| {
+        let f = std::fs::File::create(p).unwrap_or_else(|e| panic!("create: {e}"));
+        f.set_len(BIG).unwrap_or_else(|e| panic!("truncate: {e}"));
+        std::os::unix::fs::FileExt::write_all_at(&f, tail, BIG - 8)
+            .unwrap_or_else(|e| panic!("write: {e}"));
+    };
+    sparse(&s.path("/srv/big.img"), b"old-tail");
+    sparse(&s.path("/srv/source.img"), b"new-tail");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/big.img\n    source: /srv/source.img\n  - file: /srv/small\n    content: \"x\\n\"\n",
+    );
+    let before = snapshot(out.path());
+    let (rss, plan) = peak_rss_kib(&s, &["plan", "site.yaml"]);
+    plan.assert_code(0);
+    let text = plan.stdout();
+    assert!(
+        text.contains(&format!("content differs ({BIG} bytes → {BIG} bytes)")),
+        "{text}"
+    );
+    assert!(text.len() < 4096, "plan output is {} bytes", text.len());
+    if let Some(kib) = rss {
+        assert!(kib < 100 * 1024, "plan peak RSS {kib} KiB");
+    }
+    let (rss, apply) = peak_rss_kib(&s, &["apply", "site.yaml"]);
+    apply.assert_code(0);
+    if let Some(kib) = rss {
+        assert!(kib < 100 * 1024, "apply peak RSS {kib} KiB");
+    }
+    let plan = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    plan.assert_code(0);
+    let copied = std::fs::metadata(s.path("/srv/big.img")).map(|m| m.len());
+    assert_eq!(copied.ok(), Some(BIG));
+    let mut tail = [0u8; 8];
+    let f = std::fs::File::open(s.path("/srv/big.img")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut tail, BIG - 8)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&tail, b"new-tail");
+    assert_eq!(snapshot(out.path()), before, "outside changed");
+}
+
+#[test]
+fn diff_limit_sets_the_size_above_which_content_is_summarised() {
+    let s = Sandbox::new();
+    s.put("/etc/app.conf", b"a = 1\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/app.conf\n    content: \"a = 2\\nb = 3\\n\"\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(plan.stdout().contains("+a = 2"), "{}", plan.all());
+    let plan = s.run("plan", &["--diff-limit", "8", "site.yaml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout().contains("note: content differs (6 bytes → 12 bytes)"),
+        "{}",
+        plan.all()
+    );
+    assert!(!plan.stdout().contains("+a = 2"), "{}", plan.all());
+    let check = s.run("check", &["--diff-limit", "8", "site.yaml"]);
+    check.assert_code(2);
+    assert!(check.stdout().contains("content differs (6 bytes → 12 bytes)"), "{}", check.all());
+    let apply = s.run("apply", &["--diff-limit", "8", "site.yaml"]);
+    apply.assert_code(0);
+    assert!(apply.stdout().contains("content differs (6 bytes → 12 bytes)"), "{}", apply.all());
+    s.converge(&["site.yaml"]);
+}
