@@ -304,7 +304,10 @@ fn peak_rss_kib(s: &Sandbox, args: &[&str]) -> (Option<u64>, support::sandbox::R
     let out = c.output().unwrap_or_else(|e| panic!("run: {e}"));
     let rss = String::from_utf8_lossy(&out.stderr)
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|v| v.trim().parse().ok());
     (rss, support::sandbox::Run(out))
 }
@@ -369,16 +372,97 @@ fn diff_limit_sets_the_size_above_which_content_is_summarised() {
     let plan = s.run("plan", &["--diff-limit", "8", "site.yaml"]);
     plan.assert_code(0);
     assert!(
-        plan.stdout().contains("note: content differs (6 bytes → 12 bytes)"),
+        plan.stdout()
+            .contains("note: content differs (6 bytes → 12 bytes)"),
         "{}",
         plan.all()
     );
     assert!(!plan.stdout().contains("+a = 2"), "{}", plan.all());
     let check = s.run("check", &["--diff-limit", "8", "site.yaml"]);
     check.assert_code(2);
-    assert!(check.stdout().contains("content differs (6 bytes → 12 bytes)"), "{}", check.all());
+    assert!(
+        check
+            .stdout()
+            .contains("content differs (6 bytes → 12 bytes)"),
+        "{}",
+        check.all()
+    );
     let apply = s.run("apply", &["--diff-limit", "8", "site.yaml"]);
     apply.assert_code(0);
-    assert!(apply.stdout().contains("content differs (6 bytes → 12 bytes)"), "{}", apply.all());
+    assert!(
+        apply
+            .stdout()
+            .contains("content differs (6 bytes → 12 bytes)"),
+        "{}",
+        apply.all()
+    );
     s.converge(&["site.yaml"]);
+}
+
+#[test]
+fn plan_and_check_escape_terminal_codes_and_summarise_binary_content() {
+    let s = Sandbox::new();
+    s.put("/etc/banner", b"hello\n\x1b]0;owned\x07\x1b[2J\tend\n");
+    s.put("/srv/blob", b"\x00\x01\x02binary\xff");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/banner\n    content: \"hello\\n\"\n  - file: /srv/blob\n    content: \"text\\n\"\n  - file: /srv/new.bin\n    content: \"a\\u0000b\"\n",
+    );
+    let snap = s.snapshot();
+    for cmd in ["plan", "check"] {
+        let run = s.run(cmd, &["site.yaml"]);
+        let out = run.stdout();
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07'),
+            "{cmd}: {out:?}"
+        );
+        assert!(!out.contains('\0'), "{cmd}: {out:?}");
+        assert!(
+            out.contains("-\\u{1b}]0;owned\\u{7}\\u{1b}[2J\tend"),
+            "{cmd}: {out}"
+        );
+        assert!(
+            out.contains("note: content differs (binary, 10 bytes → 5 bytes)"),
+            "{cmd}: {out}"
+        );
+        assert!(
+            out.contains("note: content differs (0 bytes → binary, 3 bytes)"),
+            "{cmd}: {out}"
+        );
+        assert!(!out.contains("binary\u{fffd}"), "{cmd}: {out}");
+    }
+    assert_eq!(s.snapshot(), snap, "plan/check changed the root");
+    let json = s.run("plan", &["--format", "json", "site.yaml"]);
+    assert!(!json.stdout().contains('\x1b'), "{}", json.all());
+    s.converge(&["site.yaml"]);
+}
+
+#[test]
+fn a_dead_runs_temp_file_in_a_copied_tree_is_reported_by_check_and_removed_by_apply() {
+    let s = Sandbox::new();
+    s.put("/srv/src/app.conf", b"a\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/copy\n    source: /srv/src\n",
+    );
+    s.converge(&["site.yaml"]);
+    // pid 2^22+1 is above the kernel's pid_max limit: never a live process.
+    let stray = "app.conf.reconcile-4194305-0~";
+    s.put(&format!("/srv/copy/{stray}"), b"half-written\n");
+    let lookalike = "app.conf.reconcile-4194305-x~";
+    s.put(&format!("/srv/copy/{lookalike}"), b"not ours\n");
+    let snap = s.snapshot();
+    let check = s.run("check", &["site.yaml"]);
+    check.assert_code(2);
+    assert!(
+        check
+            .stdout()
+            .contains(&format!("app.conf: temp file {stray}")),
+        "{}",
+        check.all()
+    );
+    assert_eq!(s.snapshot(), snap, "check changed the root");
+    s.converge(&["site.yaml"]);
+    assert!(!s.path(&format!("/srv/copy/{stray}")).exists());
+    assert!(s.path(&format!("/srv/copy/{lookalike}")).exists());
 }

@@ -13,7 +13,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{format_mode, Decoder, Fields, SourceRef};
 use crate::plan::{content_diff, diff_limit, fingerprint, size_summary, Action, Change};
 
-use super::file::body_hash;
+use super::file::{body_hash, TEMP_FIELD};
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
     implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
@@ -495,6 +495,13 @@ impl Resource for Directory {
                                 }
                             }
                             change.fields.extend(perm_changes.fields);
+                            for t in host.stale_temps_of(&child)? {
+                                change.field(
+                                    format!("{}: {TEMP_FIELD}{t}", e.rel),
+                                    Some("left by a killed run".into()),
+                                    None,
+                                );
+                            }
                         }
                         (None, Some((st, _))) => {
                             if st.kind != FileKind::Directory {
@@ -544,6 +551,11 @@ impl Resource for Directory {
         }
         if change.action == Action::None {
             return Ok(());
+        }
+        for f in &change.fields {
+            if let Some((rel, _)) = f.field.split_once(&format!(": {TEMP_FIELD}")) {
+                host.remove_stale_temps(&self.child(rel))?;
+            }
         }
         let accounts = host.accounts()?;
         let perms: Perms = self.perms.resolve(&accounts)?;

@@ -92,7 +92,7 @@ pub fn body_hash(b: &Body) -> String {
 }
 
 /// Field name of a temp file a killed run left beside the destination.
-const TEMP_FIELD: &str = "temp file ";
+pub const TEMP_FIELD: &str = "temp file ";
 
 pub fn decode(
     d: &mut Decoder,
