@@ -466,3 +466,27 @@ fn a_dead_runs_temp_file_in_a_copied_tree_is_reported_by_check_and_removed_by_ap
     assert!(!s.path(&format!("/srv/copy/{stray}")).exists());
     assert!(s.path(&format!("/srv/copy/{lookalike}")).exists());
 }
+
+#[test]
+fn copying_a_users_setuid_program_root_owned_is_warned() {
+    if !support::sandbox::require_root("copying_a_users_setuid_program_root_owned_is_warned") {
+        return;
+    }
+    let s = Sandbox::new();
+    let prog = s.put("/srv/src/tool", b"#!/bin/sh\n");
+    std::os::unix::fs::chown(&prog, Some(1234), Some(1234)).unwrap_or_else(|e| panic!("{e}"));
+    chmod(&prog, 0o4755);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /srv/copy\n    source: /srv/src\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout().contains(
+            "warning: tool: keeps setuid of a source owned by 1234:1234 on a copy owned by 0:0"
+        ),
+        "{}",
+        plan.all()
+    );
+}

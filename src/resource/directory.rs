@@ -48,6 +48,8 @@ struct Entry {
     content: Option<Body>, // None: a directory
     /// The source's permission bits, which the copy keeps unless `file_mode`/`dir_mode`.
     mode: u32,
+    uid: u32,
+    gid: u32,
 }
 
 pub fn decode(
@@ -113,20 +115,46 @@ impl Directory {
         }
     }
 
-    /// A warning when the copy of `e` would be readable, writable or executable by
-    /// more than its source.
-    fn widening(&self, e: &Entry) -> Option<String> {
+    /// Warnings when the copy of `e` would give more than its source: wider mode
+    /// bits, or setuid/setgid bits kept on a copy owned by someone else (a user's
+    /// setuid program copied root-owned runs as root).
+    fn widening(&self, e: &Entry, accounts: &crate::host::accounts::Accounts) -> Vec<String> {
         let mode = self.entry_mode(e);
-        let wider = mode & !e.mode & 0o7777;
-        (wider != 0).then(|| {
-            format!(
-                "{}{}: the copy would be {} where the source is {}: wider permissions",
-                e.rel,
-                if e.content.is_none() { "/" } else { "" },
+        let name = format!("{}{}", e.rel, if e.content.is_none() { "/" } else { "" });
+        let mut out = Vec::new();
+        if mode & !e.mode & 0o7777 != 0 {
+            out.push(format!(
+                "{name}: the copy would be {} where the source is {}: wider permissions",
                 format_mode(mode),
                 format_mode(e.mode)
-            )
-        })
+            ));
+        }
+        // New copies belong to whoever runs reconcile unless owner/group are given.
+        let uid = self
+            .perms
+            .owner()
+            .and_then(|o| accounts.resolve_uid(o))
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let gid = self
+            .perms
+            .group()
+            .and_then(|g| accounts.resolve_gid(g))
+            .unwrap_or_else(|| nix::unistd::getegid().as_raw());
+        let setuid = e.content.is_some() && mode & 0o4000 != 0 && uid != e.uid;
+        let setgid = e.content.is_some() && mode & 0o2000 != 0 && gid != e.gid;
+        if setuid || setgid {
+            out.push(format!(
+                "{name}: keeps {} of a source owned by {}:{} on a copy owned by {uid}:{gid}: wider privileges",
+                match (setuid, setgid) {
+                    (true, true) => "setuid and setgid",
+                    (true, false) => "setuid",
+                    _ => "setgid",
+                },
+                e.uid,
+                e.gid
+            ));
+        }
+        out
     }
 
     fn read_source(&self, ctx_host: &crate::host::Host) -> Result<Vec<Entry>, ResourceError> {
@@ -218,6 +246,8 @@ fn read_shipped_tree(
                 rel: rel.clone(),
                 content: None,
                 mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             });
             read_shipped_tree(&path, &rel, out)?;
         } else {
@@ -226,6 +256,8 @@ fn read_shipped_tree(
                 rel,
                 content: Some(Body::Whole(bytes)),
                 mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             });
         }
     }
@@ -267,6 +299,8 @@ fn read_target_tree(
                     rel: rel.clone(),
                     content: None,
                     mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
                 });
                 read_target_tree(host, &path, &rel, out)?;
             }
@@ -274,6 +308,8 @@ fn read_target_tree(
                 rel,
                 content: Some(body),
                 mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
             }),
             Some((st, None)) => {
                 return Err(ResourceError::Failed(format!(
@@ -432,9 +468,7 @@ impl Resource for Directory {
                             .unwrap_or_default()
                     ));
                     let spec = self.entry_spec(e);
-                    if let Some(w) = self.widening(e) {
-                        change.warnings.push(w);
-                    }
+                    change.warnings.extend(self.widening(e, ctx.accounts));
                     match (&e.content, &live_entry) {
                         (_, None) => {
                             if is_dir {
