@@ -465,6 +465,20 @@ fn a_dead_runs_temp_file_in_a_copied_tree_is_reported_by_check_and_removed_by_ap
     s.converge(&["site.yaml"]);
     assert!(!s.path(&format!("/srv/copy/{stray}")).exists());
     assert!(s.path(&format!("/srv/copy/{lookalike}")).exists());
+
+    // A copy half-built beside a symlink it was to replace, by a killed run.
+    s.put("/srv/.copy.reconcile-new/app.conf", b"a\n");
+    let check = s.run("check", &["site.yaml"]);
+    check.assert_code(2);
+    assert!(
+        check
+            .stdout()
+            .contains("temp file /srv/.copy.reconcile-new: left by a killed run"),
+        "{}",
+        check.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert!(!s.path("/srv/.copy.reconcile-new").exists());
 }
 
 #[test]

@@ -167,6 +167,13 @@ impl Directory {
         Ok(out)
     }
 
+    /// Where a copy that replaces a symlink is built before the swap.
+    fn temp_copy(&self) -> String {
+        let name = self.path.rsplit('/').next().unwrap_or("dir");
+        let parent = &self.path[..self.path.len() - name.len()];
+        format!("{parent}.{name}.reconcile-new")
+    }
+
     fn child(&self, rel: &str) -> String {
         format!("{}/{rel}", self.path)
     }
@@ -558,6 +565,15 @@ impl Resource for Directory {
                         }
                     }
                 }
+                let temp = self.temp_copy();
+                if self.source.is_some() && is_dir && host.lstat(&temp)?.is_some() {
+                    live_parts.push(format!("temp:{temp}"));
+                    change.field(
+                        format!("{TEMP_FIELD}{temp}"),
+                        Some("left by a killed run".into()),
+                        None,
+                    );
+                }
                 if self.purge && is_dir {
                     let mut extra = Vec::new();
                     live_entries(host, &self.path, "", &mut extra)?;
@@ -595,17 +611,20 @@ impl Resource for Directory {
         let perms: Perms = self.perms.resolve(&accounts)?;
         let entries = self.read_source(host)?;
         let live = host.lstat(&self.path)?;
+        let temp = self.temp_copy();
         if live.map(|s| s.kind) == Some(FileKind::Symlink) {
             // Build the copy completely beside the symlink, then swap them in one step.
-            let name = self.path.rsplit('/').next().unwrap_or("dir");
-            let parent = &self.path[..self.path.len() - name.len()];
-            let temp = format!("{parent}.{name}.reconcile-new");
             host.remove(&temp)?;
             host.create_dir(&temp, &perms, &mut Vec::new())?;
             self.populate(host, &temp, &entries)?;
             host.exchange(&temp, &self.path)?;
             host.remove(&temp)?;
             return Ok(());
+        }
+        if self.source.is_some() {
+            // A run killed between the swap and its clean-up left the old symlink (or a
+            // half-built copy, with the source's modes) under the temp name.
+            host.remove(&temp)?;
         }
         host.create_dir(&self.path, &perms, &mut Vec::new())?;
         self.populate(host, &self.path, &entries)?;
