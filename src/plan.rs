@@ -46,7 +46,8 @@ pub struct Change {
     pub action: Action,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldChange>,
-    /// Unified diff of text content; never present for secret or binary content.
+    /// Unified diff of text content; never present for secret or binary content, or
+    /// content over the diff limit (a note summarises those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     #[serde(default)]
@@ -165,24 +166,129 @@ pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     hex(&h.finalize())[..32].to_string()
 }
 
-/// A unified diff of two contents, or `None` when either is not UTF-8 text.
+/// Contents larger than this (either side, in bytes) are summarised rather than diffed.
+pub const DEFAULT_DIFF_LIMIT: u64 = 1 << 20;
+
+static DIFF_LIMIT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_DIFF_LIMIT);
+
+/// Sets the diff limit for this process (`--diff-limit`).
+pub fn set_diff_limit(bytes: u64) {
+    DIFF_LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The size up to which content is diffed, and so read whole while planning.
+pub fn diff_limit() -> u64 {
+    DIFF_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What a plan shows of a content change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentDiff {
+    /// A unified diff of two texts (goes to `Change::diff`).
+    Text(String),
+    /// One line instead of a diff (goes to `Change::notes`): binary content, or content
+    /// over the diff limit.
+    Summary(String),
+}
+
+impl ContentDiff {
+    /// Puts the diff where it belongs in `change`; `label` names a tree entry.
+    pub fn record(self, change: &mut Change, label: Option<&str>) {
+        match self {
+            ContentDiff::Text(d) => change.diff.get_or_insert_with(String::new).push_str(&d),
+            ContentDiff::Summary(s) => change.notes.push(match label {
+                Some(l) => format!("{l}: {s}"),
+                None => s,
+            }),
+        }
+    }
+}
+
+/// Binary for a plan: not UTF-8, or holding a NUL byte.
+pub fn is_binary(bytes: &[u8]) -> bool {
+    bytes.contains(&0) || std::str::from_utf8(bytes).is_err()
+}
+
+/// "content differs (N bytes → M bytes)": for content too large to diff or read whole.
+pub fn size_summary(old: u64, new: u64) -> ContentDiff {
+    ContentDiff::Summary(format!("content differs ({old} bytes → {new} bytes)"))
+}
+
+/// A unified diff of two texts; binary content, or content over the diff limit, gets a
+/// one-line summary so that a plan never carries raw bytes or a gigabyte of diff.
+pub fn content_diff(old: &[u8], new: &[u8], path: &str) -> ContentDiff {
+    let len = |b: &[u8]| u64::try_from(b.len()).unwrap_or(u64::MAX);
+    let limit = diff_limit();
+    if len(old) > limit || len(new) > limit {
+        return size_summary(len(old), len(new));
+    }
+    let (old_bin, new_bin) = (is_binary(old), is_binary(new));
+    if old_bin || new_bin {
+        let show = |bin: bool, b: &[u8]| {
+            if bin {
+                format!("binary, {} bytes", b.len())
+            } else {
+                format!("{} bytes", b.len())
+            }
+        };
+        return ContentDiff::Summary(format!(
+            "content differs ({} → {})",
+            show(old_bin, old),
+            show(new_bin, new)
+        ));
+    }
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(old), Ok(new)) => {
+            let diff = similar::TextDiff::from_lines(old, new);
+            ContentDiff::Text(
+                diff.unified_diff()
+                    .context_radius(3)
+                    .header(&format!("a{path}"), &format!("b{path}"))
+                    .to_string(),
+            )
+        }
+        _ => size_summary(len(old), len(new)),
+    }
+}
+
+/// A unified diff of two texts, or `None` for binary or over-limit content.
 pub fn text_diff(old: &[u8], new: &[u8], path: &str) -> Option<String> {
-    let old = std::str::from_utf8(old).ok()?;
-    let new = std::str::from_utf8(new).ok()?;
-    let diff = similar::TextDiff::from_lines(old, new);
-    let text = diff
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("a{path}"), &format!("b{path}"))
-        .to_string();
-    Some(text)
+    match content_diff(old, new, path) {
+        ContentDiff::Text(d) => Some(d),
+        ContentDiff::Summary(_) => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{content_diff, ContentDiff};
+
     #[test]
     fn hex_digits() {
         assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+
+    #[test]
+    fn binary_content_is_summarised_not_diffed() {
+        let d = content_diff(b"a\n", b"a\0b\n", "/x");
+        assert_eq!(
+            d,
+            ContentDiff::Summary("content differs (2 bytes → binary, 4 bytes)".into())
+        );
+        let d = content_diff(b"", &[0xff, 0xfe], "/x");
+        assert_eq!(
+            d,
+            ContentDiff::Summary("content differs (0 bytes → binary, 2 bytes)".into())
+        );
+    }
+
+    #[test]
+    fn text_content_gets_a_unified_diff() {
+        let ContentDiff::Text(d) = content_diff(b"a\n", b"b\n", "/x") else {
+            panic!("not a text diff");
+        };
+        assert!(d.contains("-a\n+b\n"), "{d}");
     }
 }
 

@@ -30,48 +30,89 @@ impl Style {
 }
 
 fn value(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "(none)".into())
+    v.as_deref()
+        .map_or_else(|| "(none)".into(), escape_controls)
+}
+
+fn is_hostile(c: char) -> bool {
+    let bidi =
+        matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    c.is_control() || bidi
+}
+
+fn escape_except(s: &str, keep: impl Fn(char) -> bool) -> String {
+    if !s.chars().any(|c| is_hostile(c) && !keep(c)) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_hostile(c) && !keep(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Escapes control and bidi-override characters (as `audit show` does) so that a
+/// hostile path, live value or message cannot move the cursor, recolour the terminal
+/// or visually reorder what an operator reads.
+pub fn escape_controls(s: &str) -> String {
+    escape_except(s, |_| false)
+}
+
+/// As [`escape_controls`] for a line of file content: tabs are kept.
+fn escape_content(s: &str) -> String {
+    escape_except(s, |c| c == '\t')
 }
 
 pub fn change(out: &mut String, c: &Change, style: Style) {
+    let id = escape_controls(&c.id.to_string());
     let _ = writeln!(
         out,
         "  {} {}",
         style.action(c.action, c.action.symbol()),
-        style.action(c.action, &c.id.to_string())
+        style.action(c.action, &id)
     );
     for f in &c.fields {
+        let field = escape_controls(&f.field);
         let line = match (&f.before, &f.after, c.action) {
-            (None, Some(a), _) => format!("{}: {a}", f.field),
-            (Some(b), None, _) => format!("{}: {b} → (removed)", f.field),
-            _ => format!("{}: {} → {}", f.field, value(&f.before), value(&f.after)),
+            (None, Some(a), _) => format!("{field}: {}", escape_controls(a)),
+            (Some(b), None, _) => format!("{field}: {} → (removed)", escape_controls(b)),
+            _ => format!("{field}: {} → {}", value(&f.before), value(&f.after)),
         };
         let _ = writeln!(out, "      {line}");
     }
     for i in &c.implied {
-        let _ = writeln!(out, "      implied: {i}");
+        let _ = writeln!(out, "      implied: {}", escape_controls(i));
     }
     for n in &c.notes {
-        let _ = writeln!(out, "      note: {n}");
+        let _ = writeln!(out, "      note: {}", escape_controls(n));
     }
     for w in &c.warnings {
-        let _ = writeln!(out, "      {}", style.paint("33", &format!("warning: {w}")));
+        let _ = writeln!(
+            out,
+            "      {}",
+            style.paint("33", &format!("warning: {}", escape_controls(w)))
+        );
     }
     if c.sensitive && c.fields.iter().any(|f| f.field.ends_with("content")) {
         let _ = writeln!(out, "      (content hidden: secret)");
     }
     if let Some(diff) = &c.diff {
         for line in diff.lines() {
+            let line = escape_content(line);
             let painted = if line.starts_with("+++") || line.starts_with("---") {
-                style.paint("1", line)
+                style.paint("1", &line)
             } else if line.starts_with('+') {
-                style.paint("32", line)
+                style.paint("32", &line)
             } else if line.starts_with('-') {
-                style.paint("31", line)
+                style.paint("31", &line)
             } else if line.starts_with("@@") {
-                style.paint("36", line)
+                style.paint("36", &line)
             } else {
-                line.to_string()
+                line
             };
             let _ = writeln!(out, "      {painted}");
         }
@@ -88,14 +129,15 @@ pub fn summary_line(s: &Summary) -> String {
 pub fn plan(p: &Plan, style: Style) -> String {
     let mut out = String::new();
     for w in &p.warnings {
-        let _ = writeln!(out, "{}", style.paint("33", w));
+        let _ = writeln!(out, "{}", style.paint("33", &escape_controls(w)));
     }
     let changed: Vec<&Change> = p.changes.iter().filter(|c| c.is_change()).collect();
     if changed.is_empty() && p.errors.is_empty() {
         let _ = writeln!(
             out,
             "No changes. {} resources in sync with {}.",
-            p.summary.unchanged, p.root
+            p.summary.unchanged,
+            escape_controls(&p.root)
         );
     } else {
         for c in changed {
@@ -111,7 +153,10 @@ pub fn plan(p: &Plan, style: Style) -> String {
         let _ = writeln!(
             out,
             "{}",
-            style.paint("31", &format!("error: {at}{}: {}", e.id, e.message))
+            style.paint(
+                "31",
+                &escape_controls(&format!("error: {at}{}: {}", e.id, e.message))
+            )
         );
     }
     let _ = write!(out, "{}", summary_line(&p.summary));
@@ -133,7 +178,11 @@ pub fn applied(o: &Outcome, style: Style) -> String {
         match &o.change {
             Some(c) => change(&mut out, c, style),
             None => {
-                let _ = writeln!(out, "  ↻ {} (refreshed)", o.id);
+                let _ = writeln!(
+                    out,
+                    "  ↻ {} (refreshed)",
+                    escape_controls(&o.id.to_string())
+                );
             }
         }
     }
@@ -161,7 +210,7 @@ pub fn apply_summary(outcomes: &[Outcome], style: Style) -> String {
                 Status::Skipped { reason } => format!("  ⊘ {} skipped: {reason}", o.id),
                 _ => continue,
             };
-            let _ = writeln!(out, "{}", style.paint("31", &line));
+            let _ = writeln!(out, "{}", style.paint("31", &escape_controls(&line)));
         }
     }
     let _ = writeln!(
@@ -170,4 +219,20 @@ pub fn apply_summary(outcomes: &[Outcome], style: Style) -> String {
         counts.1, counts.0, counts.2, counts.3
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_content, escape_controls};
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped_and_tabs_kept_in_content() {
+        assert_eq!(
+            escape_controls("a\x1b[31mb\u{202e}c"),
+            "a\\u{1b}[31mb\\u{202e}c"
+        );
+        assert_eq!(escape_controls("plain → text"), "plain → text");
+        assert_eq!(escape_content("+\tkey\x07"), "+\tkey\\u{7}");
+        assert_eq!(escape_controls("a\tb"), "a\\u{9}b");
+    }
 }

@@ -241,6 +241,70 @@ fn offline_enable_creates_the_install_symlinks_and_disable_removes_them() {
 }
 
 #[test]
+fn enabling_a_timer_through_a_symlinked_wants_directory_is_refused_and_nothing_outside_changes() {
+    if !systemd_tools_or_skip(
+        "enabling_a_timer_through_a_symlinked_wants_directory_is_refused_and_nothing_outside_changes",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(outside.path().join("keep"), b"outside\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(s.path("/etc/systemd/system")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(
+        outside.path(),
+        s.path("/etc/systemd/system/timers.target.wants"),
+    )
+    .unwrap_or_else(|e| panic!("symlink: {e}"));
+    let before = support::sandbox::snapshot(outside.path());
+    s.manifest("site.yaml", &upgrade_manifest("9.9"));
+    let snap = s.snapshot();
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    assert!(
+        plan.stdout().contains("timers.target.wants") && plan.stdout().contains("systemctl --root"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(s.snapshot(), snap, "plan changed the root");
+    let apply = s.run("apply", &["site.yaml"]);
+    assert_eq!(apply.code(), 1, "{}", apply.all());
+    assert_eq!(
+        support::sandbox::snapshot(outside.path()),
+        before,
+        "outside directory changed"
+    );
+    assert!(!outside.path().join("rc-upgrade.timer").exists());
+}
+
+#[test]
+fn a_hardlinked_unit_file_is_refused_without_showing_the_other_names_content() {
+    let s = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let other = outside.path().join("other.conf");
+    std::fs::write(&other, b"outside-secret\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(s.path("/etc/systemd/system")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::hard_link(&other, s.path("/etc/systemd/system/rc-job.service"))
+        .unwrap_or_else(|e| panic!("link: {e}"));
+    let before = support::sandbox::snapshot(outside.path());
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - unit: rc-job.service\n    sections:\n      Service: { Type: oneshot, ExecStart: /bin/true }\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    assert!(plan.stdout().contains("2 hard links"), "{}", plan.all());
+    assert!(!plan.all().contains("outside-secret"), "{}", plan.all());
+    let apply = s.run("apply", &["site.yaml"]);
+    assert_eq!(apply.code(), 1, "{}", apply.all());
+    assert_eq!(
+        support::sandbox::snapshot(outside.path()),
+        before,
+        "outside changed"
+    );
+}
+
+#[test]
 fn offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line() {
     if !systemd_tools_or_skip(
         "offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line",

@@ -66,6 +66,11 @@ pub struct Target {
     /// Resources observed/applied at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// plan, apply, check: content over this many bytes is shown as "content differs
+    /// (N bytes → M bytes)" instead of a diff, and hashed in chunks instead of read
+    /// whole [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub diff_limit: Option<u64>,
     /// Manifest files or folders (default: manifests/).
     pub paths: Vec<PathBuf>,
 }
@@ -188,6 +193,14 @@ pub fn run() -> ExitCode {
         }
     };
     init_logging(&cli);
+    if let Command::Plan { target, .. }
+    | Command::Apply { target, .. }
+    | Command::Check { target, .. } = &cli.command
+    {
+        if let Some(limit) = target.diff_limit {
+            crate::plan::set_diff_limit(limit);
+        }
+    }
     ExitCode::from(commands::dispatch(cli))
 }
 

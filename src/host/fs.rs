@@ -3,6 +3,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
+
+use sha2::Digest;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -44,6 +46,9 @@ pub struct Stat {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Hard link count: above 1 on a regular file, a chmod/chown or a content diff
+    /// would act on (or show) every other name of the inode, possibly outside the root.
+    pub nlink: u64,
 }
 
 impl Stat {
@@ -64,6 +69,8 @@ impl Stat {
             uid: st.st_uid,
             gid: st.st_gid,
             size: u64::try_from(st.st_size).unwrap_or(0),
+            #[allow(clippy::useless_conversion)]
+            nlink: u64::from(st.st_nlink),
         }
     }
 }
@@ -78,6 +85,46 @@ pub struct Perms {
 
 /// A path's stat and, for a regular file, its content.
 pub type Observed = (Stat, Option<Vec<u8>>);
+
+/// A regular file's content as observed for planning: whole when it is small enough to
+/// diff, otherwise only its size and SHA-256, streamed, so that a gigabyte file costs a
+/// buffer of memory rather than a gigabyte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Whole(Vec<u8>),
+    Digest { size: u64, sha256: [u8; 32] },
+}
+
+impl Body {
+    pub fn size(&self) -> u64 {
+        match self {
+            Body::Whole(b) => u64::try_from(b.len()).unwrap_or(u64::MAX),
+            Body::Digest { size, .. } => *size,
+        }
+    }
+
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Whole(b) => Some(b),
+            Body::Digest { .. } => None,
+        }
+    }
+
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            Body::Whole(b) => sha2::Sha256::digest(b).into(),
+            Body::Digest { sha256, .. } => *sha256,
+        }
+    }
+
+    /// Same content as `other`, comparing bytes when both are whole.
+    pub fn same_as(&self, other: &Body) -> bool {
+        match (self, other) {
+            (Body::Whole(a), Body::Whole(b)) => a == b,
+            _ => self.size() == other.size() && self.sha256() == other.sha256(),
+        }
+    }
+}
 
 /// A check run on the fully written temp file before it replaces the destination.
 pub type Validator<'a> = dyn Fn(&std::path::Path) -> Result<(), String> + 'a;
@@ -321,6 +368,20 @@ impl Host {
 
     /// Reads a path: its stat, and its content when it is a regular file.
     pub fn read(&self, path: &str) -> Result<Option<Observed>, HostError> {
+        match self.open_read(path)? {
+            Some((stat, Some(file))) => {
+                let buf =
+                    read_all(file, stat.size).map_err(|e| self.path_error(path, e.to_string()))?;
+                Ok(Some((stat, Some(buf))))
+            }
+            Some((stat, None)) => Ok(Some((stat, None))),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a path for reading without following a symlink: the open regular file
+    /// and its stat, or just the stat of anything else.
+    fn open_read(&self, path: &str) -> Result<Option<(Stat, Option<std::fs::File>)>, HostError> {
         let Some(parent) = self.open_parent(path, None)? else {
             return Ok(None);
         };
@@ -341,15 +402,56 @@ impl Host {
                 if stat.kind != FileKind::File {
                     return Ok(Some((stat, None)));
                 }
-                let buf = read_all(std::fs::File::from(fd), stat.size)
-                    .map_err(|e| self.path_error(path, e.to_string()))?;
-                Ok(Some((stat, Some(buf))))
+                Ok(Some((stat, Some(std::fs::File::from(fd)))))
             }
             Err(Errno::ENOENT) => Ok(None),
-            // O_NOFOLLOW on a symlink: report it as a symlink rather than failing.
             Err(Errno::ELOOP) => Ok(self.lstat(path)?.map(|st| (st, None))),
             Err(e) => Err(self.path_error(path, e.desc())),
         }
+    }
+
+    /// Reads a path for planning: its stat and, for a regular file, its content whole
+    /// when `fstat` says it is at most `limit` bytes, else its size and streamed SHA-256.
+    pub fn read_body(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<(Stat, Option<Body>)>, HostError> {
+        let Some((stat, file)) = self.open_read(path)? else {
+            return Ok(None);
+        };
+        let Some(file) = file else {
+            return Ok(Some((stat, None)));
+        };
+        let body = if stat.size <= limit {
+            read_all(file, stat.size).map(Body::Whole)
+        } else {
+            digest(file).map(|(size, sha256)| Body::Digest { size, sha256 })
+        }
+        .map_err(|e| self.path_error(path, e.to_string()))?;
+        Ok(Some((stat, Some(body))))
+    }
+
+    /// Replaces `path` atomically (as [`Host::write_atomic`]) with a copy of the regular
+    /// file `source`, streamed: neither is held in memory.
+    pub fn copy_atomic(
+        &self,
+        path: &str,
+        source: &str,
+        perms: &Perms,
+        implied_dirs: &mut Vec<String>,
+        validate: Option<&Validator<'_>>,
+    ) -> Result<(), HostError> {
+        let mut src = match self.open_read(source)? {
+            Some((_, Some(f))) => f,
+            Some((st, None)) => {
+                return Err(self.path_error(source, format!("is a {}, not a file", st.kind.name())))
+            }
+            None => return Err(self.path_error(source, "does not exist")),
+        };
+        self.write_atomic_with(path, perms, implied_dirs, validate, &mut |out| {
+            std::io::copy(&mut src, out).map(|_| ())
+        })
     }
 
     pub fn read_link(&self, path: &str) -> Result<Option<String>, HostError> {
@@ -414,6 +516,20 @@ impl Host {
         implied_dirs: &mut Vec<String>,
         validate: Option<&Validator<'_>>,
     ) -> Result<(), HostError> {
+        self.write_atomic_with(path, perms, implied_dirs, validate, &mut |out| {
+            out.write_all(content)
+        })
+    }
+
+    /// As [`Host::write_atomic`], the content written by `fill` into the temp file.
+    fn write_atomic_with(
+        &self,
+        path: &str,
+        perms: &Perms,
+        implied_dirs: &mut Vec<String>,
+        validate: Option<&Validator<'_>>,
+        fill: &mut dyn FnMut(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<(), HostError> {
         let parent = self
             .open_parent(path, Some((Perms::default(), implied_dirs)))?
             .ok_or_else(|| self.path_error(path, "parent directory missing"))?;
@@ -434,6 +550,7 @@ impl Host {
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(self.path_error(path, e.desc())),
         }
+        self.sweep(&parent, parent_of(path));
         let temp_name = temp_name(&parent.name);
         let fd = openat(
             parent.dir.as_fd(),
@@ -456,7 +573,7 @@ impl Host {
         };
         apply_perms_fd(&fd, &perms).map_err(|e| cleanup(self.path_error(path, e)))?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(content)
+        fill(&mut file)
             .and_then(|_| file.sync_all())
             .map_err(|e| cleanup(self.path_error(path, e.to_string())))?;
         drop(file);
@@ -481,8 +598,24 @@ impl Host {
         Ok(())
     }
 
-    /// Sets owner, group and mode of an existing path (never through a symlink).
+    /// Sets owner, group and mode of an existing path (never through a symlink). A
+    /// regular file with other hard links is refused: the change would land on every
+    /// other name of the inode, possibly outside the root (systemd#7736).
     pub fn set_perms(&self, path: &str, perms: &Perms) -> Result<(), HostError> {
+        self.set_perms_checked(path, perms, false)
+    }
+
+    /// As [`Host::set_perms`], also on a file with other hard links (`hardlinks: allow`).
+    pub fn set_perms_hardlinked(&self, path: &str, perms: &Perms) -> Result<(), HostError> {
+        self.set_perms_checked(path, perms, true)
+    }
+
+    fn set_perms_checked(
+        &self,
+        path: &str,
+        perms: &Perms,
+        allow_hardlinks: bool,
+    ) -> Result<(), HostError> {
         let parent = self
             .open_parent(path, None)?
             .ok_or_else(|| self.path_error(path, "does not exist"))?;
@@ -493,6 +626,13 @@ impl Host {
             Mode::empty(),
         )
         .map_err(|e| self.walk_error(path, e))?;
+        if !allow_hardlinks {
+            let st = fstat(&fd).map_err(|e| self.path_error(path, e.desc()))?;
+            let st = Stat::from_raw(&st);
+            if st.kind == FileKind::File && st.nlink > 1 {
+                return Err(self.unsafe_error(path, hardlink_reason(st.nlink)));
+            }
+        }
         apply_perms_fd(&fd, perms).map_err(|e| self.path_error(path, e))?;
         fsync(parent.dir.as_fd()).map_err(|e| self.path_error(path, e.desc()))
     }
@@ -552,6 +692,7 @@ impl Host {
                 ));
             }
         }
+        self.sweep(&parent, parent_of(path));
         let temp_name = temp_name(&parent.name);
         symlinkat(target, parent.dir.as_fd(), temp_name.as_str())
             .map_err(|e| self.path_error(path, e.desc()))?;
@@ -646,6 +787,124 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Temp files of dead runs in the open directory `dir`: regular files and symlinks
+    /// (never followed) whose name matches our pattern exactly.
+    fn scan_stale(&self, dir: &OwnedFd, shown: &str) -> Result<Vec<String>, HostError> {
+        // A fresh open file description: a dup of a cached fd would share its offset.
+        let fd = openat(dir.as_fd(), ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.path_error(shown, e.desc()))?;
+        let mut listing =
+            nix::dir::Dir::from_fd(fd).map_err(|e| self.path_error(shown, e.desc()))?;
+        let mut stale = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(|e| self.path_error(shown, e.desc()))?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            let Some((_, pid)) = parse_temp_name(name) else {
+                continue;
+            };
+            if !writer_is_dead(pid) {
+                continue;
+            }
+            let kind = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|st| Stat::from_raw(&st).kind);
+            if matches!(kind, Ok(FileKind::File | FileKind::Symlink)) {
+                stale.push(name.to_string());
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    /// Temp files that a killed run left beside `path` while replacing it (read-only).
+    pub fn stale_temps_of(&self, path: &str) -> Result<Vec<String>, HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(Vec::new());
+        };
+        let dir_path = parent_of(path);
+        let key = self.real_path(dir_path);
+        let cached = locked(&STALE_SEEN)
+            .as_ref()
+            .and_then(|m| m.get(&key).cloned());
+        let all = match cached {
+            Some(names) => names,
+            None => {
+                let names = self.scan_stale(&parent.dir, dir_path)?;
+                locked(&STALE_SEEN)
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key, names.clone());
+                names
+            }
+        };
+        Ok(all
+            .into_iter()
+            .filter(|t| parse_temp_name(t).is_some_and(|(n, _)| n == parent.name))
+            .collect())
+    }
+
+    /// Removes the temp files of dead runs in the directory holding `path` (once per
+    /// directory and process; failures are logged, never fatal to the write).
+    pub fn remove_stale_temps(&self, path: &str) -> Result<(), HostError> {
+        let Some(parent) = self.open_parent(path, None)? else {
+            return Ok(());
+        };
+        self.sweep(&parent, parent_of(path));
+        Ok(())
+    }
+
+    fn sweep(&self, parent: &Parent, dir_path: &str) {
+        let key = self.real_path(dir_path);
+        if !locked(&SWEPT)
+            .get_or_insert_with(Default::default)
+            .insert(key.clone())
+        {
+            return;
+        }
+        let stale = match self.scan_stale(&parent.dir, dir_path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot look for stale temp files: {e}");
+                return;
+            }
+        };
+        for name in &stale {
+            match unlinkat(
+                parent.dir.as_fd(),
+                name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            ) {
+                Ok(()) | Err(Errno::ENOENT) => {
+                    tracing::info!(
+                        "removed {}/{name}, left by a killed run",
+                        self.show(dir_path)
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "cannot remove stale temp file {}/{name}: {}",
+                    self.show(dir_path),
+                    e.desc()
+                ),
+            }
+        }
+        if let Some(seen) = locked(&STALE_SEEN).as_mut() {
+            seen.remove(&key);
+        }
+        if !stale.is_empty() {
+            let _ = fsync(parent.dir.as_fd());
+        }
+    }
+}
+
+/// The manifest path of the directory holding `path` (`/` for a top-level name).
+fn parent_of(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    }
+}
+
 /// Reads a regular file whose size `fstat` just gave. std's `read_to_end` would stat
 /// it again and seek; on a no-op run over thousands of files that was two of the
 /// eight system calls per file. A read shorter than asked for is the end of a
@@ -672,6 +931,34 @@ fn read_all(mut file: std::fs::File, size: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Why a file with other hard links is not changed in place.
+pub fn hardlink_reason(nlink: u64) -> String {
+    format!(
+        "is a file with {nlink} hard links; changing its owner, mode or content in place, \
+         or showing its content, would act on every other name of the same inode, possibly \
+         outside the root"
+    )
+}
+
+/// Size and SHA-256 of a file, read in fixed-size chunks.
+fn digest(mut file: std::fs::File) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                size += u64::try_from(n).unwrap_or(0);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((size, hasher.finalize().into()))
+}
+
 /// Adds a directory the walk just opened to this thread's cache, if one is active.
 fn remember_dir(host: &Host, walked: &str, fd: &Rc<OwnedFd>) {
     DIR_CACHE.with(|c| {
@@ -689,9 +976,58 @@ fn remember_dir(host: &Host, walked: &str, fd: &Rc<OwnedFd>) {
     });
 }
 
+/// The name of a temp file beside `name`. Drop-in readers must never take it for a
+/// configuration file: it contains a dot (run-parts, cron.d and sudoers.d skip such
+/// names), ends in `~` (sudoers.d; logrotate's default taboo pattern `*~`, which a
+/// name with a leading dot would escape, since `*` does not match one) and has no unit,
+/// `.conf`, `.list` or `.sources` suffix (systemd, most `*.conf` includes, apt).
 fn temp_name(name: &str) -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".{name}.reconcile-{}-{n}.tmp", std::process::id())
+    format!("{name}{TEMP_MARK}{}-{n}~", std::process::id())
+}
+
+const TEMP_MARK: &str = ".reconcile-";
+
+/// The destination name and pid of one of our temp names (`NAME.reconcile-PID-N~`, or
+/// `.NAME.reconcile-PID-N.tmp` from earlier versions); `None` for anything else.
+pub fn parse_temp_name(temp: &str) -> Option<(&str, i32)> {
+    let body = temp
+        .strip_suffix('~')
+        .or_else(|| temp.strip_prefix('.').and_then(|t| t.strip_suffix(".tmp")))?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (rest, n) = body.rsplit_once('-')?;
+    let (rest, pid) = rest.rsplit_once('-')?;
+    let name = rest.strip_suffix(TEMP_MARK.trim_end_matches('-'))?;
+    if name.is_empty() || !all_digits(n) || !all_digits(pid) {
+        return None;
+    }
+    let pid: i32 = pid.parse().ok().filter(|&p| p > 0)?;
+    Some((name, pid))
+}
+
+/// Whether a temp file's writer is gone. Our own pid is alive (other threads of this run
+/// may be writing); a pid we may not signal (EPERM) is alive too.
+fn writer_is_dead(pid: i32) -> bool {
+    if u32::try_from(pid).ok() == Some(std::process::id()) {
+        return false;
+    }
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+/// Stale temp names found per directory (machine path), so that planning a thousand
+/// files in one directory reads it once; a sweep takes the names it removed out.
+static STALE_SEEN: std::sync::Mutex<Option<HashMap<PathBuf, Vec<String>>>> =
+    std::sync::Mutex::new(None);
+
+/// Directories (machine paths) already swept by this process.
+static SWEPT: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> =
+    std::sync::Mutex::new(None);
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn apply_perms_fd(fd: &OwnedFd, perms: &Perms) -> Result<(), String> {
@@ -709,4 +1045,40 @@ fn apply_perms_fd(fd: &OwnedFd, perms: &Perms) -> Result<(), String> {
             .map_err(|e| format!("cannot change mode: {}", e.desc()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_temp_name, temp_name};
+
+    #[test]
+    fn temp_names_are_skipped_by_drop_in_readers_and_parse_back() {
+        let t = temp_name("app");
+        assert!(t.starts_with("app.reconcile-") && t.ends_with('~'), "{t}");
+        assert_eq!(
+            parse_temp_name(&t).map(|(n, p)| (n, u32::try_from(p).ok())),
+            Some(("app", Some(std::process::id())))
+        );
+        assert_eq!(
+            parse_temp_name(".a.b.reconcile-12-3.tmp"),
+            Some(("a.b", 12))
+        );
+    }
+
+    #[test]
+    fn only_our_exact_temp_pattern_is_recognised() {
+        for other in [
+            "app",
+            ".app~",
+            ".app.reconcile-12-3",
+            ".app.reconcile-x-3~",
+            ".app.reconcile-12-~",
+            ".app.reconcile-12-3~.tmp",
+            ".reconcile-12-3~",
+            ".app.reconcile-0-3~",
+            ".app.reconcile-new",
+        ] {
+            assert_eq!(parse_temp_name(other), None, "{other}");
+        }
+    }
 }

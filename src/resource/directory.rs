@@ -3,14 +3,17 @@
 //! symlinks with file copies").
 
 use std::any::Any;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::diag::Span;
+use crate::host::fs::{hardlink_reason, Body};
 use crate::host::{FileKind, HostError, Perms};
 use crate::id::ResourceId;
-use crate::manifest::decode::{Decoder, Fields, SourceRef};
-use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
+use crate::manifest::decode::{format_mode, Decoder, Fields, SourceRef};
+use crate::plan::{content_diff, diff_limit, fingerprint, size_summary, Action, Change};
 
+use super::file::{body_hash, TEMP_FIELD};
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
     implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
@@ -42,7 +45,11 @@ pub struct Directory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     rel: String,
-    content: Option<Vec<u8>>, // None: a directory
+    content: Option<Body>, // None: a directory
+    /// The source's permission bits, which the copy keeps unless `file_mode`/`dir_mode`.
+    mode: u32,
+    uid: u32,
+    gid: u32,
 }
 
 pub fn decode(
@@ -89,16 +96,65 @@ pub fn decode(
 }
 
 impl Directory {
-    fn entry_spec(&self, is_dir: bool) -> PermSpec {
+    /// The mode a copied entry gets: `file_mode`/`dir_mode` when given, else the
+    /// source's own bits (a 0600 key stays 0600).
+    fn entry_mode(&self, e: &Entry) -> u32 {
+        let given = if e.content.is_none() {
+            self.dir_mode
+        } else {
+            self.file_mode
+        };
+        given.unwrap_or(e.mode)
+    }
+
+    fn entry_spec(&self, e: &Entry) -> PermSpec {
         PermSpec {
             owner: self.perms.owner.clone(),
             group: self.perms.group.clone(),
-            mode: if is_dir {
-                self.dir_mode
-            } else {
-                self.file_mode
-            },
+            mode: Some(self.entry_mode(e)),
         }
+    }
+
+    /// Warnings when the copy of `e` would give more than its source: wider mode
+    /// bits, or setuid/setgid bits kept on a copy owned by someone else (a user's
+    /// setuid program copied root-owned runs as root).
+    fn widening(&self, e: &Entry, accounts: &crate::host::accounts::Accounts) -> Vec<String> {
+        let mode = self.entry_mode(e);
+        let name = format!("{}{}", e.rel, if e.content.is_none() { "/" } else { "" });
+        let mut out = Vec::new();
+        if mode & !e.mode & 0o7777 != 0 {
+            out.push(format!(
+                "{name}: the copy would be {} where the source is {}: wider permissions",
+                format_mode(mode),
+                format_mode(e.mode)
+            ));
+        }
+        // New copies belong to whoever runs reconcile unless owner/group are given.
+        let uid = self
+            .perms
+            .owner()
+            .and_then(|o| accounts.resolve_uid(o))
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let gid = self
+            .perms
+            .group()
+            .and_then(|g| accounts.resolve_gid(g))
+            .unwrap_or_else(|| nix::unistd::getegid().as_raw());
+        let setuid = e.content.is_some() && mode & 0o4000 != 0 && uid != e.uid;
+        let setgid = e.content.is_some() && mode & 0o2000 != 0 && gid != e.gid;
+        if setuid || setgid {
+            out.push(format!(
+                "{name}: keeps {} of a source owned by {}:{} on a copy owned by {uid}:{gid}: wider privileges",
+                match (setuid, setgid) {
+                    (true, true) => "setuid and setgid",
+                    (true, false) => "setuid",
+                    _ => "setgid",
+                },
+                e.uid,
+                e.gid
+            ));
+        }
+        out
     }
 
     fn read_source(&self, ctx_host: &crate::host::Host) -> Result<Vec<Entry>, ResourceError> {
@@ -109,6 +165,13 @@ impl Directory {
             Some(TreeSource::Target(dir)) => read_target_tree(ctx_host, dir, "", &mut out)?,
         }
         Ok(out)
+    }
+
+    /// Where a copy that replaces a symlink is built before the swap.
+    fn temp_copy(&self) -> String {
+        let name = self.path.rsplit('/').next().unwrap_or("dir");
+        let parent = &self.path[..self.path.len() - name.len()];
+        format!("{parent}.{name}.reconcile-new")
     }
 
     fn child(&self, rel: &str) -> String {
@@ -123,23 +186,35 @@ impl Directory {
         entries: &[Entry],
     ) -> Result<(), ResourceError> {
         let accounts = host.accounts()?;
-        let dir_perms = self.entry_spec(true).resolve(&accounts)?;
-        let file_perms = self.entry_spec(false).resolve(&accounts)?;
+        let owners = PermSpec {
+            owner: self.perms.owner.clone(),
+            group: self.perms.group.clone(),
+            mode: None,
+        }
+        .resolve(&accounts)?;
         for e in entries {
             let target = format!("{base}/{}", e.rel);
-            let live = host.read(&target)?;
+            let perms = Perms {
+                mode: Some(self.entry_mode(e)),
+                ..owners
+            };
             match &e.content {
-                None => host.create_dir(&target, &dir_perms, &mut Vec::new())?,
-                Some(bytes) => {
-                    let same = matches!(&live, Some((_, Some(old))) if old == bytes);
+                None => host.create_dir(&target, &perms, &mut Vec::new())?,
+                Some(body) => {
+                    let live = host.read_body(&target, diff_limit())?;
+                    let same = matches!(&live, Some((_, Some(old))) if old.same_as(body));
                     if same {
-                        host.set_perms(&target, &file_perms)?;
-                    } else {
-                        let mut perms = file_perms;
-                        if let Some((st, _)) = &live {
-                            perms.mode = perms.mode.or(Some(st.mode));
-                        }
+                        host.set_perms(&target, &perms)?;
+                    } else if let Some(bytes) = body.bytes() {
                         host.write_atomic(&target, bytes, &perms, &mut Vec::new(), None)?;
+                    } else if let Some(TreeSource::Target(dir)) = &self.source {
+                        let src = format!("{dir}/{}", e.rel);
+                        host.copy_atomic(&target, &src, &perms, &mut Vec::new(), None)?;
+                    } else {
+                        return Err(ResourceError::Failed(format!(
+                            "{}: content not read",
+                            host.show(&target)
+                        )));
                     }
                 }
             }
@@ -177,13 +252,19 @@ fn read_shipped_tree(
             out.push(Entry {
                 rel: rel.clone(),
                 content: None,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             });
             read_shipped_tree(&path, &rel, out)?;
         } else {
             let bytes = std::fs::read(&path).map_err(fail)?;
             out.push(Entry {
                 rel,
-                content: Some(bytes),
+                content: Some(Body::Whole(bytes)),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
             });
         }
     }
@@ -219,17 +300,23 @@ fn read_target_tree(
         } else {
             format!("{prefix}/{name}")
         };
-        match host.read(&path)? {
+        match host.read_body(&path, diff_limit())? {
             Some((st, _)) if st.kind == FileKind::Directory => {
                 out.push(Entry {
                     rel: rel.clone(),
                     content: None,
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
                 });
                 read_target_tree(host, &path, &rel, out)?;
             }
-            Some((_, Some(bytes))) => out.push(Entry {
+            Some((st, Some(body))) => out.push(Entry {
                 rel,
-                content: Some(bytes),
+                content: Some(body),
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
             }),
             Some((st, None)) => {
                 return Err(ResourceError::Failed(format!(
@@ -304,12 +391,13 @@ impl Resource for Directory {
         ];
         for e in &entries {
             desired_parts.push(format!(
-                "{}={}",
+                "{}={}:{}",
                 e.rel,
                 e.content
-                    .as_deref()
-                    .map(short_hash)
-                    .unwrap_or_else(|| "dir".into())
+                    .as_ref()
+                    .map(body_hash)
+                    .unwrap_or_else(|| "dir".into()),
+                format_mode(e.mode)
             ));
         }
         change.desired = fingerprint(desired_parts.iter().map(|s| s.as_bytes()));
@@ -369,21 +457,25 @@ impl Resource for Directory {
                     }
                     Some(st) => self.perms.diff(ctx.accounts, Some(&st), 0o755, &mut change),
                 }
-                let mut diffs = String::new();
                 for e in &entries {
                     let child = self.child(&e.rel);
-                    let live_entry = if is_dir { host.read(&child)? } else { None };
+                    let live_entry = if is_dir {
+                        host.read_body(&child, diff_limit())?
+                    } else {
+                        None
+                    };
                     live_parts.push(format!(
                         "{}={}:{}",
                         e.rel,
                         stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
                         live_entry
                             .as_ref()
-                            .and_then(|(_, b)| b.as_deref())
-                            .map(short_hash)
+                            .and_then(|(_, b)| b.as_ref())
+                            .map(body_hash)
                             .unwrap_or_default()
                     ));
-                    let spec = self.entry_spec(e.content.is_none());
+                    let spec = self.entry_spec(e);
+                    change.warnings.extend(self.widening(e, ctx.accounts));
                     match (&e.content, &live_entry) {
                         (_, None) => {
                             if is_dir {
@@ -402,7 +494,6 @@ impl Resource for Directory {
                             }
                         }
                         (Some(new), Some((st, old))) => {
-                            let old = old.as_deref().unwrap_or_default();
                             if st.kind != FileKind::File {
                                 return Err(HostError::Unsafe {
                                     path: host.show(&child),
@@ -410,25 +501,48 @@ impl Resource for Directory {
                                 }
                                 .into());
                             }
-                            if old != &new[..] {
-                                change.secret_field(
-                                    format!("{}: content", e.rel),
-                                    Some(short_hash(old)),
-                                    Some(short_hash(new)),
-                                );
-                                if !self.meta.secret {
-                                    if let Some(d) = text_diff(old, new, &child) {
-                                        diffs.push_str(&d);
-                                    }
-                                }
-                            }
+                            let empty = Body::Whole(Vec::new());
+                            let old = old.as_ref().unwrap_or(&empty);
+                            let differs = !old.same_as(new);
+                            let mut perm_changes = Change::new(self.id.clone(), self.meta.secret);
                             spec.diff_named(
                                 ctx.accounts,
                                 Some(st),
                                 0o644,
-                                &mut change,
+                                &mut perm_changes,
                                 &format!("{}: ", e.rel),
                             );
+                            // Another name of this inode may be outside the root.
+                            if st.nlink > 1 && (differs || !perm_changes.fields.is_empty()) {
+                                return Err(HostError::Unsafe {
+                                    path: host.show(&child),
+                                    reason: hardlink_reason(st.nlink),
+                                }
+                                .into());
+                            }
+                            if differs {
+                                change.secret_field(
+                                    format!("{}: content", e.rel),
+                                    Some(body_hash(old)),
+                                    Some(body_hash(new)),
+                                );
+                                if !self.meta.secret {
+                                    match (old.bytes(), new.bytes()) {
+                                        (Some(o), Some(n)) => content_diff(o, n, &child)
+                                            .record(&mut change, Some(&e.rel)),
+                                        _ => size_summary(old.size(), new.size())
+                                            .record(&mut change, Some(&e.rel)),
+                                    }
+                                }
+                            }
+                            change.fields.extend(perm_changes.fields);
+                            for t in host.stale_temps_of(&child)? {
+                                change.field(
+                                    format!("{}: {TEMP_FIELD}{t}", e.rel),
+                                    Some("left by a killed run".into()),
+                                    None,
+                                );
+                            }
                         }
                         (None, Some((st, _))) => {
                             if st.kind != FileKind::Directory {
@@ -451,6 +565,15 @@ impl Resource for Directory {
                         }
                     }
                 }
+                let temp = self.temp_copy();
+                if self.source.is_some() && is_dir && host.lstat(&temp)?.is_some() {
+                    live_parts.push(format!("temp:{temp}"));
+                    change.field(
+                        format!("{TEMP_FIELD}{temp}"),
+                        Some("left by a killed run".into()),
+                        None,
+                    );
+                }
                 if self.purge && is_dir {
                     let mut extra = Vec::new();
                     live_entries(host, &self.path, "", &mut extra)?;
@@ -461,9 +584,6 @@ impl Resource for Directory {
                         live_parts.push(format!("extra:{rel}"));
                         change.field(rel.clone(), Some("present".into()), None);
                     }
-                }
-                if !diffs.is_empty() {
-                    change.diff = Some(diffs);
                 }
                 if change.action == Action::None && !change.fields.is_empty() {
                     change.action = Action::Update;
@@ -482,21 +602,29 @@ impl Resource for Directory {
         if change.action == Action::None {
             return Ok(());
         }
+        for f in &change.fields {
+            if let Some((rel, _)) = f.field.split_once(&format!(": {TEMP_FIELD}")) {
+                host.remove_stale_temps(&self.child(rel))?;
+            }
+        }
         let accounts = host.accounts()?;
         let perms: Perms = self.perms.resolve(&accounts)?;
         let entries = self.read_source(host)?;
         let live = host.lstat(&self.path)?;
+        let temp = self.temp_copy();
         if live.map(|s| s.kind) == Some(FileKind::Symlink) {
             // Build the copy completely beside the symlink, then swap them in one step.
-            let name = self.path.rsplit('/').next().unwrap_or("dir");
-            let parent = &self.path[..self.path.len() - name.len()];
-            let temp = format!("{parent}.{name}.reconcile-new");
             host.remove(&temp)?;
             host.create_dir(&temp, &perms, &mut Vec::new())?;
             self.populate(host, &temp, &entries)?;
             host.exchange(&temp, &self.path)?;
             host.remove(&temp)?;
             return Ok(());
+        }
+        if self.source.is_some() {
+            // A run killed between the swap and its clean-up left the old symlink (or a
+            // half-built copy, with the source's modes) under the temp name.
+            host.remove(&temp)?;
         }
         host.create_dir(&self.path, &perms, &mut Vec::new())?;
         self.populate(host, &self.path, &entries)?;

@@ -741,6 +741,51 @@ fn mode_note(host: &Host, m: Mode) -> String {
     }
 }
 
+/// Where `systemctl --root` enable/disable/mask/unmask create and remove links.
+const UNIT_CONFIG_DIR: &str = "/etc/systemd/system";
+
+/// `systemctl --root` makes and removes its links with the kernel's own path
+/// resolution, following symlinks: a symlinked `/etc/systemd/system` or
+/// `timers.target.wants` would put them outside the root. Refuse any symlinked
+/// component of the paths it writes (the walk refuses symlinked parents) before
+/// calling it.
+fn refuse_symlinked_install_dirs(host: &Host) -> Result<(), ResourceError> {
+    let unsafe_path = |path: &str, what: &str| -> ResourceError {
+        HostError::Unsafe {
+            path: host.show(path),
+            reason: format!(
+                "is {what}; `systemctl --root` would follow it when it writes the unit's links, possibly outside the root"
+            ),
+        }
+        .into()
+    };
+    match host.lstat(UNIT_CONFIG_DIR)? {
+        None => return Ok(()),
+        Some(st) if st.kind == FileKind::Directory => {}
+        Some(st) => {
+            return Err(unsafe_path(
+                UNIT_CONFIG_DIR,
+                &format!("a {}", st.kind.name()),
+            ))
+        }
+    }
+    for name in host.list_dir(UNIT_CONFIG_DIR)? {
+        let link_dir = [".wants", ".requires", ".upholds", ".d"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix));
+        if !link_dir {
+            continue;
+        }
+        let path = format!("{UNIT_CONFIG_DIR}/{name}");
+        if let Some(st) = host.lstat(&path)? {
+            if st.kind == FileKind::Symlink {
+                return Err(unsafe_path(&path, "a symlink"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn systemctl(host: &Host, m: Mode) -> Cmd {
     match m {
         Mode::Live => Cmd::new("systemctl").arg("--no-ask-password"),
@@ -864,6 +909,8 @@ enum FileState {
         uid: u32,
         gid: u32,
         mode: u32,
+        /// Hard links: above 1, another name (possibly outside the root) shares it.
+        nlink: u64,
         bytes: Vec<u8>,
     },
     /// `/dev/null` symlink: the unit is masked.
@@ -878,6 +925,7 @@ fn read_file_state(host: &Host, path: &str) -> Result<FileState, ResourceError> 
             uid: st.uid,
             gid: st.gid,
             mode: st.mode,
+            nlink: st.nlink,
             bytes,
         },
         Some((st, None)) if st.kind == FileKind::Symlink => {
@@ -1412,6 +1460,7 @@ impl Unit {
                 gid,
                 mode,
                 bytes,
+                ..
             } => live_parts.push(format!("{uid}:{gid}:{mode:o}:{}", short_hash(bytes))),
             FileState::Masked => live_parts.push("masked".into()),
             FileState::Other(what) => live_parts.push(what.clone()),
@@ -1438,7 +1487,15 @@ impl Unit {
                         change.field("masked", Some("yes".into()), Some("no".into()));
                     }
                 }
-                FileState::File { uid, gid, mode, bytes } => {
+                FileState::File { uid, gid, mode, nlink, bytes } => {
+                    let owner_differs = want_owner() && (*uid != 0 || *gid != 0);
+                    if *nlink > 1 && (bytes.as_slice() != new || *mode != 0o644 || owner_differs) {
+                        return Err(HostError::Unsafe {
+                            path: host.show(&self.path),
+                            reason: crate::host::fs::hardlink_reason(*nlink),
+                        }
+                        .into());
+                    }
                     if bytes.as_slice() != new {
                         change.secret_field("content", Some(short_hash(bytes)), Some(short_hash(new)));
                         if !self.meta.secret {
@@ -1727,6 +1784,11 @@ impl Unit {
     }
 }
 
+/// Whether applying `change` runs systemctl verbs that write or remove links.
+fn calls_systemctl_links(change: &Change) -> bool {
+    change.changes_field("enabled") || change.changes_field("masked")
+}
+
 fn install_section(entries: &[UnitEntry]) -> Vec<(String, String)> {
     entries
         .iter()
@@ -1972,7 +2034,11 @@ impl Resource for Unit {
     }
 
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
-        self.plan_inner(ctx)
+        let change = self.plan_inner(ctx)?;
+        if calls_systemctl_links(&change) && detect_mode(ctx.host) == Mode::Offline {
+            refuse_symlinked_install_dirs(ctx.host)?;
+        }
+        Ok(change)
     }
 
     fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
@@ -1992,6 +2058,9 @@ impl Resource for Unit {
             }
         }
         if self.dropin.is_none() {
+            if calls_systemctl_links(change) && m == Mode::Offline {
+                refuse_symlinked_install_dirs(host)?;
+            }
             if change.changes_field("masked") {
                 match self.masked {
                     Some(true) => {
