@@ -77,6 +77,7 @@ fn plan_json() {
         serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}"));
     v["root"] = "[ROOT]".into();
     v["inputs"] = "[inputs]".into();
+    v["reconcile_version"] = "[version]".into();
     // Live fingerprints include the test user's uid; they are covered by the stale-plan tests.
     if let Some(changes) = v["changes"].as_array_mut() {
         for c in changes {
