@@ -133,18 +133,39 @@ pub fn plan(p: &Plan, style: Style) -> String {
     }
     let changed: Vec<&Change> = p.changes.iter().filter(|c| c.is_change()).collect();
     if changed.is_empty() && p.errors.is_empty() {
-        let _ = writeln!(
-            out,
-            "No changes. {} resources in sync with {}.",
-            p.summary.unchanged,
-            escape_controls(&p.root)
-        );
+        no_changes(&mut out, p);
     } else {
         for c in changed {
             change(&mut out, c, style);
             out.push('\n');
         }
     }
+    plan_end(&mut out, p, style);
+    out
+}
+
+/// A plan as `-q` shows it: the resources that could not be planned and the
+/// summary line, nothing else.
+pub fn plan_quiet(p: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if !p.has_changes() && p.errors.is_empty() {
+        no_changes(&mut out, p);
+    }
+    plan_end(&mut out, p, style);
+    out
+}
+
+fn no_changes(out: &mut String, p: &Plan) {
+    let _ = writeln!(
+        out,
+        "No changes. {} resources in sync with {}.",
+        p.summary.unchanged,
+        escape_controls(&p.root)
+    );
+}
+
+/// The resources that could not be planned, then the summary line.
+fn plan_end(out: &mut String, p: &Plan, style: Style) {
     for e in &p.errors {
         let at =
             e.at.as_deref()
@@ -168,7 +189,6 @@ pub fn plan(p: &Plan, style: Style) -> String {
         );
     }
     out.push('\n');
-    out
 }
 
 /// One finished resource of an apply, printed as soon as it is done.

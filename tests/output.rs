@@ -49,3 +49,46 @@ fn a_manifest_error_under_format_json_prints_an_error_document_on_stdout() {
         assert!(run.stderr().contains("site.yaml:3"), "{}", run.all());
     }
 }
+
+#[test]
+fn quiet_prints_only_errors_and_the_summary_line() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/a\n    content: \"a\\n\"\n  - file: /srv/b\n    content: \"b\\n\"\n",
+    );
+    let plan = s.run("plan", &["-q", "site.yaml"]);
+    assert_eq!(plan.code(), 0, "{}", plan.all());
+    assert_eq!(
+        plan.stdout(),
+        "Plan: 2 to add, 0 to change, 0 to remove.\n",
+        "{}",
+        plan.all()
+    );
+    let apply = s.run("apply", &["-q", "site.yaml"]);
+    assert_eq!(apply.code(), 0, "{}", apply.all());
+    assert_eq!(
+        apply.stdout().trim(),
+        "Apply: 2 changed, 0 unchanged, 0 failed, 0 skipped.",
+        "{}",
+        apply.all()
+    );
+    std::fs::write(s.path("/srv/a"), "drift\n").unwrap_or_else(|e| panic!("{e}"));
+    let check = s.run("check", &["-q", "site.yaml"]);
+    assert_eq!(check.code(), 2, "{}", check.all());
+    assert!(!check.stdout().contains("drift"), "{}", check.all());
+    assert_eq!(
+        check.stdout(),
+        "Plan: 0 to add, 1 to change, 0 to remove.\n",
+        "{}",
+        check.all()
+    );
+    // A resource that cannot be planned is an error: shown even with -q.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/a\n    content: \"a\\n\"\n    owner: nobody-here\n",
+    );
+    let failing = s.run("plan", &["-q", "site.yaml"]);
+    assert_eq!(failing.code(), 1, "{}", failing.all());
+    assert!(failing.all().contains("nobody-here"), "{}", failing.all());
+}

@@ -25,6 +25,8 @@ struct Out {
     /// before that document exists prints an error document instead, so a reader of
     /// stdout always gets JSON.
     json_doc: bool,
+    /// `-q`: only errors and the summary line.
+    quiet: bool,
     error_doc_printed: std::sync::atomic::AtomicBool,
 }
 
@@ -36,6 +38,16 @@ impl Out {
         Style {
             colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
+    }
+
+    /// A plan's text, whole or (`-q`) only its errors and summary line.
+    fn plan(&self, plan: &crate::plan::Plan) {
+        let style = Out::style();
+        self.print(&if self.quiet {
+            render::plan_quiet(plan, style)
+        } else {
+            render::plan(plan, style)
+        });
     }
 
     fn print(&self, text: &str) {
@@ -152,6 +164,7 @@ pub fn dispatch(cli: Cli) -> u8 {
     let out = Out {
         log_format: cli.log_format,
         json_doc,
+        quiet: cli.quiet,
         error_doc_printed: std::sync::atomic::AtomicBool::new(false),
     };
     match cli.command {
@@ -315,7 +328,7 @@ fn plan(
     leave_to_exit(model);
     match format {
         OutputFormat::Json => out.json(&plan),
-        OutputFormat::Text => out.print(&render::plan(&plan, Out::style())),
+        OutputFormat::Text => out.plan(&plan),
     }
     if let Some(path) = save {
         let saved = serde_json::to_vec_pretty(&plan)
@@ -374,7 +387,7 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         }),
         OutputFormat::Text => {
             if plan.has_changes() || !plan.errors.is_empty() {
-                out.print(&render::plan(&plan, Out::style()));
+                out.plan(&plan);
             } else {
                 out.print(&format!(
                     "In sync: {} resources match {}.\n",
@@ -615,7 +628,7 @@ fn apply(
         }
     }
     if !plan.errors.is_empty() {
-        out.print(&render::plan(&plan, Out::style()));
+        out.plan(&plan);
         out.error("some resources could not be planned; nothing was changed");
         let details = plan
             .errors
@@ -626,13 +639,13 @@ fn apply(
     }
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
-    let streamed = format == OutputFormat::Text;
+    let streamed = format == OutputFormat::Text && !out.quiet;
     let mut outcomes = crate::apply::execute(
         &model,
         &host,
         planned,
         jobs(target),
-        !streamed,
+        format == OutputFormat::Json,
         &|o: &Outcome| {
             tracing::info!(resource = %o.id, status = ?o.status, "applied");
             trail.outcome(o);
