@@ -92,3 +92,17 @@ fn quiet_prints_only_errors_and_the_summary_line() {
     assert_eq!(failing.code(), 1, "{}", failing.all());
     assert!(failing.all().contains("nobody-here"), "{}", failing.all());
 }
+
+#[test]
+fn manifest_errors_never_print_terminal_escape_codes_raw() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: \"/srv/\\e[31mred\"\n  - file: \"/srv/\\e[31mred\"\n",
+    );
+    let run = s.run("validate", &["site.yaml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    // The duplicate id quotes the path, escaped.
+    assert!(run.all().contains("/srv/\\u{1b}[31mred"), "{:?}", run.all());
+    assert!(!run.all().contains('\u{1b}'), "{:?}", run.all());
+}

@@ -63,7 +63,14 @@ impl Out {
                 "{}",
                 serde_json::json!({"level": "error", "message": message})
             ),
-            LogFormat::Text => eprintln!("error: {message}"),
+            LogFormat::Text => eprintln!(
+                "error: {}",
+                message
+                    .lines()
+                    .map(render::escape_controls)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
         }
     }
 
@@ -120,7 +127,17 @@ impl Out {
                     );
                 }
             }
-            LogFormat::Text => eprintln!("{diags}"),
+            // Messages quote manifest text (paths, values): a control character in
+            // it must not reach the terminal raw.
+            LogFormat::Text => eprintln!(
+                "{}",
+                diags
+                    .to_string()
+                    .lines()
+                    .map(render::escape_controls)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
         }
     }
 
@@ -391,7 +408,8 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             } else {
                 out.print(&format!(
                     "In sync: {} resources match {}.\n",
-                    plan.summary.unchanged, plan.root
+                    plan.summary.unchanged,
+                    render::escape_controls(&plan.root)
                 ));
             }
         }
