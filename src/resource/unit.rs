@@ -14,11 +14,11 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
+use crate::host::fs::ScratchDir;
 use crate::host::parse::systemctl::{
     exec_program, parse_is_enabled, parse_security_json, parse_security_overall, parse_show_one,
     parse_unit_file, parse_verify, top_exposures, unit_value, unit_values, ShowUnit, UnitEntry,
@@ -1007,18 +1007,12 @@ impl Unit {
 // ---------------------------------------------------------------------------------
 // Validation: systemd-analyze verify and security on a scratch root
 
-static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A scratch root holding the target's units plus every declared unit, removed on drop.
 struct VerifyRoot {
+    /// Removes the scratch root when the verification is done.
+    _dir: ScratchDir,
     path: PathBuf,
     notes: Vec<String>,
-}
-
-impl Drop for VerifyRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 const UNIT_SEARCH: &[&str] = &[
@@ -1026,19 +1020,6 @@ const UNIT_SEARCH: &[&str] = &[
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
 ];
-
-fn scratch_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    let base = base.canonicalize().unwrap_or(base);
-    let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = base.join(format!("reconcile-unit-verify-{}-{n}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
-}
 
 /// Copies one unit directory of the target (files, symlinks, `*.d/*.conf`) into the
 /// scratch root; `.wants`/`.requires` links are not needed to verify.
@@ -1098,9 +1079,10 @@ fn copy_machine_dir(src: &Path, dest: &Path) -> bool {
 }
 
 fn build_verify_root(host: &Host, catalog: &Catalog) -> Result<VerifyRoot, String> {
-    let path = scratch_dir()?;
+    let dir = ScratchDir::new("unit-verify").map_err(|e| e.to_string())?;
     let mut root = VerifyRoot {
-        path,
+        path: dir.path().to_path_buf(),
+        _dir: dir,
         notes: Vec::new(),
     };
     let rel = |p: &str| root.path.join(p.trim_start_matches('/'));
