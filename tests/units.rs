@@ -465,6 +465,11 @@ fn offline_template_input_and_json_plan() {
         "vars: { app: intelluxe, svc_user: intelluxe-service }\nresources:\n  - unit: rc-app.service\n    template: app.service.tera\n",
     );
     s.put("/etc/hostname", b"clinic-01\n");
+    // User= must name an account of the target (or a declared one).
+    s.put(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nintelluxe-service:x:2000:2000::/:/bin/false\n",
+    );
     let plan = s.run("plan", &["--format", "json", "site.yaml"]);
     assert_eq!(plan.code(), 0, "{}", plan.all());
     let v: serde_json::Value =
@@ -617,6 +622,71 @@ fn offline_mask_and_unmask() {
     assert!(s
         .read("/etc/systemd/system/rc-legacy.service")
         .contains("ExecStart=/bin/true"));
+}
+
+#[test]
+fn unit_accounts_that_are_neither_on_the_target_nor_declared_are_plan_errors_naming_the_line() {
+    let s = Sandbox::new();
+    s.put("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n");
+    s.put("/etc/group", b"root:x:0:\nadm:x:4:\n");
+    let unit = |extra: &str| {
+        format!(
+            "  - unit: rc-acct.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        User: rc-svc\n        Group: rc-grp\n        SupplementaryGroups: adm rc-extra\n{extra}"
+        )
+    };
+    s.manifest("site.yaml", &format!("resources:\n{}", unit("")));
+    let before = s.snapshot();
+    for cmd in ["plan", "check", "apply"] {
+        let run = s.run(cmd, &["site.yaml"]);
+        run.assert_code(1);
+        let out = run.stdout();
+        for want in [
+            "User=rc-svc (declared at site.yaml:6:15): `rc-svc` is not a user on the target (its /etc/passwd) and no user[rc-svc] is declared",
+            "Group=rc-grp (declared at site.yaml:7:16): `rc-grp` is not a group on the target",
+            "SupplementaryGroups=rc-extra (declared at site.yaml:8:30)",
+        ] {
+            assert!(out.contains(want), "{cmd}: missing {want:?}\n{}", run.all());
+        }
+        // `adm` is on the target.
+        assert!(!out.contains("SupplementaryGroups=adm"), "{}", run.all());
+    }
+    let mut after = s.snapshot();
+    after.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    let mut before = before;
+    before.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    assert_eq!(after, before, "a refused run changed the root");
+
+    // Declared accounts are fine, and the unit is ordered after them.
+    s.manifest(
+        "site.yaml",
+        &format!(
+            "resources:\n{}  - group: rc-grp\n    gid: 2301\n  - group: rc-extra\n    gid: 2302\n  - user: rc-svc\n    uid: 2301\n    group: rc-grp\n    create_home: false\n",
+            unit("")
+        ),
+    );
+    let graph = s.run("graph", &["site.yaml"]);
+    graph.assert_code(0);
+    let text = graph.stdout();
+    let unit_deps = text
+        .split("unit[rc-acct.service]\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}", graph.all()));
+    for dep in ["user[rc-svc]", "group[rc-grp]", "group[rc-extra]"] {
+        let edge = format!("    after {dep} (auto)");
+        assert!(
+            unit_deps.contains(&edge),
+            "no edge {edge}:\n{}",
+            graph.all()
+        );
+    }
+    // DynamicUser=yes: systemd allocates User= and Group= itself.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - unit: rc-dyn.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        DynamicUser: true\n        User: rc-dyn\n        Group: rc-dyn\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(!plan.stdout().contains("is not a user"), "{}", plan.all());
+    assert!(!plan.stdout().contains("is not a group"), "{}", plan.all());
 }
 
 // ---------------------------------------------------------------------------------

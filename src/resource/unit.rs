@@ -1766,6 +1766,94 @@ impl Unit {
     }
 }
 
+/// Accounts systemd knows without a database entry (nss-systemd synthesises them).
+const BUILTIN_ACCOUNTS: &[&str] = &["root", "nobody"];
+
+/// The unit settings that name accounts: (key, whether it names a user, list-valued).
+const ACCOUNT_KEYS: &[(&str, bool, bool)] = &[
+    ("User", true, false),
+    ("Group", false, false),
+    ("SupplementaryGroups", false, true),
+];
+
+impl Unit {
+    /// The account names this unit's settings use, with the key and unit-file line:
+    /// (key, name, line, is a user). Numeric ids and specifiers (`%i`) are left out,
+    /// and with `DynamicUser=yes` systemd makes the User=/Group= pair itself.
+    fn named_accounts(&self) -> Vec<(&'static str, &str, usize, bool)> {
+        let Some(c) = &self.content else {
+            return Vec::new();
+        };
+        let section = type_section(self.unit_type()).unwrap_or("Service");
+        let dynamic = unit_value(&c.entries, section, "DynamicUser").is_some_and(is_yes);
+        let mut out = Vec::new();
+        for &(key, is_user, list) in ACCOUNT_KEYS {
+            if dynamic && !list {
+                continue;
+            }
+            let mut found: Vec<(&str, usize)> = Vec::new();
+            for e in c
+                .entries
+                .iter()
+                .filter(|e| e.section == section && e.key == key)
+            {
+                if e.value.is_empty() {
+                    // An empty assignment resets the setting.
+                    found.clear();
+                } else if list {
+                    found.extend(e.value.split_whitespace().map(|n| (n, e.line)));
+                } else {
+                    found = vec![(e.value.as_str(), e.line)];
+                }
+            }
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|(n, _)| n.parse::<u32>().is_err() && !n.contains('%'))
+                    .map(|(n, line)| (key, n, line, is_user)),
+            );
+        }
+        out
+    }
+
+    /// A `User=`/`Group=`/`SupplementaryGroups=` that is neither on the target nor
+    /// declared makes the unit fail when systemd starts it (status 217/USER): refused
+    /// while planning, naming the line it comes from.
+    fn check_accounts(&self, ctx: &PlanCtx) -> Result<(), ResourceError> {
+        let mut problems = Vec::new();
+        for (key, name, line, is_user) in self.named_accounts() {
+            if BUILTIN_ACCOUNTS.contains(&name) {
+                continue;
+            }
+            let (known, kind, db) = if is_user {
+                (
+                    ctx.accounts.resolve_uid(name).is_some(),
+                    "user",
+                    "/etc/passwd",
+                )
+            } else {
+                (
+                    ctx.accounts.resolve_gid(name).is_some(),
+                    "group",
+                    "/etc/group",
+                )
+            };
+            if known || ctx.catalog.contains(&ResourceId::new(kind, name)) {
+                continue;
+            }
+            problems.push(format!(
+                "{key}={name}{}: `{name}` is not a {kind} on the target (its {db}) and no {kind}[{name}] is declared; systemd would fail to start the unit",
+                self.origin_of_line(u32::try_from(line).unwrap_or(0)).unwrap_or_default()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ResourceError::Failed(problems.join("\n  ")))
+        }
+    }
+}
+
 /// Whether applying `change` runs systemctl verbs that write or remove links.
 fn calls_systemctl_links(change: &Change) -> bool {
     change.changes_field("enabled") || change.changes_field("masked")
@@ -1961,11 +2049,10 @@ impl Resource for Unit {
                 }
             }
         }
-        if let Some(user) = unit_value(e, section, "User").filter(|u| u.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("user", user)));
-        }
-        if let Some(group) = unit_value(e, section, "Group").filter(|g| g.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("group", group)));
+        // A declared account is created before the unit that runs as it.
+        for (_, name, _, is_user) in self.named_accounts() {
+            let kind = if is_user { "user" } else { "group" };
+            deps.push(AutoDep::one(ResourceId::new(kind, name)));
         }
         // The service fails to set up its namespace when one of these is missing.
         for key in ["ReadWritePaths", "ReadOnlyPaths", "WorkingDirectory"] {
@@ -2016,6 +2103,7 @@ impl Resource for Unit {
     }
 
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+        self.check_accounts(ctx)?;
         let change = self.plan_inner(ctx)?;
         if calls_systemctl_links(&change) && detect_mode(ctx.host) == Mode::Offline {
             refuse_symlinked_install_dirs(ctx.host)?;
