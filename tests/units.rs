@@ -689,6 +689,71 @@ fn unit_accounts_that_are_neither_on_the_target_nor_declared_are_plan_errors_nam
     assert!(!plan.stdout().contains("is not a group"), "{}", plan.all());
 }
 
+#[test]
+fn apply_shows_a_units_diff_and_the_same_timer_before_state_as_the_plan() {
+    if !systemd_tools_or_skip(
+        "apply_shows_a_units_diff_and_the_same_timer_before_state_as_the_plan",
+    ) {
+        return;
+    }
+    let manifest = "resources:\n  - unit: rc-job.service\n    sections:\n      Service: { Type: oneshot, ExecStart: /bin/true }\n  - unit: rc-job.timer\n    enabled: true\n    sections:\n      Unit: { Description: rc job window }\n      Timer: { OnCalendar: \"Sun *-*-* 02:00:00\" }\n      Install: { WantedBy: timers.target }\n";
+    let enabled_of = |v: &serde_json::Value, list: &str| -> (Option<String>, Option<String>) {
+        let items = v[list].as_array().cloned().unwrap_or_default();
+        let timer = items
+            .iter()
+            .map(|o| if list == "outcomes" { &o["change"] } else { o })
+            .find(|c| c["id"] == "unit[rc-job.timer]")
+            .cloned()
+            .unwrap_or_else(|| panic!("no timer in {v}"));
+        assert!(
+            timer["diff"]
+                .as_str()
+                .is_some_and(|d| d.contains("+OnCalendar=Sun *-*-* 02:00:00")),
+            "{list}: no diff in {timer}"
+        );
+        let field = timer["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["field"] == "enabled").cloned())
+            .unwrap_or_else(|| panic!("no enabled field in {timer}"));
+        let s = |k: &str| field[k].as_str().map(String::from);
+        (s("before"), s("after"))
+    };
+    for format in ["text", "json"] {
+        let s = Sandbox::new();
+        s.manifest("site.yaml", manifest);
+        let before = s.snapshot();
+        let plan = s.run("plan", &["--format", format, "site.yaml"]);
+        plan.assert_code(0);
+        assert_eq!(s.snapshot(), before);
+        let apply = s.run("apply", &["--format", format, "site.yaml"]);
+        apply.assert_code(0);
+        if format == "text" {
+            for out in [plan.stdout(), apply.stdout()] {
+                assert!(
+                    out.contains("enabled: not-found → enabled"),
+                    "{}",
+                    apply.all()
+                );
+                assert!(
+                    out.contains("+++ b/etc/systemd/system/rc-job.timer"),
+                    "{out}"
+                );
+                assert!(out.contains("+ExecStart=/bin/true"), "{out}");
+            }
+        } else {
+            let parse = |t: String| -> serde_json::Value {
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
+            };
+            let planned = enabled_of(&parse(plan.stdout()), "changes");
+            let applied = enabled_of(&parse(apply.stdout()), "outcomes");
+            assert_eq!(planned, applied);
+            assert_eq!(planned, (Some("not-found".into()), Some("enabled".into())));
+        }
+        let again = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+        again.assert_code(0);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Live: a booted Debian host with a real systemd.
 

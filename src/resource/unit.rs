@@ -113,6 +113,9 @@ struct RunFlags {
     done: Vec<crate::plan::FieldChange>,
     done_diff: Option<String>,
     done_action: Option<Action>,
+    /// Before-values of `enabled`/`masked` as the plan saw them, before `before_apply`
+    /// wrote the file: the re-plan reports them, so that plan and apply agree.
+    planned_before: Vec<(String, Option<String>)>,
     /// `before_apply` chose this resource to restart its unit (one per unit).
     restart_due: bool,
     started: bool,
@@ -944,6 +947,17 @@ fn want_owner() -> bool {
 }
 
 impl Unit {
+    /// Whether the unit should be running now: `active:` when given; for a timer,
+    /// socket or path unit without it, what `enabled:` says (an enabled schedule is an
+    /// armed one, as `systemctl enable --now` and NixOS do it; see docs/units.md).
+    fn wants_active(&self) -> Option<bool> {
+        self.active.or_else(|| {
+            let trigger =
+                self.dropin.is_none() && matches!(self.unit_type(), "timer" | "socket" | "path");
+            self.enabled.filter(|_| trigger)
+        })
+    }
+
     fn flags(&self) -> MutexGuard<'_, RunFlags> {
         match self.run.lock() {
             Ok(g) => g,
@@ -1521,7 +1535,7 @@ impl Unit {
             live_parts.push(enablement.clone().unwrap_or_else(|| "not-found".into()));
             let now = enablement.as_deref().unwrap_or("not-found");
             let masked_now = now.starts_with("masked");
-            let wants_it = self.enabled == Some(true) || self.active == Some(true);
+            let wants_it = self.enabled == Some(true) || self.wants_active() == Some(true);
             if enablement.is_none() && self.content.is_none() && wants_it {
                 change.warnings.push(format!(
                     "{} is not installed on the target and has no content here: enabling or starting it fails unless a resource applied before it installs it",
@@ -1578,6 +1592,15 @@ impl Unit {
             }
         }
 
+        if flags.batched {
+            for f in change.fields.iter_mut() {
+                if let Some((_, before)) = flags.planned_before.iter().find(|(n, _)| *n == f.field)
+                {
+                    f.before = before.clone();
+                }
+            }
+        }
+
         // Run state (live only).
         let mut restart_reason: Option<String> = None;
         if m == Mode::Live {
@@ -1592,7 +1615,7 @@ impl Unit {
             }
             if self.dropin.is_none() {
                 let running = sh.active_state().is_running();
-                match self.active {
+                match self.wants_active() {
                     Some(true) if !running && self.masked != Some(true) => {
                         change.field("active", Some(sh.state_text()), Some("active".into()));
                     }
@@ -1602,7 +1625,7 @@ impl Unit {
                     _ => {}
                 }
             }
-            let stays_up = self.active != Some(false)
+            let stays_up = self.wants_active() != Some(false)
                 && self.masked != Some(true)
                 && !change.changes_field("active");
             if stays_up && self.restartable(&sh) {
@@ -1703,7 +1726,7 @@ impl Unit {
                 .map(|c| short_hash(c.text.as_bytes()))
                 .unwrap_or_default(),
             self.enabled,
-            self.active,
+            self.wants_active(),
             self.masked,
             self.on_notify
         );
@@ -1924,22 +1947,22 @@ impl Unit {
         )))
     }
 
-    /// After a start: a simple service "starts" as soon as it forks, so look again
-    /// briefly to catch one that dies at once.
+    /// After a start or restart: `systemctl start` (without `--no-block`) returns when
+    /// the start job is done (a oneshot has run, a notify service is ready, a simple
+    /// one has been forked and executed), so the state is read once, right away,
+    /// instead of sleeping a fixed time: a unit that failed its start job is failed
+    /// by now.
     fn check_started(&self, host: &Host) -> Result<(), ResourceError> {
-        for wait_ms in [0u64, 300, 700] {
-            std::thread::sleep(Duration::from_millis(wait_ms));
-            let sh = show(host, &self.unit)?;
-            if sh.active_state() == crate::host::parse::systemctl::ActiveState::Failed {
-                return Err(ResourceError::Failed(format!(
-                    "{} failed right after starting ({}; result {})\nlast journal lines of {}:\n{}",
-                    self.unit,
-                    sh.state_text(),
-                    sh.result().unwrap_or("unknown"),
-                    self.unit,
-                    journal_excerpt(&self.unit)
-                )));
-            }
+        let sh = show(host, &self.unit)?;
+        if sh.active_state() == crate::host::parse::systemctl::ActiveState::Failed {
+            return Err(ResourceError::Failed(format!(
+                "{} failed right after starting ({}; result {})\nlast journal lines of {}:\n{}",
+                self.unit,
+                sh.state_text(),
+                sh.result().unwrap_or("unknown"),
+                self.unit,
+                journal_excerpt(&self.unit)
+            )));
         }
         Ok(())
     }
@@ -1962,6 +1985,26 @@ pub fn before_apply(
     for (u, c) in &units {
         let writes = c.changes_field("content");
         let perms = c.changes_field("mode") || c.changes_field("owner");
+        // The plan apply runs on keeps no diffs: take the diff of what is written here,
+        // so that apply shows it as the plan did.
+        let diff = match (&u.content, writes && !u.meta.secret) {
+            (Some(content), true) => {
+                let new = content.text.as_bytes();
+                match read_file_state(host, &u.path)? {
+                    FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
+                    _ => text_diff(b"", new, &u.path),
+                }
+            }
+            _ => None,
+        };
+        // Enablement as planned, before the file is written (a new unit is
+        // `not-found` until then, `disabled` after).
+        let planned_before: Vec<(String, Option<String>)> = c
+            .fields
+            .iter()
+            .filter(|x| x.field == "enabled" || x.field == "masked")
+            .map(|x| (x.field.to_string(), x.before.clone()))
+            .collect();
         if writes {
             u.write_file(host)?;
             reload = true;
@@ -1971,6 +2014,7 @@ pub fn before_apply(
         reload |= c.changes_field("daemon-reload");
         let mut f = u.flags();
         f.batched = true;
+        f.planned_before = planned_before;
         if writes || perms {
             // The mask link is replaced by the file, so unmasking is done too.
             let unmasked = |x: &crate::plan::FieldChange| {
@@ -1982,7 +2026,7 @@ pub fn before_apply(
                 .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
                 .cloned()
                 .collect();
-            f.done_diff = c.diff.clone();
+            f.done_diff = c.diff.clone().or(diff);
             f.done_action = Some(c.action);
         }
         if c.changes_field("daemon-reload") {
@@ -2168,7 +2212,7 @@ impl Resource for Unit {
         }
         if m == Mode::Live {
             if change.changes_field("active") {
-                match self.active {
+                match self.wants_active() {
                     Some(true) => {
                         self.act(host, "start", &[])?;
                         self.flags().started = true;
