@@ -1146,3 +1146,98 @@ fn record_show_fixtures() {
     std::fs::write(dir.join("journal-failed.txt"), journal)
         .unwrap_or_else(|e| panic!("write journal: {e}"));
 }
+
+#[test]
+fn live_an_enabled_timer_is_armed_at_once_and_a_start_waits_for_its_job_then_reads_the_state_once()
+{
+    let Some(host) = boot_or_skip(
+        "live_an_enabled_timer_is_armed_at_once_and_a_start_waits_for_its_job_then_reads_the_state_once",
+    ) else {
+        return;
+    };
+    // `enabled: true` alone on a timer: enabled for boot and started now.
+    let timer = r#"
+resources:
+  - unit: rc-t.service
+    sections:
+      Service: { Type: oneshot, ExecStart: /bin/true }
+  - unit: rc-t.timer
+    enabled: true
+    sections:
+      Timer: { OnCalendar: "Sun *-*-* 03:00:00" }
+      Install: { WantedBy: timers.target }
+"#;
+    host.write_file("/root/m/site.yaml", timer.as_bytes());
+    let plan = rc(&host, &["plan"]);
+    assert!(
+        plan.stdout.contains("active: inactive (dead) → active"),
+        "{plan}"
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    // Plan and apply agree on the before-state, and apply shows the diff too.
+    let enabled_line = |out: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with("enabled: "))
+            .map(str::trim)
+            .map(String::from)
+    };
+    assert_eq!(
+        enabled_line(&plan.stdout),
+        enabled_line(&apply.stdout),
+        "{plan}
+{apply}"
+    );
+    assert!(enabled_line(&apply.stdout).is_some(), "{apply}");
+    assert!(
+        apply.stdout.contains("+OnCalendar=Sun *-*-* 03:00:00"),
+        "{apply}"
+    );
+    assert_eq!(prop(&host, "rc-t.timer", "UnitFileState"), "enabled");
+    assert_eq!(prop(&host, "rc-t.timer", "ActiveState"), "active");
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
+    // A timer stopped by hand is drift, not "in sync" until the next boot.
+    host.exec_ok(&["systemctl", "stop", "rc-t.timer"]);
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 2, "{check}");
+    assert!(check.stdout.contains("unit[rc-t.timer]"), "{check}");
+    // `active: false` given explicitly keeps an enabled timer stopped.
+    host.write_file(
+        "/root/m/site.yaml",
+        timer
+            .replace(
+                "    enabled: true\n",
+                "    enabled: true\n    active: false\n",
+            )
+            .as_bytes(),
+    );
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 0, "{check}");
+
+    // A start waits for its job (a two-second oneshot is done when start returns) and
+    // then reads the state once: one `show` after the `start`, no fixed sleep.
+    let slow = r#"
+resources:
+  - unit: rc-slow.service
+    active: true
+    sections:
+      Service: { Type: oneshot, RemainAfterExit: true, ExecStart: /bin/sleep 2 }
+"#;
+    host.write_file("/root/m/site.yaml", slow.as_bytes());
+    let apply = rc(&host, &["apply", "-vv"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop(&host, "rc-slow.service", "ActiveState"), "active");
+    let after_start = apply
+        .stderr
+        .split("program=systemctl verb=start")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no start logged: {apply}"));
+    assert_eq!(
+        after_start.matches("program=systemctl verb=show").count(),
+        1,
+        "{apply}"
+    );
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
+}
