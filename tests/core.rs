@@ -981,7 +981,7 @@ fn check_runs_a_validator_only_for_drifted_content() {
     let counter = tmp.path().join("runs");
     let script = s.manifest(
         "count-and-fail",
-        &format!("#!/bin/sh\necho run >> {}\nexit 1\n", counter.display()),
+        &format!("#!/bin/sh\necho \"$1\" >> {}\nexit 1\n", counter.display()),
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1010,10 +1010,35 @@ fn check_runs_a_validator_only_for_drifted_content() {
         check.all()
     );
     assert_eq!(s.snapshot(), before);
-    assert_eq!(
-        std::fs::read_to_string(&counter).unwrap_or_default(),
-        "run\n"
+    // It checked a copy named like the destination in a private folder under $TMPDIR.
+    let checked = std::fs::read_to_string(&counter).unwrap_or_default();
+    let tmp_real = tmp.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(checked.lines().count(), 1, "{checked}");
+    assert!(
+        checked.starts_with(&format!("{}/reconcile-validate-", tmp_real.display()))
+            && checked.trim_end().ends_with("/app.conf"),
+        "{checked}"
     );
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .all(|e| e.file_name() == "runs"),
+        "a scratch folder was left behind"
+    );
+    // A $TMPDIR inside the target root is passed over.
+    std::fs::remove_file(&counter).unwrap_or_else(|e| panic!("{e}"));
+    let inside = s.path("/var/tmp");
+    std::fs::create_dir_all(&inside).unwrap_or_else(|e| panic!("{e}"));
+    let before = s.snapshot();
+    run_with_tmpdir(&s, &inside, "check", &["site.yaml"]).assert_code(1);
+    let checked = std::fs::read_to_string(&counter).unwrap_or_default();
+    let root_real = s.root.canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !checked.is_empty() && !checked.starts_with(&root_real.display().to_string()),
+        "{checked}"
+    );
+    assert_eq!(s.snapshot(), before);
 }
 
 #[test]

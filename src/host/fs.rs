@@ -140,11 +140,24 @@ pub struct ScratchDir {
 
 impl ScratchDir {
     /// `purpose` names the directory (`reconcile-PURPOSE-XXXXXX`), for whoever finds one
-    /// a crash left behind.
-    pub fn new(purpose: &str) -> Result<ScratchDir, HostError> {
-        let base = std::env::temp_dir();
+    /// a crash left behind. `target` is the target root: a `$TMPDIR` inside it (other
+    /// than `/`) is not used, so that nothing of the would-be content is ever
+    /// visible there.
+    pub fn new(purpose: &str, target: &std::path::Path) -> Result<ScratchDir, HostError> {
         // Canonical, so that tools' messages name it as we do (/tmp may be a link).
-        let base = base.canonicalize().unwrap_or(base);
+        let canonical = |p: PathBuf| p.canonicalize().unwrap_or(p);
+        let inside =
+            |p: &std::path::Path| target != std::path::Path::new("/") && p.starts_with(target);
+        let mut base = canonical(std::env::temp_dir());
+        if inside(&base) {
+            base = canonical(PathBuf::from("/tmp"));
+        }
+        if inside(&base) {
+            return Err(HostError::Other(format!(
+                "no temp directory outside the target root {} for a scratch copy",
+                target.display()
+            )));
+        }
         // mkdtemp: a random name, created 0700 and exclusively (a name someone else
         // made first is never used).
         let path = nix::unistd::mkdtemp(&base.join(format!("reconcile-{purpose}-XXXXXX")))

@@ -425,7 +425,7 @@ impl File {
         let Some(command) = &self.validate else {
             return Ok(());
         };
-        let scratch = ScratchDir::new("validate")?;
+        let scratch = ScratchDir::new("validate", ctx.host.root())?;
         // The destination's own name: tools that look at the name or the extension see
         // what they will see at apply.
         let name = self

@@ -1093,7 +1093,7 @@ fn copy_machine_dir(src: &Path, dest: &Path) -> bool {
 }
 
 fn build_verify_root(host: &Host, catalog: &Catalog) -> Result<VerifyRoot, String> {
-    let dir = ScratchDir::new("unit-verify").map_err(|e| e.to_string())?;
+    let dir = ScratchDir::new("unit-verify", host.root()).map_err(|e| e.to_string())?;
     let mut root = VerifyRoot {
         path: dir.path().to_path_buf(),
         _dir: dir,
