@@ -956,6 +956,21 @@ fn a_validator_rejects_the_plan_on_a_private_copy_naming_the_destination_and_man
         );
         assert_eq!(s.snapshot(), before, "{cmd} changed the root");
     }
+    // Quoted content with `\n` escapes: its lines are not the manifest's, so the
+    // message names the value's place, not a made-up line.
+    s.manifest(
+        "quoted.yaml",
+        &format!("resources:\n  - file: {POLICY_PATH}\n    validate: \"logrotate -d %s\"\n    content: \"/var/log/x.log {{\\n  daily\\n  rotate 2555  # 7 years\\n}}\\n\"\n"),
+    );
+    let quoted = s.run("plan", &["quoted.yaml"]);
+    quoted.assert_code(1);
+    assert!(
+        quoted.stdout().contains(&format!(
+            "{POLICY_PATH}:3 bad rotation count '2555  # 7 years' (declared at quoted.yaml:4:14)"
+        )),
+        "{}",
+        quoted.all()
+    );
     // apply refuses before changing anything.
     let apply = s.run("apply", &["site.yaml"]);
     apply.assert_code(1);

@@ -99,6 +99,25 @@ impl Origin {
     }
 }
 
+/// Whether the value at `span` is a block scalar (`content: |`) rather than a quoted
+/// string whose `\n` escapes only look like lines: a quoted value starts with its quote
+/// where the span points. Looked up in the manifest again, only for validated files.
+fn is_block(span: &Span) -> bool {
+    let Ok(text) = crate::manifest::decode::read_input(
+        std::path::Path::new(&*span.file),
+        Some(crate::manifest::yaml::MAX_MANIFEST_BYTES),
+    ) else {
+        return false;
+    };
+    let line = (span.line as usize).checked_sub(1);
+    let col = (span.column as usize).checked_sub(1);
+    let first = line
+        .and_then(|l| text.split(|&b| b == b'\n').nth(l))
+        .zip(col)
+        .and_then(|(l, c)| l.get(c).copied());
+    matches!(first, Some(b) if b != b'"' && b != b'\'')
+}
+
 /// A line number that a tool's message gives right after a path: `PATH:12`,
 /// `PATH line 12`, `PATH, line 12`, `PATH: line 12`.
 fn line_after_path(rest: &str) -> Option<usize> {
@@ -258,7 +277,9 @@ pub fn decode(
     let content = if let Some((text, cspan)) = content_text {
         if wants_origin {
             origin = match inline_lines {
-                Some(n) if n > 1 && n == text.lines().count() => Origin::Block(cspan),
+                Some(n) if n > 1 && n == text.lines().count() && is_block(&cspan) => {
+                    Origin::Block(cspan)
+                }
                 _ => Origin::Inline(cspan),
             };
         }
@@ -697,5 +718,56 @@ impl Resource for File {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{explain_rejection, line_after_path, Origin};
+    use crate::diag::Span;
+
+    #[test]
+    fn line_numbers_after_a_path_in_the_usual_tool_formats() {
+        assert_eq!(line_after_path(":4 bad rotation count"), Some(4));
+        assert_eq!(line_after_path(":12: error"), Some(12));
+        assert_eq!(
+            line_after_path(" line 3: Bad configuration option"),
+            Some(3)
+        );
+        assert_eq!(line_after_path(", line 7"), Some(7));
+        assert_eq!(line_after_path(": line 9 near"), Some(9));
+        assert_eq!(line_after_path(": syntax error"), None);
+        assert_eq!(line_after_path(""), None);
+    }
+
+    #[test]
+    fn a_rejection_names_the_destination_and_where_its_line_is_declared() {
+        let origin = Origin::Block(Span::new("site.yaml".into(), 10, 7));
+        let out =
+            "warning: debug mode\nreading config file /tmp/s/x\nerror: /tmp/s/x:2 bad value\n";
+        let got = explain_rejection(out, "/tmp/s/x", "/etc/x", Some(b"a\nb\n"), &origin);
+        assert_eq!(
+            got,
+            "reading config file /etc/x\n  error: /etc/x:2 bad value (declared at site.yaml:11:7)"
+        );
+        // No line naming the file: everything is shown, nothing mapped.
+        let got = explain_rejection("bad\n\nworse\n", "/tmp/s/x", "/etc/x", None, &origin);
+        assert_eq!(got, "bad\n  worse");
+        let template = Origin::Template {
+            shown: "templates/t.tera".into(),
+            source: Some("a\nkey = {{ v }}\nfixed = 1\n".into()),
+        };
+        assert_eq!(
+            template.of_line(3, Some("fixed = 1")).as_deref(),
+            Some("templates/t.tera:3")
+        );
+        assert_eq!(
+            template.of_line(2, Some("key = 5")).as_deref(),
+            Some("templates/t.tera, rendered line 2")
+        );
+        assert_eq!(
+            Origin::File("files/p".into()).of_line(4, None).as_deref(),
+            Some("files/p:4")
+        );
     }
 }
