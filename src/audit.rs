@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::host::{Host, HostError};
 use crate::plan::{hex, sha256_hex};
+use crate::render::escape_controls;
 
 /// Live log, relative to the target root.
 pub const DEFAULT_LOG: &str = "/var/log/reconcile/audit.jsonl";
@@ -1437,14 +1438,14 @@ impl<'k> Verifier<'k> {
 /// What `audit verify` says about a `segment` record.
 fn segment_note(file: &Path, line_no: usize, rec: &Record) -> String {
     let d = &rec.data;
-    let text = |k: &str| sanitize(d.get(k).and_then(Value::as_str).unwrap_or("?"));
+    let text = |k: &str| escape_controls(d.get(k).and_then(Value::as_str).unwrap_or("?"));
     format!(
         "{}:{line_no}: seq {} starts a new segment (`apply --audit-recover` at {} by {}@{}): the previous live log, {} bytes with sha256 {}, was moved to {}; the chain before it is not verified across this point. Reason given: {}",
         file.display(),
         rec.seq,
-        sanitize(&rec.ts),
-        sanitize(&rec.user),
-        sanitize(&rec.host),
+        escape_controls(&rec.ts),
+        escape_controls(&rec.user),
+        escape_controls(&rec.host),
         d.get("moved_bytes").and_then(Value::as_u64).unwrap_or(0),
         text("moved_sha256"),
         text("moved_to"),
@@ -1826,21 +1827,6 @@ fn rotation_order(name: &str, names: Vec<String>) -> Vec<String> {
 // Display
 // ---------------------------------------------------------------------------------------------
 
-/// Escapes control and bidi-override characters so a hostile value cannot move the cursor,
-/// recolour the terminal or visually reorder an auditor's screen.
-fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Resource ids a record is about: `data.resource` (string) and `data.resources` (array of
 /// strings).
 fn resources_of(data: &Value) -> Vec<&str> {
@@ -1871,7 +1857,7 @@ pub fn show(
                     out.push_str(&format!(
                         "!! {}:{line_no}: not a valid audit record ({}); run `reconcile audit verify`\n",
                         path.display(),
-                        sanitize(&e)
+                        escape_controls(&e)
                     ));
                     return true;
                 }
@@ -1906,14 +1892,14 @@ pub fn show(
             out.push_str(&format!(
                 "#{} {} {:<10} {}  {}@{} pid={} run={}{}\n",
                 rec.seq,
-                sanitize(&rec.ts),
-                sanitize(&rec.event),
-                sanitize(&res_text),
-                sanitize(&rec.user),
-                sanitize(&rec.host),
+                escape_controls(&rec.ts),
+                escape_controls(&rec.event),
+                escape_controls(&res_text),
+                escape_controls(&rec.user),
+                escape_controls(&rec.host),
                 rec.pid,
-                sanitize(&rec.run),
-                sanitize(&data_text),
+                escape_controls(&rec.run),
+                escape_controls(&data_text),
             ));
             true
         })?;

@@ -62,6 +62,23 @@ pub fn escape_controls(s: &str) -> String {
     escape_except(s, |_| false)
 }
 
+/// As [`escape_controls`] for a message of several lines (a validator's or systemd's
+/// findings): line breaks are kept, and every line after the first is indented, so
+/// that a newline in a hostile value cannot start a line that passes for one of ours.
+pub fn escape_message(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !line.starts_with("  ") {
+                out.push_str("  ");
+            }
+        }
+        out.push_str(&escape_controls(line));
+    }
+    out
+}
+
 /// As [`escape_controls`] for a line of file content: tabs are kept.
 fn escape_content(s: &str) -> String {
     escape_except(s, |c| c == '\t')
@@ -176,7 +193,7 @@ fn plan_end(out: &mut String, p: &Plan, style: Style) {
             "{}",
             style.paint(
                 "31",
-                &escape_controls(&format!("error: {at}{}: {}", e.id, e.message))
+                &escape_message(&format!("error: {at}{}: {}", e.id, e.message))
             )
         );
     }
@@ -230,7 +247,7 @@ pub fn apply_summary(outcomes: &[Outcome], style: Style) -> String {
                 Status::Skipped { reason } => format!("  ⊘ {} skipped: {reason}", o.id),
                 _ => continue,
             };
-            let _ = writeln!(out, "{}", style.paint("31", &escape_controls(&line)));
+            let _ = writeln!(out, "{}", style.paint("31", &escape_message(&line)));
         }
     }
     let _ = writeln!(
@@ -243,7 +260,7 @@ pub fn apply_summary(outcomes: &[Outcome], style: Style) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_content, escape_controls};
+    use super::{escape_content, escape_controls, escape_message};
 
     #[test]
     fn control_and_bidi_characters_are_escaped_and_tabs_kept_in_content() {
@@ -254,5 +271,9 @@ mod tests {
         assert_eq!(escape_controls("plain → text"), "plain → text");
         assert_eq!(escape_content("+\tkey\x07"), "+\tkey\\u{7}");
         assert_eq!(escape_controls("a\tb"), "a\\u{9}b");
+        assert_eq!(
+            escape_message("bad:\n  line 1\nerror: fake\x1b"),
+            "bad:\n  line 1\n  error: fake\\u{1b}"
+        );
     }
 }

@@ -269,13 +269,21 @@ fn failing_validate_leaves_the_old_file() {
 #[test]
 fn a_failure_skips_only_its_dependents() {
     let s = Sandbox::new();
+    // Passes on the plan's scratch copy, fails on apply's temp file: a failure that
+    // only applying meets (validators also run while planning).
+    let script = s.manifest(
+        "fails-at-apply",
+        "#!/bin/sh\ncase \"$1\" in *.reconcile-*) exit 1 ;; esac\nexit 0\n",
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
     s.manifest(
         "site.yaml",
         r#"
 resources:
   - file: /etc/broken.conf
     content: "x\n"
-    validate: "false %s"
+    validate: "./fails-at-apply %s"
   - file: /etc/needs-broken.conf
     content: "y\n"
     requires: ["file[/etc/broken.conf]"]
@@ -873,4 +881,265 @@ fn a_changed_template_makes_a_saved_plan_stale() {
         stale.all()
     );
     assert!(!s.path("/etc/a").exists());
+}
+
+/// Runs `reconcile ARGS --root ROOT` from the manifests folder with `TMPDIR` set, to see
+/// where scratch copies go and that none is left.
+fn run_with_tmpdir(
+    s: &Sandbox,
+    tmp: &std::path::Path,
+    cmd: &str,
+    args: &[&str],
+) -> support::sandbox::Run {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("reconcile"))
+        .current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .env("TMPDIR", tmp)
+        .arg(cmd)
+        .arg("--root")
+        .arg(&s.root)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    support::sandbox::Run(out)
+}
+
+fn logrotate_or_skip() -> bool {
+    if reconcile::host::exec::tool_exists("logrotate") {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI must install logrotate"
+    );
+    eprintln!("skipping: logrotate is not installed");
+    false
+}
+
+const POLICY_PATH: &str = "/etc/logrotate.d/intelluxe-healthcare";
+
+fn runbook_policy(rotate_line: &str) -> String {
+    format!(
+        "resources:\n  - file: {POLICY_PATH}\n    validate: \"logrotate -d %s\"\n    content: |\n      /opt/intelluxe/logs/*.log {{\n          daily\n          missingok\n          {rotate_line}\n          compress\n      }}\n"
+    )
+}
+
+#[test]
+fn a_validator_rejects_the_plan_on_a_private_copy_naming_the_destination_and_manifest_line() {
+    if !logrotate_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    s.manifest("site.yaml", &runbook_policy("rotate 2555  # 7 years"));
+    let before = s.snapshot();
+    let outside = support::sandbox::snapshot(tmp.path());
+    for cmd in ["plan", "check"] {
+        let run = run_with_tmpdir(&s, tmp.path(), cmd, &["site.yaml"]);
+        // A plan error, as any other: not "1 to add" with exit 0.
+        run.assert_code(1);
+        let out = run.stdout();
+        assert!(
+            out.contains(&format!(
+                "error: {POLICY_PATH}:4 bad rotation count '2555  # 7 years' (declared at site.yaml:8:7)"
+            )),
+            "{}",
+            run.all()
+        );
+        assert!(out.contains("validation failed"), "{}", run.all());
+        // The scratch copy is named nowhere and removed.
+        assert!(!run.all().contains("reconcile-validate-"), "{}", run.all());
+        assert_eq!(
+            support::sandbox::snapshot(tmp.path()),
+            outside,
+            "{cmd} left a scratch copy"
+        );
+        assert_eq!(s.snapshot(), before, "{cmd} changed the root");
+    }
+    // Quoted content with `\n` escapes: its lines are not the manifest's, so the
+    // message names the value's place, not a made-up line.
+    s.manifest(
+        "quoted.yaml",
+        &format!("resources:\n  - file: {POLICY_PATH}\n    validate: \"logrotate -d %s\"\n    content: \"/var/log/x.log {{\\n  daily\\n  rotate 2555  # 7 years\\n}}\\n\"\n"),
+    );
+    let quoted = s.run("plan", &["quoted.yaml"]);
+    quoted.assert_code(1);
+    assert!(
+        quoted.stdout().contains(&format!(
+            "{POLICY_PATH}:3 bad rotation count '2555  # 7 years' (declared at quoted.yaml:4:14)"
+        )),
+        "{}",
+        quoted.all()
+    );
+    // apply refuses before changing anything.
+    let apply = s.run("apply", &["site.yaml"]);
+    apply.assert_code(1);
+    assert!(!s.path(POLICY_PATH).exists());
+
+    // The corrected policy plans, applies, and then plans no changes.
+    s.manifest("site.yaml", &runbook_policy("rotate 2555"));
+    let plan = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    plan.assert_code(2);
+    assert!(
+        plan.stdout().contains(&format!("+ file[{POLICY_PATH}]")),
+        "{}",
+        plan.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert!(s.read(POLICY_PATH).contains("rotate 2555\n"));
+}
+
+#[test]
+fn check_runs_a_validator_only_for_drifted_content() {
+    let s = Sandbox::new();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let counter = tmp.path().join("runs");
+    let script = s.manifest(
+        "count-and-fail",
+        &format!("#!/bin/sh\necho \"$1\" >> {}\nexit 1\n", counter.display()),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.put("/etc/app.conf", b"in place\n");
+    s.manifest(
+        "site.yaml",
+        &format!(
+            "resources:\n  - file: /etc/app.conf\n    content: \"in place\\n\"\n    validate: \"{} %s\"\n",
+            script.display()
+        ),
+    );
+    // In sync: nothing to validate, nothing run.
+    run_with_tmpdir(&s, tmp.path(), "check", &["site.yaml"]).assert_code(0);
+    assert!(
+        !counter.exists(),
+        "the validator ran for content already in place"
+    );
+    // Drifted: the would-be content is validated, and the failure is a plan error.
+    s.put("/etc/app.conf", b"edited by hand\n");
+    let before = s.snapshot();
+    let check = run_with_tmpdir(&s, tmp.path(), "check", &["site.yaml"]);
+    check.assert_code(1);
+    assert!(
+        check.stdout().contains("validation failed"),
+        "{}",
+        check.all()
+    );
+    assert_eq!(s.snapshot(), before);
+    // It checked a copy named like the destination in a private folder under $TMPDIR.
+    let checked = std::fs::read_to_string(&counter).unwrap_or_default();
+    let tmp_real = tmp.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(checked.lines().count(), 1, "{checked}");
+    assert!(
+        checked.starts_with(&format!("{}/reconcile-validate-", tmp_real.display()))
+            && checked.trim_end().ends_with("/app.conf"),
+        "{checked}"
+    );
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .all(|e| e.file_name() == "runs"),
+        "a scratch folder was left behind"
+    );
+    // A $TMPDIR inside the target root is passed over.
+    std::fs::remove_file(&counter).unwrap_or_else(|e| panic!("{e}"));
+    let inside = s.path("/var/tmp");
+    std::fs::create_dir_all(&inside).unwrap_or_else(|e| panic!("{e}"));
+    let before = s.snapshot();
+    run_with_tmpdir(&s, &inside, "check", &["site.yaml"]).assert_code(1);
+    let checked = std::fs::read_to_string(&counter).unwrap_or_default();
+    let root_real = s.root.canonicalize().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !checked.is_empty() && !checked.starts_with(&root_real.display().to_string()),
+        "{checked}"
+    );
+    assert_eq!(s.snapshot(), before);
+}
+
+#[test]
+fn a_validator_failure_in_a_template_names_the_template_line_and_a_secret_file_shows_no_output() {
+    if !logrotate_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest(
+        "templates/policy.tera",
+        "{{ dir }}/*.log {\n    daily\n    rotate {{ keep }}  # PLANTED-comment\n}\n",
+    );
+    s.manifest(
+        "site.yaml",
+        "vars: { dir: /var/log/app, keep: 30 }\nresources:\n  - file: /etc/logrotate.d/app\n    template: policy.tera\n    validate: \"logrotate -d %s\"\n",
+    );
+    let before = s.snapshot();
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    // Line 3 of the rendered file differs from the template's text: found by its
+    // rendered number when it cannot be found verbatim.
+    assert!(
+        plan.stdout()
+            .contains("/etc/logrotate.d/app:3 bad rotation count")
+            && plan
+                .stdout()
+                .contains("(declared at templates/policy.tera, rendered line 3)"),
+        "{}",
+        plan.all()
+    );
+    s.manifest(
+        "templates/policy.tera",
+        "/var/log/app/*.log {\n    daily\n    rotate 30  # PLANTED-comment\n}\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    assert!(
+        plan.stdout()
+            .contains("(declared at templates/policy.tera:3)"),
+        "{}",
+        plan.all()
+    );
+    // The same content, secret: the tool's output (which quotes the line) is not shown.
+    s.manifest(
+        "site.yaml",
+        "vars: { dir: /var/log/app, keep: 30 }\nresources:\n  - file: /etc/logrotate.d/app\n    template: policy.tera\n    secret: true\n    validate: \"logrotate -d %s\"\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(1);
+    assert!(
+        plan.stdout().contains("validation failed"),
+        "{}",
+        plan.all()
+    );
+    assert!(!plan.all().contains("PLANTED"), "{}", plan.all());
+    assert!(!plan.all().contains("bad rotation count"), "{}", plan.all());
+    assert_eq!(s.snapshot(), before);
+}
+
+#[test]
+fn a_file_path_with_glob_characters_is_planned_with_a_warning() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /opt/intelluxe/logs/*.log\n    content: \"x\\n\"\n  - file: /etc/plain.conf\n    content: \"y\\n\"\n",
+    );
+    let before = s.snapshot();
+    let plan = s.run("plan", &["site.yaml"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout().contains(
+            "site.yaml:2:11: field `file`: `/opt/intelluxe/logs/*.log` contains a glob character"
+        ),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        !plan.stdout().contains("`/etc/plain.conf` contains"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(s.snapshot(), before);
+    let json = s.run("plan", &["--format", "json", "site.yaml"]);
+    assert!(
+        json.stdout().contains("contains a glob character"),
+        "{}",
+        json.all()
+    );
 }

@@ -49,6 +49,28 @@ fn hardening_runbook_converges_on_a_development_host() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(prepared.status.success(), "{prepared:?}");
     let path = example("hardening");
+    // The timer is declared running, not only enabled: on a live host it is armed at
+    // once (offline, where nothing runs, the plan says so rather than staying silent).
+    let plan = s.run("plan", &["--format", "json", &path]);
+    plan.assert_code(0);
+    let plan: serde_json::Value =
+        serde_json::from_str(&plan.stdout()).unwrap_or_else(|e| panic!("{e}"));
+    let timer = plan["changes"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["id"] == "unit[intelluxe-health.timer]")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no timer in {plan}"));
+    assert!(
+        timer["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.starts_with("active: true is not manageable offline")))),
+        "{timer}"
+    );
     let run = s.converge(&[&path]);
     assert!(
         run.stdout()

@@ -51,7 +51,9 @@ fn a_run_killed_during_validate_leaves_a_temp_file_logrotate_ignores_and_the_nex
     write(
         &script,
         format!(
-            "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+            // Slow only on apply's temp file beside the destination: the plan that
+            // apply makes first validates a scratch copy, which passes at once.
+            "#!/bin/sh\ncase \"$1\" in *.reconcile-*) ;; *) exit 0 ;; esac\necho $$ > {}\nexec sleep 30\n",
             pid_file.display()
         )
         .as_bytes(),
@@ -503,4 +505,56 @@ fn copying_a_users_setuid_program_root_owned_is_warned() {
         "{}",
         plan.all()
     );
+}
+
+#[test]
+fn a_fifo_in_a_shipped_tree_is_refused_at_plan_without_blocking() {
+    let s = Sandbox::new();
+    s.manifest("files/tree/ok.conf", "fine\n");
+    let fifo = s.manifests.join("files/tree/pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /opt/tree\n    source: files/tree\n",
+    );
+    let before = s.snapshot();
+    for cmd in ["plan", "check", "apply"] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("reconcile"))
+            .current_dir(&s.manifests)
+            .args([cmd, "--root"])
+            .arg(&s.root)
+            .arg("site.yaml")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`{cmd}` blocked on the FIFO");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {text}");
+        assert!(
+            text.contains("pipe: is a FIFO (named pipe), not a regular file"),
+            "{cmd}: {text}"
+        );
+        assert!(!s.path("/opt/tree").exists(), "{cmd} created the copy");
+    }
+    let mut after = s.snapshot();
+    // apply keeps its audit trail; nothing else may change.
+    after.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    let mut before = before;
+    before.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    assert_eq!(after, before);
 }

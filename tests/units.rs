@@ -465,6 +465,11 @@ fn offline_template_input_and_json_plan() {
         "vars: { app: intelluxe, svc_user: intelluxe-service }\nresources:\n  - unit: rc-app.service\n    template: app.service.tera\n",
     );
     s.put("/etc/hostname", b"clinic-01\n");
+    // User= must name an account of the target (or a declared one).
+    s.put(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nintelluxe-service:x:2000:2000::/:/bin/false\n",
+    );
     let plan = s.run("plan", &["--format", "json", "site.yaml"]);
     assert_eq!(plan.code(), 0, "{}", plan.all());
     let v: serde_json::Value =
@@ -617,6 +622,136 @@ fn offline_mask_and_unmask() {
     assert!(s
         .read("/etc/systemd/system/rc-legacy.service")
         .contains("ExecStart=/bin/true"));
+}
+
+#[test]
+fn unit_accounts_that_are_neither_on_the_target_nor_declared_are_plan_errors_naming_the_line() {
+    let s = Sandbox::new();
+    s.put("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n");
+    s.put("/etc/group", b"root:x:0:\nadm:x:4:\n");
+    let unit = |extra: &str| {
+        format!(
+            "  - unit: rc-acct.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        User: rc-svc\n        Group: rc-grp\n        SupplementaryGroups: adm rc-extra\n{extra}"
+        )
+    };
+    s.manifest("site.yaml", &format!("resources:\n{}", unit("")));
+    let before = s.snapshot();
+    for cmd in ["plan", "check", "apply"] {
+        let run = s.run(cmd, &["site.yaml"]);
+        run.assert_code(1);
+        let out = run.stdout();
+        for want in [
+            "User=rc-svc (declared at site.yaml:6:15): `rc-svc` is not a user on the target (its /etc/passwd) and no user[rc-svc] is declared",
+            "Group=rc-grp (declared at site.yaml:7:16): `rc-grp` is not a group on the target",
+            "SupplementaryGroups=rc-extra (declared at site.yaml:8:30)",
+        ] {
+            assert!(out.contains(want), "{cmd}: missing {want:?}\n{}", run.all());
+        }
+        // `adm` is on the target.
+        assert!(!out.contains("SupplementaryGroups=adm"), "{}", run.all());
+    }
+    let mut after = s.snapshot();
+    after.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    let mut before = before;
+    before.retain(|k, _| !k.starts_with("var/") && !k.starts_with("run"));
+    assert_eq!(after, before, "a refused run changed the root");
+
+    // Declared accounts are fine, and the unit is ordered after them.
+    s.manifest(
+        "site.yaml",
+        &format!(
+            "resources:\n{}  - group: rc-grp\n    gid: 2301\n  - group: rc-extra\n    gid: 2302\n  - user: rc-svc\n    uid: 2301\n    group: rc-grp\n    create_home: false\n",
+            unit("")
+        ),
+    );
+    let graph = s.run("graph", &["site.yaml"]);
+    graph.assert_code(0);
+    let text = graph.stdout();
+    let unit_deps = text
+        .split("unit[rc-acct.service]\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}", graph.all()));
+    for dep in ["user[rc-svc]", "group[rc-grp]", "group[rc-extra]"] {
+        let edge = format!("    after {dep} (auto)");
+        assert!(
+            unit_deps.contains(&edge),
+            "no edge {edge}:\n{}",
+            graph.all()
+        );
+    }
+    // DynamicUser=yes: systemd allocates User= and Group= itself.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - unit: rc-dyn.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        DynamicUser: true\n        User: rc-dyn\n        Group: rc-dyn\n",
+    );
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(!plan.stdout().contains("is not a user"), "{}", plan.all());
+    assert!(!plan.stdout().contains("is not a group"), "{}", plan.all());
+}
+
+#[test]
+fn apply_shows_a_units_diff_and_the_same_timer_before_state_as_the_plan() {
+    if !systemd_tools_or_skip(
+        "apply_shows_a_units_diff_and_the_same_timer_before_state_as_the_plan",
+    ) {
+        return;
+    }
+    let manifest = "resources:\n  - unit: rc-job.service\n    sections:\n      Service: { Type: oneshot, ExecStart: /bin/true }\n  - unit: rc-job.timer\n    enabled: true\n    sections:\n      Unit: { Description: rc job window }\n      Timer: { OnCalendar: \"Sun *-*-* 02:00:00\" }\n      Install: { WantedBy: timers.target }\n";
+    let enabled_of = |v: &serde_json::Value, list: &str| -> (Option<String>, Option<String>) {
+        let items = v[list].as_array().cloned().unwrap_or_default();
+        let timer = items
+            .iter()
+            .map(|o| if list == "outcomes" { &o["change"] } else { o })
+            .find(|c| c["id"] == "unit[rc-job.timer]")
+            .cloned()
+            .unwrap_or_else(|| panic!("no timer in {v}"));
+        assert!(
+            timer["diff"]
+                .as_str()
+                .is_some_and(|d| d.contains("+OnCalendar=Sun *-*-* 02:00:00")),
+            "{list}: no diff in {timer}"
+        );
+        let field = timer["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["field"] == "enabled").cloned())
+            .unwrap_or_else(|| panic!("no enabled field in {timer}"));
+        let s = |k: &str| field[k].as_str().map(String::from);
+        (s("before"), s("after"))
+    };
+    for format in ["text", "json"] {
+        let s = Sandbox::new();
+        s.manifest("site.yaml", manifest);
+        let before = s.snapshot();
+        let plan = s.run("plan", &["--format", format, "site.yaml"]);
+        plan.assert_code(0);
+        assert_eq!(s.snapshot(), before);
+        let apply = s.run("apply", &["--format", format, "site.yaml"]);
+        apply.assert_code(0);
+        if format == "text" {
+            for out in [plan.stdout(), apply.stdout()] {
+                assert!(
+                    out.contains("enabled: not-found → enabled"),
+                    "{}",
+                    apply.all()
+                );
+                assert!(
+                    out.contains("+++ b/etc/systemd/system/rc-job.timer"),
+                    "{out}"
+                );
+                assert!(out.contains("+ExecStart=/bin/true"), "{out}");
+            }
+        } else {
+            let parse = |t: String| -> serde_json::Value {
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
+            };
+            let planned = enabled_of(&parse(plan.stdout()), "changes");
+            let applied = enabled_of(&parse(apply.stdout()), "outcomes");
+            assert_eq!(planned, applied);
+            assert_eq!(planned, (Some("not-found".into()), Some("enabled".into())));
+        }
+        let again = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+        again.assert_code(0);
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1010,4 +1145,99 @@ fn record_show_fixtures() {
     ]);
     std::fs::write(dir.join("journal-failed.txt"), journal)
         .unwrap_or_else(|e| panic!("write journal: {e}"));
+}
+
+#[test]
+fn live_an_enabled_timer_is_armed_at_once_and_a_start_waits_for_its_job_then_reads_the_state_once()
+{
+    let Some(host) = boot_or_skip(
+        "live_an_enabled_timer_is_armed_at_once_and_a_start_waits_for_its_job_then_reads_the_state_once",
+    ) else {
+        return;
+    };
+    // `enabled: true` alone on a timer: enabled for boot and started now.
+    let timer = r#"
+resources:
+  - unit: rc-t.service
+    sections:
+      Service: { Type: oneshot, ExecStart: /bin/true }
+  - unit: rc-t.timer
+    enabled: true
+    sections:
+      Timer: { OnCalendar: "Sun *-*-* 03:00:00" }
+      Install: { WantedBy: timers.target }
+"#;
+    host.write_file("/root/m/site.yaml", timer.as_bytes());
+    let plan = rc(&host, &["plan"]);
+    assert!(
+        plan.stdout.contains("active: inactive (dead) → active"),
+        "{plan}"
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    // Plan and apply agree on the before-state, and apply shows the diff too.
+    let enabled_line = |out: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with("enabled: "))
+            .map(str::trim)
+            .map(String::from)
+    };
+    assert_eq!(
+        enabled_line(&plan.stdout),
+        enabled_line(&apply.stdout),
+        "{plan}
+{apply}"
+    );
+    assert!(enabled_line(&apply.stdout).is_some(), "{apply}");
+    assert!(
+        apply.stdout.contains("+OnCalendar=Sun *-*-* 03:00:00"),
+        "{apply}"
+    );
+    assert_eq!(prop(&host, "rc-t.timer", "UnitFileState"), "enabled");
+    assert_eq!(prop(&host, "rc-t.timer", "ActiveState"), "active");
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
+    // A timer stopped by hand is drift, not "in sync" until the next boot.
+    host.exec_ok(&["systemctl", "stop", "rc-t.timer"]);
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 2, "{check}");
+    assert!(check.stdout.contains("unit[rc-t.timer]"), "{check}");
+    // `active: false` given explicitly keeps an enabled timer stopped.
+    host.write_file(
+        "/root/m/site.yaml",
+        timer
+            .replace(
+                "    enabled: true\n",
+                "    enabled: true\n    active: false\n",
+            )
+            .as_bytes(),
+    );
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 0, "{check}");
+
+    // A start waits for its job (a two-second oneshot is done when start returns) and
+    // then reads the state once: one `show` after the `start`, no fixed sleep.
+    let slow = r#"
+resources:
+  - unit: rc-slow.service
+    active: true
+    sections:
+      Service: { Type: oneshot, RemainAfterExit: true, ExecStart: /bin/sleep 2 }
+"#;
+    host.write_file("/root/m/site.yaml", slow.as_bytes());
+    let apply = rc(&host, &["apply", "-vv"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop(&host, "rc-slow.service", "ActiveState"), "active");
+    let after_start = apply
+        .stderr
+        .split("program=systemctl verb=start")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no start logged: {apply}"));
+    assert_eq!(
+        after_start.matches("program=systemctl verb=show").count(),
+        1,
+        "{apply}"
+    );
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
 }

@@ -129,6 +129,78 @@ impl Body {
 /// A check run on the fully written temp file before it replaces the destination.
 pub type Validator<'a> = dyn Fn(&std::path::Path) -> Result<(), String> + 'a;
 
+/// A private directory of our own (0700, random name, under the temp directory of the
+/// machine running reconcile, never under a target root), removed with everything in
+/// it when dropped: where validators and `systemd-analyze` look at would-be content
+/// without it ever being visible on the target.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// `purpose` names the directory (`reconcile-PURPOSE-XXXXXX`), for whoever finds one
+    /// a crash left behind. `target` is the target root: a `$TMPDIR` inside it (other
+    /// than `/`) is not used, so that nothing of the would-be content is ever
+    /// visible there.
+    pub fn new(purpose: &str, target: &std::path::Path) -> Result<ScratchDir, HostError> {
+        // Canonical, so that tools' messages name it as we do (/tmp may be a link).
+        let canonical = |p: PathBuf| p.canonicalize().unwrap_or(p);
+        let inside =
+            |p: &std::path::Path| target != std::path::Path::new("/") && p.starts_with(target);
+        let mut base = canonical(std::env::temp_dir());
+        if inside(&base) {
+            base = canonical(PathBuf::from("/tmp"));
+        }
+        if inside(&base) {
+            return Err(HostError::Other(format!(
+                "no temp directory outside the target root {} for a scratch copy",
+                target.display()
+            )));
+        }
+        // mkdtemp: a random name, created 0700 and exclusively (a name someone else
+        // made first is never used).
+        let path = nix::unistd::mkdtemp(&base.join(format!("reconcile-{purpose}-XXXXXX")))
+            .map_err(|e| {
+                HostError::Other(format!(
+                    "cannot create a scratch directory in {}: {}",
+                    base.display(),
+                    e.desc()
+                ))
+            })?;
+        Ok(ScratchDir { path })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Creates the file `name` (0600, exclusively) in the directory, filled by `fill`.
+    pub fn file(
+        &self,
+        name: &str,
+        fill: &mut dyn FnMut(&mut std::fs::File) -> Result<(), HostError>,
+    ) -> Result<PathBuf, HostError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| HostError::Other(format!("cannot create {}: {e}", path.display())))?;
+        fill(&mut file)?;
+        Ok(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// An open parent directory and the final path component inside it.
 pub struct Parent {
     /// Shared with the thread's directory cache: no `dup` per lookup.
@@ -407,6 +479,20 @@ impl Host {
             Err(Errno::ENOENT) => Ok(None),
             Err(Errno::ELOOP) => Ok(self.lstat(path)?.map(|st| (st, None))),
             Err(e) => Err(self.path_error(path, e.desc())),
+        }
+    }
+
+    /// Copies the regular file `path` of the target into `out`, streamed (a scratch
+    /// copy to validate a large `source:` from the target).
+    pub fn copy_out(&self, path: &str, out: &mut dyn Write) -> Result<(), HostError> {
+        match self.open_read(path)? {
+            Some((_, Some(mut f))) => std::io::copy(&mut f, out)
+                .map(|_| ())
+                .map_err(|e| self.path_error(path, e.to_string())),
+            Some((st, None)) => {
+                Err(self.path_error(path, format!("is a {}, not a file", st.kind.name())))
+            }
+            None => Err(self.path_error(path, "does not exist")),
         }
     }
 

@@ -258,7 +258,10 @@ fn read_shipped_tree(
             });
             read_shipped_tree(&path, &rel, out)?;
         } else {
-            let bytes = std::fs::read(&path).map_err(fail)?;
+            // Bounded and regular files only: a FIFO or a device in the tree would block
+            // the plan or read without end.
+            let bytes = crate::manifest::decode::read_input(&path, None)
+                .map_err(|e| ResourceError::Failed(format!("{}: {e}", path.display())))?;
             out.push(Entry {
                 rel,
                 content: Some(Body::Whole(bytes)),

@@ -1,12 +1,13 @@
 //! `file`: a regular file's content, owner, group and mode.
 
 use std::any::Any;
+use std::io::Write;
 use std::sync::Arc;
 
 use sha2::Digest;
 
 use crate::diag::Span;
-use crate::host::fs::{hardlink_reason, Body};
+use crate::host::fs::{hardlink_reason, Body, ScratchDir};
 use crate::host::{Cmd, FileKind, HostError, Stat};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields, SourceRef};
@@ -37,9 +38,140 @@ pub struct File {
     pub content: Option<Content>,
     pub perms: PermSpec,
     pub validate: Option<String>,
+    /// Where the content's lines come from (set when `validate` is).
+    pub origin: Origin,
     pub backup: bool,
     /// `hardlinks: allow`: manage a file that has other hard links (otherwise refused).
     pub hardlinks_allowed: bool,
+}
+
+/// Where a file's content lines come from, to name them when a validator rejects one.
+#[derive(Debug, Clone, Default)]
+pub enum Origin {
+    #[default]
+    Unknown,
+    /// A `content: |` block: line n of the file is line `first.line + n - 1` of the
+    /// manifest (a multi-line value whose line count templating kept; a quoted value
+    /// with `\n` escapes of the same count would be mistaken for one, which a
+    /// manifest writes rarely for file content).
+    Block(Span),
+    /// Other inline content (one line, quoted): only the value's place is known.
+    Inline(Span),
+    /// A rendered template: a rendered line is found in its source when it appears
+    /// there once, verbatim.
+    Template {
+        shown: String,
+        source: Option<String>,
+    },
+    /// A file whose lines are the content's (a shipped or target `source:`).
+    File(String),
+}
+
+impl Origin {
+    /// The place of line `n` (1-based) of the content, whose text is `text`.
+    pub fn of_line(&self, n: usize, text: Option<&str>) -> Option<String> {
+        match self {
+            Origin::Unknown => None,
+            Origin::Block(first) => {
+                let line = u32::try_from(n.checked_sub(1)?)
+                    .ok()?
+                    .checked_add(first.line)?;
+                Some(format!("{}:{line}:{}", first.file, first.column))
+            }
+            Origin::Inline(span) => Some(span.to_string()),
+            Origin::Template { shown, source } => {
+                let found = text.zip(source.as_deref()).and_then(|(text, source)| {
+                    let text = text.trim_end();
+                    let mut hits = source
+                        .lines()
+                        .enumerate()
+                        .filter(|(_, l)| l.trim_end() == text && !text.trim().is_empty());
+                    let first = hits.next()?;
+                    hits.next().is_none().then_some(first.0 + 1)
+                });
+                Some(match found {
+                    Some(line) => format!("{shown}:{line}"),
+                    None => format!("{shown}, rendered line {n}"),
+                })
+            }
+            Origin::File(path) => Some(format!("{path}:{n}")),
+        }
+    }
+}
+
+/// Whether the value at `span` is a block scalar (`content: |`) rather than a quoted
+/// string whose `\n` escapes only look like lines: a quoted value starts with its quote
+/// where the span points. Looked up in the manifest again, only for validated files.
+fn is_block(span: &Span) -> bool {
+    let Ok(text) = crate::manifest::decode::read_input(
+        std::path::Path::new(&*span.file),
+        Some(crate::manifest::yaml::MAX_MANIFEST_BYTES),
+    ) else {
+        return false;
+    };
+    let line = (span.line as usize).checked_sub(1);
+    let col = (span.column as usize).checked_sub(1);
+    let first = line
+        .and_then(|l| text.split(|&b| b == b'\n').nth(l))
+        .zip(col)
+        .and_then(|(l, c)| l.get(c).copied());
+    matches!(first, Some(b) if b != b'"' && b != b'\'')
+}
+
+/// A line number that a tool's message gives right after a path: `PATH:12`,
+/// `PATH line 12`, `PATH, line 12`, `PATH: line 12`.
+fn line_after_path(rest: &str) -> Option<usize> {
+    let digits = |s: &str| -> Option<usize> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s.get(..end).filter(|d| !d.is_empty())?.parse().ok()
+    };
+    if let Some(n) = rest.strip_prefix(':').and_then(digits) {
+        return Some(n);
+    }
+    let rest = rest.trim_start_matches([':', ',', ' ']);
+    rest.strip_prefix("line ").and_then(digits)
+}
+
+/// A validator's rejection, for a plan or apply error: the lines of its output that
+/// name the file it checked (all of them when none does), with that scratch or temp
+/// path replaced by the destination and, where a line number follows it, the place
+/// in the manifest or template that line comes from.
+pub fn explain_rejection(
+    output: &str,
+    checked: &str,
+    dest: &str,
+    content: Option<&[u8]>,
+    origin: &Origin,
+) -> String {
+    const MAX_LINES: usize = 20;
+    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+    let naming: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(checked))
+        .collect();
+    let shown = if naming.is_empty() { lines } else { naming };
+    let content_line = |n: usize| -> Option<String> {
+        let text = std::str::from_utf8(content?).ok()?;
+        text.lines().nth(n.checked_sub(1)?).map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for l in shown.iter().take(MAX_LINES) {
+        let line = l.trim_end().replace(checked, dest);
+        let at = line
+            .find(dest)
+            .and_then(|i| line.get(i + dest.len()..))
+            .and_then(line_after_path)
+            .and_then(|n| origin.of_line(n, content_line(n).as_deref()));
+        out.push(match at {
+            Some(at) => format!("{line} (declared at {at})"),
+            None => line,
+        });
+    }
+    if shown.len() > MAX_LINES {
+        out.push(format!("({} more lines)", shown.len() - MAX_LINES));
+    }
+    out.join("\n  ")
 }
 
 /// The desired content while planning: shared bytes from the manifest, or what was
@@ -105,6 +237,12 @@ pub fn decode(
     let ensure = Ensure::decode(d, f);
     let perms = PermSpec::decode(d, f);
     let inline = f.raw("content").map(|n| n.span.clone());
+    // The text as written: a `|` block keeps the manifest's line breaks, so its lines
+    // can be named in validator messages.
+    let inline_lines = f
+        .raw("content")
+        .and_then(|n| n.as_str())
+        .map(|raw| raw.lines().count());
     let content_text = f.string(d, "content");
     let template = f.string(d, "template");
     let source = f.source(d, "source");
@@ -134,22 +272,54 @@ pub fn decode(
             "give at most one of `content`, `template` and `source`",
         );
     }
-    let content = if let Some((text, _)) = content_text {
+    let wants_origin = validate.is_some();
+    let mut origin = Origin::Unknown;
+    let content = if let Some((text, cspan)) = content_text {
+        if wants_origin {
+            origin = match inline_lines {
+                Some(n) if n > 1 && n == text.lines().count() && is_block(&cspan) => {
+                    Origin::Block(cspan)
+                }
+                _ => Origin::Inline(cspan),
+            };
+        }
         Some(Content::Bytes(Arc::from(text.into_bytes())))
     } else if let Some((rel, tspan)) = template {
+        if wants_origin {
+            let shown = d.template_path(&rel);
+            // Read again only for validated files: the decoder's copy is private to it.
+            origin = Origin::Template {
+                source: crate::manifest::decode::read_input(&shown, None)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok()),
+                shown: crate::manifest::decode::display_path(&shown),
+            };
+        }
         d.render_template(&rel, &tspan, "template")
             // Shares the rendered text: a template used by many files is stored once.
             .map(|out| Content::Bytes(Arc::<[u8]>::from(out)))
     } else if let Some((src, sspan)) = source {
         match src {
-            SourceRef::Target(p) => Some(Content::TargetFile(p)),
-            SourceRef::Shipped(p) => d
-                .read_shipped(&p, &sspan, "source")
-                .map(|b| Content::Bytes(Arc::from(b))),
+            SourceRef::Target(p) => {
+                origin = Origin::File(p.clone());
+                Some(Content::TargetFile(p))
+            }
+            SourceRef::Shipped(p) => {
+                origin = Origin::File(crate::manifest::decode::display_path(&p));
+                d.read_shipped(&p, &sspan, "source")
+                    .map(|b| Content::Bytes(Arc::from(b)))
+            }
         }
     } else {
         None
     };
+    if let Some(p) = path.as_deref().filter(|p| p.contains(['*', '?', '['])) {
+        d.warn(
+            &span,
+            "file",
+            format!("`{p}` contains a glob character: a file resource manages one file of exactly that name (a literal `*` here), it does not expand patterns; name each file, or manage the directory"),
+        );
+    }
     if let Some((v, vspan)) = &validate {
         if v.contains('\0') {
             // A program's arguments cannot hold NUL: the command could never run.
@@ -184,6 +354,7 @@ pub fn decode(
         content,
         perms,
         validate: validate.map(|(v, _)| v),
+        origin,
         backup,
         hardlinks_allowed,
     }))
@@ -224,28 +395,79 @@ impl File {
         Ok(())
     }
 
-    fn run_validate(&self, command: &str, temp: &std::path::Path) -> Result<(), String> {
-        let temp = temp.display().to_string();
-        let mut words = command.split_whitespace().map(|w| w.replace("%s", &temp));
+    /// Runs the `validate` command on `checked`, a complete copy of the new content
+    /// (the temp file beside the destination at apply, a scratch copy when planning).
+    fn run_validate(
+        &self,
+        command: &str,
+        checked: &std::path::Path,
+        content: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let checked = checked.display().to_string();
+        let mut words = command
+            .split_whitespace()
+            .map(|w| w.replace("%s", &checked));
         let program = words.next().ok_or("empty validate command")?;
         let out = Cmd::new(program)
             .args(words)
             .run()
             .map_err(|e| e.to_string())?;
         if out.success() {
-            Ok(())
-        } else {
-            // Tools often echo the offending line; for a secret file that could leak it.
-            if self.meta.secret {
-                Err(format!(
-                    "`{command}` rejected the new content ({})",
-                    out.status
-                        .map_or("signal".into(), |c| format!("exit code {c}"))
-                ))
-            } else {
-                Err(format!("`{command}`: {}", out.reason()))
-            }
+            return Ok(());
         }
+        let code = out
+            .status
+            .map_or("killed by a signal".into(), |c| format!("exit code {c}"));
+        // Tools often echo the offending line; for a secret file that could leak it.
+        if self.meta.secret {
+            return Err(format!(
+                "`{command}` rejected the new content ({code}; its output is not shown: the file is secret)"
+            ));
+        }
+        let text = if out.stderr.trim().is_empty() {
+            &out.stdout
+        } else {
+            &out.stderr
+        };
+        let explained = explain_rejection(text, &checked, &self.path, content, &self.origin);
+        if explained.is_empty() {
+            Err(format!("`{command}` rejected the new content ({code})"))
+        } else {
+            Err(format!(
+                "`{command}` rejected the new content ({code}):\n  {explained}"
+            ))
+        }
+    }
+
+    /// Runs `validate` while planning, on a private scratch copy of the content that
+    /// would be written (never on the target), so that a plan that passes is one that
+    /// applies.
+    fn validate_planned(&self, ctx: &PlanCtx, want: Option<&Want>) -> Result<(), ResourceError> {
+        let Some(command) = &self.validate else {
+            return Ok(());
+        };
+        let scratch = ScratchDir::new("validate", ctx.host.root())?;
+        // The destination's own name: tools that look at the name or the extension see
+        // what they will see at apply.
+        let name = self
+            .path
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("file");
+        let bytes = want.and_then(Want::bytes);
+        let checked = scratch.file(name, &mut |out| match (bytes, &self.content) {
+            (Some(b), _) => out
+                .write_all(b)
+                .map_err(|e| HostError::Other(format!("cannot write a scratch copy: {e}"))),
+            (None, Some(Content::TargetFile(src))) if want.is_some() => ctx.host.copy_out(src, out),
+            _ => Ok(()),
+        })?;
+        self.run_validate(command, &checked, bytes).map_err(|e| {
+            ResourceError::Failed(format!(
+                "validation failed, apply would refuse this content: {e}"
+            ))
+        })
     }
 }
 
@@ -353,6 +575,7 @@ impl Resource for File {
             }
             (Ensure::Present, None) => {
                 self.perms.check_known(ctx.accounts, ctx.catalog)?;
+                self.validate_planned(ctx, desired.as_ref())?;
                 change.action = Action::Create;
                 change.implied = implied_parents(ctx, &self.path)?;
                 let new_hash = desired
@@ -379,6 +602,9 @@ impl Resource for File {
                 let content_changes = desired.is_some() && !in_sync;
                 if content_changes || !perm_changes.fields.is_empty() {
                     self.check_hardlinks(ctx, &st)?;
+                }
+                if content_changes {
+                    self.validate_planned(ctx, desired.as_ref())?;
                 }
                 if let (Some(new), false) = (&desired, in_sync) {
                     let old_hash = live_body.map(body_hash).unwrap_or_else(|| short_hash(b""));
@@ -466,8 +692,12 @@ impl Resource for File {
                     }
                 }
                 let mut implied = Vec::new();
+                let bytes = match &self.content {
+                    Some(Content::Bytes(b)) => Some(&b[..]),
+                    _ => None,
+                };
                 let check = |p: &std::path::Path| match &self.validate {
-                    Some(cmd) => self.run_validate(cmd, p),
+                    Some(cmd) => self.run_validate(cmd, p, bytes),
                     None => Ok(()),
                 };
                 match &self.content {
@@ -488,5 +718,56 @@ impl Resource for File {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{explain_rejection, line_after_path, Origin};
+    use crate::diag::Span;
+
+    #[test]
+    fn line_numbers_after_a_path_in_the_usual_tool_formats() {
+        assert_eq!(line_after_path(":4 bad rotation count"), Some(4));
+        assert_eq!(line_after_path(":12: error"), Some(12));
+        assert_eq!(
+            line_after_path(" line 3: Bad configuration option"),
+            Some(3)
+        );
+        assert_eq!(line_after_path(", line 7"), Some(7));
+        assert_eq!(line_after_path(": line 9 near"), Some(9));
+        assert_eq!(line_after_path(": syntax error"), None);
+        assert_eq!(line_after_path(""), None);
+    }
+
+    #[test]
+    fn a_rejection_names_the_destination_and_where_its_line_is_declared() {
+        let origin = Origin::Block(Span::new("site.yaml".into(), 10, 7));
+        let out =
+            "warning: debug mode\nreading config file /tmp/s/x\nerror: /tmp/s/x:2 bad value\n";
+        let got = explain_rejection(out, "/tmp/s/x", "/etc/x", Some(b"a\nb\n"), &origin);
+        assert_eq!(
+            got,
+            "reading config file /etc/x\n  error: /etc/x:2 bad value (declared at site.yaml:11:7)"
+        );
+        // No line naming the file: everything is shown, nothing mapped.
+        let got = explain_rejection("bad\n\nworse\n", "/tmp/s/x", "/etc/x", None, &origin);
+        assert_eq!(got, "bad\n  worse");
+        let template = Origin::Template {
+            shown: "templates/t.tera".into(),
+            source: Some("a\nkey = {{ v }}\nfixed = 1\n".into()),
+        };
+        assert_eq!(
+            template.of_line(3, Some("fixed = 1")).as_deref(),
+            Some("templates/t.tera:3")
+        );
+        assert_eq!(
+            template.of_line(2, Some("key = 5")).as_deref(),
+            Some("templates/t.tera, rendered line 2")
+        );
+        assert_eq!(
+            Origin::File("files/p".into()).of_line(4, None).as_deref(),
+            Some("files/p:4")
+        );
     }
 }

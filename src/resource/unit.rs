@@ -14,11 +14,11 @@ use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
+use crate::host::fs::ScratchDir;
 use crate::host::parse::systemctl::{
     exec_program, parse_is_enabled, parse_security_json, parse_security_overall, parse_show_one,
     parse_unit_file, parse_verify, top_exposures, unit_value, unit_values, ShowUnit, UnitEntry,
@@ -113,6 +113,9 @@ struct RunFlags {
     done: Vec<crate::plan::FieldChange>,
     done_diff: Option<String>,
     done_action: Option<Action>,
+    /// Before-values of `enabled`/`masked` as the plan saw them, before `before_apply`
+    /// wrote the file: the re-plan reports them, so that plan and apply agree.
+    planned_before: Vec<(String, Option<String>)>,
     /// `before_apply` chose this resource to restart its unit (one per unit).
     restart_due: bool,
     started: bool,
@@ -944,6 +947,17 @@ fn want_owner() -> bool {
 }
 
 impl Unit {
+    /// Whether the unit should be running now: `active:` when given; for a timer,
+    /// socket or path unit without it, what `enabled:` says (an enabled schedule is an
+    /// armed one, as `systemctl enable --now` and NixOS do it; see docs/units.md).
+    fn wants_active(&self) -> Option<bool> {
+        self.active.or_else(|| {
+            let trigger =
+                self.dropin.is_none() && matches!(self.unit_type(), "timer" | "socket" | "path");
+            self.enabled.filter(|_| trigger)
+        })
+    }
+
     fn flags(&self) -> MutexGuard<'_, RunFlags> {
         match self.run.lock() {
             Ok(g) => g,
@@ -1007,18 +1021,12 @@ impl Unit {
 // ---------------------------------------------------------------------------------
 // Validation: systemd-analyze verify and security on a scratch root
 
-static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A scratch root holding the target's units plus every declared unit, removed on drop.
 struct VerifyRoot {
+    /// Removes the scratch root when the verification is done.
+    _dir: ScratchDir,
     path: PathBuf,
     notes: Vec<String>,
-}
-
-impl Drop for VerifyRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 const UNIT_SEARCH: &[&str] = &[
@@ -1026,19 +1034,6 @@ const UNIT_SEARCH: &[&str] = &[
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
 ];
-
-fn scratch_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    let base = base.canonicalize().unwrap_or(base);
-    let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = base.join(format!("reconcile-unit-verify-{}-{n}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
-}
 
 /// Copies one unit directory of the target (files, symlinks, `*.d/*.conf`) into the
 /// scratch root; `.wants`/`.requires` links are not needed to verify.
@@ -1098,9 +1093,10 @@ fn copy_machine_dir(src: &Path, dest: &Path) -> bool {
 }
 
 fn build_verify_root(host: &Host, catalog: &Catalog) -> Result<VerifyRoot, String> {
-    let path = scratch_dir()?;
+    let dir = ScratchDir::new("unit-verify", host.root()).map_err(|e| e.to_string())?;
     let mut root = VerifyRoot {
-        path,
+        path: dir.path().to_path_buf(),
+        _dir: dir,
         notes: Vec::new(),
     };
     let rel = |p: &str| root.path.join(p.trim_start_matches('/'));
@@ -1539,7 +1535,7 @@ impl Unit {
             live_parts.push(enablement.clone().unwrap_or_else(|| "not-found".into()));
             let now = enablement.as_deref().unwrap_or("not-found");
             let masked_now = now.starts_with("masked");
-            let wants_it = self.enabled == Some(true) || self.active == Some(true);
+            let wants_it = self.enabled == Some(true) || self.wants_active() == Some(true);
             if enablement.is_none() && self.content.is_none() && wants_it {
                 change.warnings.push(format!(
                     "{} is not installed on the target and has no content here: enabling or starting it fails unless a resource applied before it installs it",
@@ -1596,6 +1592,15 @@ impl Unit {
             }
         }
 
+        if flags.batched {
+            for f in change.fields.iter_mut() {
+                if let Some((_, before)) = flags.planned_before.iter().find(|(n, _)| *n == f.field)
+                {
+                    f.before = before.clone();
+                }
+            }
+        }
+
         // Run state (live only).
         let mut restart_reason: Option<String> = None;
         if m == Mode::Live {
@@ -1610,7 +1615,7 @@ impl Unit {
             }
             if self.dropin.is_none() {
                 let running = sh.active_state().is_running();
-                match self.active {
+                match self.wants_active() {
                     Some(true) if !running && self.masked != Some(true) => {
                         change.field("active", Some(sh.state_text()), Some("active".into()));
                     }
@@ -1620,7 +1625,7 @@ impl Unit {
                     _ => {}
                 }
             }
-            let stays_up = self.active != Some(false)
+            let stays_up = self.wants_active() != Some(false)
                 && self.masked != Some(true)
                 && !change.changes_field("active");
             if stays_up && self.restartable(&sh) {
@@ -1721,7 +1726,7 @@ impl Unit {
                 .map(|c| short_hash(c.text.as_bytes()))
                 .unwrap_or_default(),
             self.enabled,
-            self.active,
+            self.wants_active(),
             self.masked,
             self.on_notify
         );
@@ -1781,6 +1786,94 @@ impl Unit {
             }
         }
         Ok(None)
+    }
+}
+
+/// Accounts systemd knows without a database entry (nss-systemd synthesises them).
+const BUILTIN_ACCOUNTS: &[&str] = &["root", "nobody"];
+
+/// The unit settings that name accounts: (key, whether it names a user, list-valued).
+const ACCOUNT_KEYS: &[(&str, bool, bool)] = &[
+    ("User", true, false),
+    ("Group", false, false),
+    ("SupplementaryGroups", false, true),
+];
+
+impl Unit {
+    /// The account names this unit's settings use, with the key and unit-file line:
+    /// (key, name, line, is a user). Numeric ids and specifiers (`%i`) are left out,
+    /// and with `DynamicUser=yes` systemd makes the User=/Group= pair itself.
+    fn named_accounts(&self) -> Vec<(&'static str, &str, usize, bool)> {
+        let Some(c) = &self.content else {
+            return Vec::new();
+        };
+        let section = type_section(self.unit_type()).unwrap_or("Service");
+        let dynamic = unit_value(&c.entries, section, "DynamicUser").is_some_and(is_yes);
+        let mut out = Vec::new();
+        for &(key, is_user, list) in ACCOUNT_KEYS {
+            if dynamic && !list {
+                continue;
+            }
+            let mut found: Vec<(&str, usize)> = Vec::new();
+            for e in c
+                .entries
+                .iter()
+                .filter(|e| e.section == section && e.key == key)
+            {
+                if e.value.is_empty() {
+                    // An empty assignment resets the setting.
+                    found.clear();
+                } else if list {
+                    found.extend(e.value.split_whitespace().map(|n| (n, e.line)));
+                } else {
+                    found = vec![(e.value.as_str(), e.line)];
+                }
+            }
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|(n, _)| n.parse::<u32>().is_err() && !n.contains('%'))
+                    .map(|(n, line)| (key, n, line, is_user)),
+            );
+        }
+        out
+    }
+
+    /// A `User=`/`Group=`/`SupplementaryGroups=` that is neither on the target nor
+    /// declared makes the unit fail when systemd starts it (status 217/USER): refused
+    /// while planning, naming the line it comes from.
+    fn check_accounts(&self, ctx: &PlanCtx) -> Result<(), ResourceError> {
+        let mut problems = Vec::new();
+        for (key, name, line, is_user) in self.named_accounts() {
+            if BUILTIN_ACCOUNTS.contains(&name) {
+                continue;
+            }
+            let (known, kind, db) = if is_user {
+                (
+                    ctx.accounts.resolve_uid(name).is_some(),
+                    "user",
+                    "/etc/passwd",
+                )
+            } else {
+                (
+                    ctx.accounts.resolve_gid(name).is_some(),
+                    "group",
+                    "/etc/group",
+                )
+            };
+            if known || ctx.catalog.contains(&ResourceId::new(kind, name)) {
+                continue;
+            }
+            problems.push(format!(
+                "{key}={name}{}: `{name}` is not a {kind} on the target (its {db}) and no {kind}[{name}] is declared; systemd would fail to start the unit",
+                self.origin_of_line(u32::try_from(line).unwrap_or(0)).unwrap_or_default()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ResourceError::Failed(problems.join("\n  ")))
+        }
     }
 }
 
@@ -1854,22 +1947,22 @@ impl Unit {
         )))
     }
 
-    /// After a start: a simple service "starts" as soon as it forks, so look again
-    /// briefly to catch one that dies at once.
+    /// After a start or restart: `systemctl start` (without `--no-block`) returns when
+    /// the start job is done (a oneshot has run, a notify service is ready, a simple
+    /// one has been forked and executed), so the state is read once, right away,
+    /// instead of sleeping a fixed time: a unit that failed its start job is failed
+    /// by now.
     fn check_started(&self, host: &Host) -> Result<(), ResourceError> {
-        for wait_ms in [0u64, 300, 700] {
-            std::thread::sleep(Duration::from_millis(wait_ms));
-            let sh = show(host, &self.unit)?;
-            if sh.active_state() == crate::host::parse::systemctl::ActiveState::Failed {
-                return Err(ResourceError::Failed(format!(
-                    "{} failed right after starting ({}; result {})\nlast journal lines of {}:\n{}",
-                    self.unit,
-                    sh.state_text(),
-                    sh.result().unwrap_or("unknown"),
-                    self.unit,
-                    journal_excerpt(&self.unit)
-                )));
-            }
+        let sh = show(host, &self.unit)?;
+        if sh.active_state() == crate::host::parse::systemctl::ActiveState::Failed {
+            return Err(ResourceError::Failed(format!(
+                "{} failed right after starting ({}; result {})\nlast journal lines of {}:\n{}",
+                self.unit,
+                sh.state_text(),
+                sh.result().unwrap_or("unknown"),
+                self.unit,
+                journal_excerpt(&self.unit)
+            )));
         }
         Ok(())
     }
@@ -1892,6 +1985,26 @@ pub fn before_apply(
     for (u, c) in &units {
         let writes = c.changes_field("content");
         let perms = c.changes_field("mode") || c.changes_field("owner");
+        // The plan apply runs on keeps no diffs: take the diff of what is written here,
+        // so that apply shows it as the plan did.
+        let diff = match (&u.content, writes && !u.meta.secret) {
+            (Some(content), true) => {
+                let new = content.text.as_bytes();
+                match read_file_state(host, &u.path)? {
+                    FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
+                    _ => text_diff(b"", new, &u.path),
+                }
+            }
+            _ => None,
+        };
+        // Enablement as planned, before the file is written (a new unit is
+        // `not-found` until then, `disabled` after).
+        let planned_before: Vec<(String, Option<String>)> = c
+            .fields
+            .iter()
+            .filter(|x| x.field == "enabled" || x.field == "masked")
+            .map(|x| (x.field.to_string(), x.before.clone()))
+            .collect();
         if writes {
             u.write_file(host)?;
             reload = true;
@@ -1901,6 +2014,7 @@ pub fn before_apply(
         reload |= c.changes_field("daemon-reload");
         let mut f = u.flags();
         f.batched = true;
+        f.planned_before = planned_before;
         if writes || perms {
             // The mask link is replaced by the file, so unmasking is done too.
             let unmasked = |x: &crate::plan::FieldChange| {
@@ -1912,7 +2026,7 @@ pub fn before_apply(
                 .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
                 .cloned()
                 .collect();
-            f.done_diff = c.diff.clone();
+            f.done_diff = c.diff.clone().or(diff);
             f.done_action = Some(c.action);
         }
         if c.changes_field("daemon-reload") {
@@ -1979,11 +2093,10 @@ impl Resource for Unit {
                 }
             }
         }
-        if let Some(user) = unit_value(e, section, "User").filter(|u| u.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("user", user)));
-        }
-        if let Some(group) = unit_value(e, section, "Group").filter(|g| g.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("group", group)));
+        // A declared account is created before the unit that runs as it.
+        for (_, name, _, is_user) in self.named_accounts() {
+            let kind = if is_user { "user" } else { "group" };
+            deps.push(AutoDep::one(ResourceId::new(kind, name)));
         }
         // The service fails to set up its namespace when one of these is missing.
         for key in ["ReadWritePaths", "ReadOnlyPaths", "WorkingDirectory"] {
@@ -2034,6 +2147,7 @@ impl Resource for Unit {
     }
 
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+        self.check_accounts(ctx)?;
         let change = self.plan_inner(ctx)?;
         if calls_systemctl_links(&change) && detect_mode(ctx.host) == Mode::Offline {
             refuse_symlinked_install_dirs(ctx.host)?;
@@ -2098,7 +2212,7 @@ impl Resource for Unit {
         }
         if m == Mode::Live {
             if change.changes_field("active") {
-                match self.active {
+                match self.wants_active() {
                     Some(true) => {
                         self.act(host, "start", &[])?;
                         self.flags().started = true;
