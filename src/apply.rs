@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::engine::Model;
 use crate::host::Host;
 use crate::plan::{Action, Change};
-use crate::resource::{self, ApplyCtx, PlanCtx, Purpose, Resource};
+use crate::resource::{self, ApplyCtx, Kind, PlanCtx, Purpose, Resource};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -42,11 +42,45 @@ impl Outcome {
     }
 }
 
+/// A member of a pending batch step: its catalog index and the change it was staged
+/// with.
+type Member = (usize, Change);
+
+/// What a task came to: finished resources, tasks it makes ready, and a resource that
+/// joins its kind's pending batch step.
+struct TaskResult {
+    finished: Vec<(usize, Outcome)>,
+    next: Vec<Task>,
+    staged: Option<(&'static Kind, Member)>,
+}
+
+/// Work a worker can take.
+enum Task {
+    /// A resource whose dependencies are done.
+    Resource(usize),
+    /// A resource whose kind's batch step ran for it: observe again and apply.
+    AfterFlush(usize, Change),
+    /// A kind's batch step for the members pending (catalog index, staged change).
+    Flush(&'static Kind, Vec<Member>),
+}
+
+/// What a resource's turn came to.
+enum Step {
+    Done(Outcome),
+    /// Joins its kind's pending batch step with this (freshly observed) change.
+    Staged(&'static Kind, Change),
+}
+
 struct Shared {
-    ready: VecDeque<usize>,
+    ready: VecDeque<Task>,
     waiting_on: Vec<usize>,
     outcomes: Vec<Option<Outcome>>,
     done: usize,
+    /// Workers busy with a task: a batch step runs only when none are and nothing is
+    /// ready, so that every member that can join before it has.
+    running: usize,
+    /// Members waiting for their kind's batch step, by kind.
+    pending: BTreeMap<&'static str, (&'static Kind, Vec<Member>)>,
 }
 
 /// Applies `planned` (catalog-indexed; `None` = nothing planned). `on_done` is called
@@ -73,43 +107,6 @@ pub fn execute(
         }
     }
 
-    // Batched work per kind (systemd writes all unit files, then reloads once).
-    let mut failed_early: BTreeMap<usize, String> = BTreeMap::new();
-    for kind in resource::KINDS {
-        let Some(batch) = kind.before_apply else {
-            continue;
-        };
-        let members: Vec<(usize, &Change)> = planned
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                c.as_ref()
-                    .filter(|c| c.is_change() && catalog.resources[i].id().kind == kind.name)
-                    .map(|c| (i, c))
-            })
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
-        let items: Vec<(&dyn Resource, &Change)> = members
-            .iter()
-            .map(|(i, c)| (catalog.resources[*i].as_ref(), *c))
-            .collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch(&ctx, &items)))
-            .unwrap_or_else(|panic| {
-                Err(resource::ResourceError::Failed(format!(
-                    "internal error: reconcile panicked in the {} batch step ({})",
-                    kind.name,
-                    panic_message(panic.as_ref())
-                )))
-            });
-        if let Err(e) = result {
-            for (i, _) in &members {
-                failed_early.insert(*i, e.to_string());
-            }
-        }
-    }
-
     // Each planned change is taken by the worker that handles its resource, so a large
     // run does not hold every planned change until the end.
     // One lock for the table rather than one per slot: wrapping every slot would copy
@@ -129,33 +126,33 @@ pub fn execute(
             .iter()
             .copied()
             .filter(|&i| graph.deps[i].is_empty())
+            .map(Task::Resource)
             .collect(),
         waiting_on: graph.deps.iter().map(Vec::len).collect(),
         outcomes: (0..n).map(|_| None).collect(),
         done: 0,
+        running: 0,
+        pending: BTreeMap::new(),
     });
     let wake = Condvar::new();
 
-    let run_one = |i: usize, outcomes: &std::collections::HashMap<usize, Outcome>| -> Outcome {
+    // `staged`: the change this resource was staged with, when its kind's batch step
+    // has run for it (it is observed again and applied now, never staged twice).
+    let run_one = |i: usize,
+                   outcomes: &std::collections::HashMap<usize, Outcome>,
+                   staged: Option<Change>|
+     -> Step {
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
-        let planned_i = take_planned(i);
+        let after_flush = staged.is_some();
+        let planned_i = staged.or_else(|| take_planned(i));
         fault_hook(&id);
         if !model.selected.get(i).copied().unwrap_or(true) {
-            return Outcome {
+            return Step::Done(Outcome {
                 id,
                 status: Status::Unchanged,
                 change: None,
-            };
-        }
-        if let Some(reason) = failed_early.get(&i) {
-            return Outcome {
-                id,
-                status: Status::Failed {
-                    reason: reason.clone(),
-                },
-                change: planned_i.map(Box::new),
-            };
+            });
         }
         let status_of = |j: usize| outcomes.get(&j).map(|o| &o.status);
         if let Some(&bad) = graph.deps[i].iter().find(|&&j| {
@@ -164,13 +161,13 @@ pub fn execute(
                 Some(Status::Failed { .. } | Status::Skipped { .. })
             )
         }) {
-            return Outcome {
+            return Step::Done(Outcome {
                 id,
                 status: Status::Skipped {
                     reason: format!("{} did not converge", catalog.resources[bad].id()),
                 },
                 change: planned_i.map(Box::new),
-            };
+            });
         }
         let dep_changed = graph.deps[i]
             .iter()
@@ -195,22 +192,25 @@ pub fn execute(
                 });
             match fresh {
                 Err(reason) => {
-                    return Outcome {
+                    return Step::Done(Outcome {
                         id,
                         status: Status::Failed { reason },
                         change: planned_i.map(Box::new),
-                    }
+                    })
                 }
                 Ok(change) if change.action == Action::None => {}
                 Ok(change) => {
+                    if let (false, Some(kind)) = (after_flush, flush_kind(&id)) {
+                        return Step::Staged(kind, change);
+                    }
                     if let Err(e) = r.apply(&ctx, &change) {
-                        return Outcome {
+                        return Step::Done(Outcome {
                             id,
                             status: Status::Failed {
                                 reason: e.to_string(),
                             },
                             change: Some(Box::new(change)),
-                        };
+                        });
                     }
                     status = Status::Changed;
                     applied = Some(Box::new(change));
@@ -222,20 +222,125 @@ pub fn execute(
             .any(|&j| outcomes.get(&j).is_some_and(Outcome::changed));
         if notified && status == Status::Unchanged && r.refreshable() {
             if let Err(e) = r.refresh(&ctx) {
-                return Outcome {
+                return Step::Done(Outcome {
                     id,
                     status: Status::Failed {
                         reason: format!("refresh failed: {e}"),
                     },
                     change: applied,
-                };
+                });
             }
             status = Status::Refreshed;
         }
-        Outcome {
+        Step::Done(Outcome {
             id,
             status,
             change: applied,
+        })
+    };
+
+    // A resource's turn, or the members of a batch step: outcomes of finished
+    // resources, and the members to apply now that their step has run.
+    let run_task = |task: Task, view: &std::collections::HashMap<usize, Outcome>| -> TaskResult {
+        let guarded = |i: usize, f: &dyn Fn() -> Step| -> Step {
+            // A panicking resource fails itself (its dependents are skipped); it must
+            // not take its worker down, or the others would wait for its slot forever
+            // while the run lock is held.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+                Step::Done(Outcome {
+                    id: catalog.resources[i].id().clone(),
+                    status: Status::Failed {
+                        reason: format!(
+                            "internal error: reconcile panicked while applying this resource ({}); \
+                             please report it",
+                            panic_message(panic.as_ref())
+                        ),
+                    },
+                    change: None,
+                })
+            })
+        };
+        let finish = |i: usize, step: Step| match step {
+            Step::Done(o) => TaskResult {
+                finished: vec![(i, o)],
+                next: Vec::new(),
+                staged: None,
+            },
+            Step::Staged(kind, change) => TaskResult {
+                finished: Vec::new(),
+                next: Vec::new(),
+                staged: Some((kind, (i, change))),
+            },
+        };
+        match task {
+            Task::Resource(i) => {
+                let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
+                let _entered = span.enter();
+                finish(i, guarded(i, &|| run_one(i, view, None)))
+            }
+            Task::AfterFlush(i, change) => {
+                let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
+                let _entered = span.enter();
+                let change = std::sync::Mutex::new(Some(change));
+                let step = guarded(i, &|| {
+                    let staged = change.lock().ok().and_then(|mut c| c.take());
+                    run_one(i, view, staged)
+                });
+                finish(i, step)
+            }
+            Task::Flush(kind, members) => {
+                let Some(flush) = &kind.flush else {
+                    return TaskResult {
+                        finished: Vec::new(),
+                        next: Vec::new(),
+                        staged: None,
+                    };
+                };
+                let span = tracing::info_span!("flush", step = flush.step);
+                let _entered = span.enter();
+                let items: Vec<(&dyn Resource, &Change)> = members
+                    .iter()
+                    .map(|(i, c)| (catalog.resources[*i].as_ref(), c))
+                    .collect();
+                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fault_hook_step(flush.step);
+                    (flush.run)(&ctx, &items)
+                }))
+                .unwrap_or_else(|panic| {
+                    let why = format!(
+                        "internal error: reconcile panicked in {} ({})",
+                        flush.step,
+                        panic_message(panic.as_ref())
+                    );
+                    items
+                        .iter()
+                        .map(|_| Err(resource::ResourceError::Failed(why.clone())))
+                        .collect()
+                });
+                let mut done = Vec::new();
+                let mut next = Vec::new();
+                let mut results = results.into_iter();
+                for (i, change) in members {
+                    match results.next().unwrap_or(Ok(())) {
+                        Ok(()) => next.push(Task::AfterFlush(i, change)),
+                        Err(e) => done.push((
+                            i,
+                            Outcome {
+                                id: catalog.resources[i].id().clone(),
+                                status: Status::Failed {
+                                    reason: e.to_string(),
+                                },
+                                change: Some(Box::new(change)),
+                            },
+                        )),
+                    }
+                }
+                TaskResult {
+                    finished: done,
+                    next,
+                    staged: None,
+                }
+            }
         }
     };
 
@@ -243,7 +348,7 @@ pub fn execute(
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
-                let (i, snapshot) = {
+                let (task, view) = {
                     let mut st = match shared.lock() {
                         Ok(g) => g,
                         Err(p) => p.into_inner(),
@@ -252,14 +357,24 @@ pub fn execute(
                         if st.done == n {
                             return;
                         }
-                        if let Some(i) = st.ready.pop_front() {
+                        if let Some(task) = st.ready.pop_front() {
                             // Dependencies' outcomes are final; copy what this one needs.
-                            let view: std::collections::HashMap<usize, Outcome> = graph.deps[i]
-                                .iter()
-                                .chain(notified_by[i].iter())
-                                .filter_map(|&j| st.outcomes[j].clone().map(|o| (j, o)))
-                                .collect();
-                            break (i, view);
+                            let view: std::collections::HashMap<usize, Outcome> = match &task {
+                                Task::Resource(i) | Task::AfterFlush(i, _) => graph.deps[*i]
+                                    .iter()
+                                    .chain(notified_by[*i].iter())
+                                    .filter_map(|&j| st.outcomes[j].clone().map(|o| (j, o)))
+                                    .collect(),
+                                Task::Flush(..) => Default::default(),
+                            };
+                            st.running += 1;
+                            break (task, view);
+                        }
+                        if st.running == 0 {
+                            if let Some((_, (kind, members))) = st.pending.pop_first() {
+                                st.running += 1;
+                                break (Task::Flush(kind, members), Default::default());
+                            }
                         }
                         st = match wake.wait(st) {
                             Ok(g) => g,
@@ -267,47 +382,42 @@ pub fn execute(
                         };
                     }
                 };
-                let outcome = {
-                    let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
-                    let _entered = span.enter();
-                    // A panicking resource fails itself (its dependents are skipped);
-                    // it must not take its worker down, or the others would wait for
-                    // its slot forever while the run lock is held.
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_one(i, &snapshot)
-                    }))
-                    .unwrap_or_else(|panic| Outcome {
-                        id: catalog.resources[i].id().clone(),
-                        status: Status::Failed {
-                            reason: format!(
-                                "internal error: reconcile panicked while applying this resource ({}); \
-                                 please report it",
-                                panic_message(panic.as_ref())
-                            ),
-                        },
-                        change: None,
-                    });
+                let TaskResult {
+                    finished,
+                    next,
+                    staged,
+                } = run_task(task, &view);
+                for (_, outcome) in &finished {
                     tracing::debug!(status = ?outcome.status, "done");
-                    outcome
-                };
-                // The audit log and output hook: a panic there still counts the
-                // resource as done so the run ends.
-                let _ =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_done(&outcome)));
-                let mut outcome = outcome;
-                if !keep_changes {
-                    outcome.change = None;
+                    // The audit log and output hook: a panic there still counts the
+                    // resource as done so the run ends.
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_done(outcome)));
                 }
                 let mut st = match shared.lock() {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                st.outcomes[i] = Some(outcome);
-                st.done += 1;
-                for &d in &graph.dependents[i] {
-                    st.waiting_on[d] -= 1;
-                    if st.waiting_on[d] == 0 {
-                        st.ready.push_back(d);
+                st.running -= 1;
+                if let Some((kind, member)) = staged {
+                    st.pending
+                        .entry(kind.name)
+                        .or_insert_with(|| (kind, Vec::new()))
+                        .1
+                        .push(member);
+                }
+                st.ready.extend(next);
+                for (i, mut outcome) in finished {
+                    if !keep_changes {
+                        outcome.change = None;
+                    }
+                    st.outcomes[i] = Some(outcome);
+                    st.done += 1;
+                    for &d in &graph.dependents[i] {
+                        st.waiting_on[d] -= 1;
+                        if st.waiting_on[d] == 0 {
+                            st.ready.push_back(Task::Resource(d));
+                        }
                     }
                 }
                 wake.notify_all();
@@ -338,7 +448,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Test builds only: `RECONCILE_FAULT_PANIC=<resource id>` makes applying that
-/// resource panic, so tests can prove a panic fails one resource and ends the run.
+/// resource panic, so tests can prove a panic fails one resource and ends the run (and,
+/// with a failed dependency, that dependents are neither applied nor staged).
 #[cfg(debug_assertions)]
 fn fault_hook(id: &crate::id::ResourceId) {
     if std::env::var("RECONCILE_FAULT_PANIC").is_ok_and(|v| v == id.to_string()) {
@@ -348,3 +459,19 @@ fn fault_hook(id: &crate::id::ResourceId) {
 
 #[cfg(not(debug_assertions))]
 fn fault_hook(_: &crate::id::ResourceId) {}
+
+/// Test builds only: `RECONCILE_FAULT_PANIC=step:<name>` makes that batch step panic.
+#[cfg(debug_assertions)]
+fn fault_hook_step(step: &str) {
+    if std::env::var("RECONCILE_FAULT_PANIC").is_ok_and(|v| v.strip_prefix("step:") == Some(step)) {
+        panic!("injected fault in {step}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_hook_step(_: &str) {}
+
+/// The kind of a resource when that kind has a batch step.
+fn flush_kind(id: &crate::id::ResourceId) -> Option<&'static Kind> {
+    resource::kind(&id.kind).filter(|k| k.flush.is_some())
+}

@@ -1241,3 +1241,75 @@ resources:
     let again = rc(&host, &["plan", "--detailed-exitcode"]);
     assert_eq!(again.status, 0, "{again}");
 }
+
+fn apply_with_fault(s: &Sandbox, fault: &str) -> support::sandbox::Run {
+    let mut c =
+        assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+    c.current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .env("RECONCILE_FAULT_PANIC", fault)
+        .timeout(std::time::Duration::from_secs(120))
+        .args(["apply", "--root"])
+        .arg(&s.root)
+        .arg("site.yaml");
+    support::sandbox::Run(c.output().unwrap_or_else(|e| panic!("run: {e}")))
+}
+
+const FLUSH_SITE: &str = r##"resources:
+  - file: /opt/app/run.sh
+    mode: "0755"
+    content: "#!/bin/sh\nexit 0\n"
+  - file: /etc/app.conf
+    content: "independent\n"
+  - unit: app.service
+    sections:
+      Service: { Type: oneshot, ExecStart: /opt/app/run.sh }
+  - unit: other.service
+    sections:
+      Service: { Type: oneshot, ExecStart: /bin/true }
+"##;
+
+#[test]
+fn a_unit_whose_dependency_failed_is_not_written() {
+    if !systemd_tools_or_skip("a_unit_whose_dependency_failed_is_not_written") {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest("site.yaml", FLUSH_SITE);
+    let run = apply_with_fault(&s, "file[/opt/app/run.sh]");
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.all().contains("unit[app.service] skipped"),
+        "{}",
+        run.all()
+    );
+    // Its ExecStart= file failed: the unit file was never written (the old batch wrote
+    // every changed unit file before the graph ran).
+    assert!(!s.path("/etc/systemd/system/app.service").exists());
+    // Everything else converged, units included.
+    assert!(s.path("/etc/systemd/system/other.service").is_file());
+    assert_eq!(s.read("/etc/app.conf"), "independent\n");
+    s.converge(&["site.yaml"]);
+}
+
+#[test]
+fn a_failing_batch_step_fails_only_the_units_that_need_it() {
+    if !systemd_tools_or_skip("a_failing_batch_step_fails_only_the_units_that_need_it") {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest("site.yaml", FLUSH_SITE);
+    let run = apply_with_fault(&s, "step:systemd daemon-reload");
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let all = run.all();
+    assert!(all.contains("unit[app.service]: internal error"), "{all}");
+    assert!(all.contains("unit[other.service]: internal error"), "{all}");
+    assert!(
+        all.contains("injected fault in systemd daemon-reload"),
+        "{all}"
+    );
+    // Files are not members of the step: they converged.
+    assert_eq!(s.read("/etc/app.conf"), "independent\n");
+    assert!(s.path("/opt/app/run.sh").is_file());
+    s.converge(&["site.yaml"]);
+}

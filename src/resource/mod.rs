@@ -244,14 +244,30 @@ pub trait Resource: Send + Sync + Debug + Any {
 pub type DecodeFn =
     fn(&mut Decoder, name: (String, Span), meta: Meta, &mut Fields) -> Option<Box<dyn Resource>>;
 
-/// Called once before the graph runs, with every changed resource of one kind, for
-/// work that must be batched (systemd: write all unit files, then one daemon-reload).
-pub type BatchFn = fn(&ApplyCtx, &[(&dyn Resource, &Change)]) -> Result<(), ResourceError>;
+/// A batch step a kind needs once for several of its resources (systemd's
+/// daemon-reload after unit files are written; to come: one `apt-get update`, one
+/// package transaction, one `augenrules --load`).
+///
+/// The executor inserts it as a node of the run: a changed resource of the kind whose
+/// dependencies converged joins the pending batch instead of being applied; when
+/// nothing else can make progress, [`Flush::run`] is called once for the members
+/// pending, then each member is observed again and applied, and only then do its
+/// dependents run. A member whose dependency failed never joins (its file is never
+/// written); a failing step fails only the members it was run for.
+pub struct Flush {
+    /// What the step is, for messages: "systemd daemon-reload".
+    pub step: &'static str,
+    /// The step, for the members pending: one result per member, in order (an error
+    /// of the shared part fails every member; a member's own part fails only it).
+    pub run: FlushFn,
+}
+
+pub type FlushFn = fn(&ApplyCtx, &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>>;
 
 pub struct Kind {
     pub name: &'static str,
     pub decode: DecodeFn,
-    pub before_apply: Option<BatchFn>,
+    pub flush: Option<Flush>,
 }
 
 /// The registry: one line per kind.
@@ -259,32 +275,35 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "file",
         decode: file::decode,
-        before_apply: None,
+        flush: None,
     },
     Kind {
         name: "directory",
         decode: directory::decode,
-        before_apply: None,
+        flush: None,
     },
     Kind {
         name: "symlink",
         decode: symlink::decode,
-        before_apply: None,
+        flush: None,
     },
     Kind {
         name: "unit",
         decode: unit::decode,
-        before_apply: Some(unit::before_apply),
+        flush: Some(Flush {
+            step: "systemd daemon-reload",
+            run: unit::flush,
+        }),
     },
     Kind {
         name: "user",
         decode: user::decode,
-        before_apply: None,
+        flush: None,
     },
     Kind {
         name: "group",
         decode: group::decode,
-        before_apply: None,
+        flush: None,
     },
 ];
 

@@ -2,8 +2,9 @@
 //! whether it runs. See docs/units.md.
 //!
 //! Ordering within a run, which is where hand-written playbooks go wrong:
-//! 1. [`before_apply`] (once, before the graph): every changed unit file and drop-in
-//!    is written, then ONE `systemctl daemon-reload` if any changed (live mode).
+//! 1. [`flush`] (the kind's batch step, run by the executor once the changed units
+//!    whose dependencies converged are pending): their unit files and drop-ins are
+//!    written, then ONE `systemctl daemon-reload` if any changed (live mode).
 //! 2. [`Resource::apply`] per unit, in graph order: mask/unmask, enable/disable,
 //!    start/stop, then a restart when its own file, a drop-in, or a resource it
 //!    listens to (`restart_on`, or `notify` on the other side) changed.
@@ -106,17 +107,17 @@ pub struct Rendered {
 /// What this run has done to the unit (resources are decoded afresh for every run).
 #[derive(Debug, Default, Clone)]
 struct RunFlags {
-    /// `before_apply` saw this resource: files are written and reloaded already.
+    /// [`flush`] staged this resource: files are written and reloaded already.
     batched: bool,
-    /// What `before_apply` did for this resource (file fields, diff), so that the
+    /// What [`flush`] did for this resource (file fields, diff), so that the
     /// re-plan right before `apply` still reports it and the run records it.
     done: Vec<crate::plan::FieldChange>,
     done_diff: Option<String>,
     done_action: Option<Action>,
-    /// Before-values of `enabled`/`masked` as the plan saw them, before `before_apply`
+    /// Before-values of `enabled`/`masked` as the plan saw them, before [`flush`]
     /// wrote the file: the re-plan reports them, so that plan and apply agree.
     planned_before: Vec<(String, Option<String>)>,
-    /// `before_apply` chose this resource to restart its unit (one per unit).
+    /// [`flush`] chose this resource to restart its unit (one per unit).
     restart_due: bool,
     started: bool,
     restarted: bool,
@@ -1510,7 +1511,7 @@ impl Unit {
             }
         }
 
-        // Work done by before_apply in this run stays part of this resource's change.
+        // Work done by the flush in this run stays part of this resource's change.
         if flags.batched {
             for done in &flags.done {
                 if !change.changes_field(&done.field) {
@@ -1660,7 +1661,7 @@ impl Unit {
                 restart_reason = None;
             }
             if flags.batched {
-                // Files are written and reloaded already; only what before_apply
+                // Files are written and reloaded already; only what the flush
                 // assigned to this resource is left.
                 restart_reason = None;
             }
@@ -1971,87 +1972,110 @@ impl Unit {
 /// Batch step for all changed units of a run (see the module docs): write every
 /// changed unit file and drop-in, then one daemon-reload (live), then decide which
 /// resource restarts each unit so that it restarts once.
-pub fn before_apply(
-    ctx: &ApplyCtx,
-    items: &[(&dyn Resource, &Change)],
-) -> Result<(), ResourceError> {
-    let host = ctx.host;
-    let m = detect_mode(host);
-    let units: Vec<(&Unit, &Change)> = items
+/// The kind's batch step (see [`crate::resource::Flush`]): writes the members' files,
+/// then one daemon-reload. A file that cannot be written fails its own unit; a failed
+/// reload fails every member.
+pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>> {
+    let mut results: Vec<Result<(), ResourceError>> = items.iter().map(|_| Ok(())).collect();
+    let units: Vec<(usize, &Unit, &Change)> = items
         .iter()
-        .filter_map(|(r, c)| r.as_any().downcast_ref::<Unit>().map(|u| (u, *c)))
+        .enumerate()
+        .filter_map(|(k, (r, c))| r.as_any().downcast_ref::<Unit>().map(|u| (k, u, *c)))
         .collect();
     let mut reload = false;
-    for (u, c) in &units {
-        let writes = c.changes_field("content");
-        let perms = c.changes_field("mode") || c.changes_field("owner");
-        // The plan apply runs on keeps no diffs: take the diff of what is written here,
-        // so that apply shows it as the plan did.
-        let diff = match (&u.content, writes && !u.meta.secret) {
-            (Some(content), true) => {
-                let new = content.text.as_bytes();
-                match read_file_state(host, &u.path)? {
-                    FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
-                    _ => text_diff(b"", new, &u.path),
-                }
-            }
-            _ => None,
-        };
-        // Enablement as planned, before the file is written (a new unit is
-        // `not-found` until then, `disabled` after).
-        let planned_before: Vec<(String, Option<String>)> = c
-            .fields
-            .iter()
-            .filter(|x| x.field == "enabled" || x.field == "masked")
-            .map(|x| (x.field.to_string(), x.before.clone()))
-            .collect();
-        if writes {
-            u.write_file(host)?;
-            reload = true;
-        } else if perms {
-            host.set_perms(&u.path, &u.perms())?;
-        }
-        reload |= c.changes_field("daemon-reload");
-        let mut f = u.flags();
-        f.batched = true;
-        f.planned_before = planned_before;
-        if writes || perms {
-            // The mask link is replaced by the file, so unmasking is done too.
-            let unmasked = |x: &crate::plan::FieldChange| {
-                x.field == "masked" && x.after.as_deref() == Some("no") && u.content.is_some()
-            };
-            f.done = c
-                .fields
-                .iter()
-                .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
-                .cloned()
-                .collect();
-            f.done_diff = c.diff.clone().or(diff);
-            f.done_action = Some(c.action);
-        }
-        if c.changes_field("daemon-reload") {
-            f.done.extend(
-                c.fields
-                    .iter()
-                    .filter(|x| x.field == "daemon-reload")
-                    .cloned(),
-            );
+    for (k, u, c) in &units {
+        match stage(ctx.host, u, c) {
+            Ok(needs_reload) => reload |= needs_reload,
+            Err(e) => results[*k] = Err(e),
         }
     }
-    if reload && m == Mode::Live {
-        run_ok(systemctl(host, m).arg("daemon-reload"))?;
+    if reload && detect_mode(ctx.host) == Mode::Live {
+        if let Err(e) = run_ok(systemctl(ctx.host, Mode::Live).arg("daemon-reload")) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(ResourceError::Failed(format!(
+                    "systemd daemon-reload failed: {e}"
+                )));
+            }
+        }
     }
     // Mains first, so a unit whose own resource changes restarts through it.
+    let staged: Vec<&(usize, &Unit, &Change)> = units
+        .iter()
+        .filter(|(k, _, _)| results[*k].is_ok())
+        .collect();
     let mut assigned: HashSet<&str> = HashSet::new();
-    let mut ordered: Vec<&(&Unit, &Change)> =
-        units.iter().filter(|(u, _)| u.dropin.is_none()).collect();
-    ordered.extend(units.iter().filter(|(u, _)| u.dropin.is_some()));
-    for (u, c) in ordered {
+    let mut ordered: Vec<&&(usize, &Unit, &Change)> = staged
+        .iter()
+        .filter(|(_, u, _)| u.dropin.is_none())
+        .collect();
+    ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
+    for (_, u, c) in ordered {
         if c.changes_field("restart") && assigned.insert(u.unit.as_str()) {
             u.flags().restart_due = true;
         }
     }
-    Ok(())
+    results
+}
+
+/// One member's part of [`flush`]: its file written (or its perms fixed) and what was
+/// done kept for the re-plan right before its apply. Whether it needs a reload.
+fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceError> {
+    let mut reload = false;
+    let writes = c.changes_field("content");
+    let perms = c.changes_field("mode") || c.changes_field("owner");
+    // The plan apply runs on keeps no diffs: take the diff of what is written here,
+    // so that apply shows it as the plan did.
+    let diff = match (&u.content, writes && !u.meta.secret) {
+        (Some(content), true) => {
+            let new = content.text.as_bytes();
+            match read_file_state(host, &u.path)? {
+                FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
+                _ => text_diff(b"", new, &u.path),
+            }
+        }
+        _ => None,
+    };
+    // Enablement as planned, before the file is written (a new unit is
+    // `not-found` until then, `disabled` after).
+    let planned_before: Vec<(String, Option<String>)> = c
+        .fields
+        .iter()
+        .filter(|x| x.field == "enabled" || x.field == "masked")
+        .map(|x| (x.field.to_string(), x.before.clone()))
+        .collect();
+    if writes {
+        u.write_file(host)?;
+        reload = true;
+    } else if perms {
+        host.set_perms(&u.path, &u.perms())?;
+    }
+    reload |= c.changes_field("daemon-reload");
+    let mut f = u.flags();
+    f.batched = true;
+    f.planned_before = planned_before;
+    if writes || perms {
+        // The mask link is replaced by the file, so unmasking is done too.
+        let unmasked = |x: &crate::plan::FieldChange| {
+            x.field == "masked" && x.after.as_deref() == Some("no") && u.content.is_some()
+        };
+        f.done = c
+            .fields
+            .iter()
+            .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
+            .cloned()
+            .collect();
+        f.done_diff = c.diff.clone().or(diff);
+        f.done_action = Some(c.action);
+    }
+    if c.changes_field("daemon-reload") {
+        f.done.extend(
+            c.fields
+                .iter()
+                .filter(|x| x.field == "daemon-reload")
+                .cloned(),
+        );
+    }
+    Ok(reload)
 }
 
 impl Resource for Unit {
@@ -2160,7 +2184,7 @@ impl Resource for Unit {
         let m = detect_mode(host);
         let batched = self.flags().batched;
         if !batched {
-            // The engine did not run before_apply (or this resource joined late).
+            // The executor did not stage this resource (its change needed no batch).
             let writes = change.changes_field("content");
             if writes {
                 self.write_file(host)?;
