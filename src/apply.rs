@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::engine::Model;
 use crate::host::Host;
 use crate::plan::{Action, Change};
+use crate::resource::contract::DepView;
 use crate::resource::{self, ApplyCtx, Kind, PlanCtx, Purpose, Resource};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,7 +60,7 @@ enum Task {
     /// A resource whose dependencies are done.
     Resource(usize),
     /// A resource whose kind's batch step ran for it: observe again and apply.
-    AfterFlush(usize, Change),
+    AfterFlush(usize, Box<Change>),
     /// A kind's batch step for the members pending (catalog index, staged change).
     Flush(&'static Kind, Vec<Member>),
 }
@@ -178,17 +179,25 @@ pub fn execute(
         if planned_change || dep_changed {
             // Observe again right before acting: earlier resources of this run may
             // have changed what this one sees (a new user, a copied source).
+            let lookup = |id: &crate::id::ResourceId| {
+                catalog
+                    .index_of(id)
+                    .and_then(|j| outcomes.get(&j))
+                    .map(Outcome::changed)
+            };
             let fresh = host
                 .accounts()
                 .map_err(|e| e.to_string())
                 .and_then(|accounts| {
-                    r.plan(&PlanCtx {
+                    let ctx = PlanCtx {
                         host,
                         accounts: &accounts,
                         catalog,
                         purpose: Purpose::Apply,
-                    })
-                    .map_err(|e| e.to_string())
+                    };
+                    r.observe_state(&ctx)
+                        .and_then(|state| r.diff_state(state, &DepView::new(&lookup)))
+                        .map_err(|e| e.to_string())
                 });
             match fresh {
                 Err(reason) => {
@@ -281,7 +290,7 @@ pub fn execute(
             Task::AfterFlush(i, change) => {
                 let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
                 let _entered = span.enter();
-                let change = std::sync::Mutex::new(Some(change));
+                let change = std::sync::Mutex::new(Some(*change));
                 let step = guarded(i, &|| {
                     let staged = change.lock().ok().and_then(|mut c| c.take());
                     run_one(i, view, staged)
@@ -322,7 +331,7 @@ pub fn execute(
                 let mut results = results.into_iter();
                 for (i, change) in members {
                     match results.next().unwrap_or(Ok(())) {
-                        Ok(()) => next.push(Task::AfterFlush(i, change)),
+                        Ok(()) => next.push(Task::AfterFlush(i, Box::new(change))),
                         Err(e) => done.push((
                             i,
                             Outcome {

@@ -1,7 +1,7 @@
 //! Orchestration shared by the commands: load → graph → observe (in parallel) → plan.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::diag::Diagnostics;
@@ -9,6 +9,7 @@ use crate::graph::Graph;
 use crate::host::Host;
 use crate::manifest::{LoadOptions, Loaded};
 use crate::plan::{Change, Plan, PlanError, PLAN_FORMAT, PLAN_VERSION};
+use crate::resource::contract::{DepView, State};
 use crate::resource::{Catalog, PlanCtx, Purpose, ResourceError};
 
 /// Everything a command needs once the manifests are known to be valid.
@@ -93,16 +94,19 @@ pub fn default_jobs() -> usize {
 /// Resources a worker takes at once when observing.
 const OBSERVE_CHUNK: usize = 16;
 
+/// What observing one resource gave: its state, or why it could not be observed.
+pub type Observed = Result<State, ResourceError>;
+
 /// Observes the selected resources (read-only) in parallel; results are in catalog
-/// order, `None` for resources not selected.
+/// order, `None` for resources not selected. Kinds not on the typed contract plan
+/// here whole (their state is their change).
 pub fn observe_all(
     catalog: &Catalog,
     host: &Host,
     jobs: usize,
     selected: &[bool],
     purpose: Purpose,
-) -> Result<Vec<Option<Result<Change, ResourceError>>>, EngineError> {
-    let keep_diffs = purpose != Purpose::Apply;
+) -> Result<Vec<Option<Observed>>, EngineError> {
     let accounts = host.accounts()?;
     let ctx = PlanCtx {
         host,
@@ -115,8 +119,7 @@ pub fn observe_all(
     let workers = jobs.min(n.max(1));
     // Filled in place as workers finish chunks: no per-worker copies of every change
     // (at 100,000 resources each copy is tens of MB).
-    let slots: Mutex<Vec<Option<Result<Change, ResourceError>>>> =
-        Mutex::new((0..n).map(|_| None).collect());
+    let slots: Mutex<Vec<Option<Observed>>> = Mutex::new((0..n).map(|_| None).collect());
     let work = || {
         // Observation is read-only: parent directories opened once per thread serve
         // every file below them.
@@ -133,13 +136,7 @@ pub fn observe_all(
                     let r = &catalog.resources[i];
                     let span = tracing::debug_span!("observe", resource = %r.id());
                     let _entered = span.enter();
-                    let mut planned = r.plan(&ctx);
-                    if !keep_diffs {
-                        if let Ok(c) = planned.as_mut() {
-                            c.diff = None;
-                        }
-                    }
-                    done.push((i, planned));
+                    done.push((i, r.observe_state(&ctx)));
                 }
             }
             let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -253,28 +250,48 @@ pub fn make_plan(
         });
     };
     let order = &model.graph.order;
+    // Diffs run in dependency order, each seeing whether its dependencies change.
+    let changing: Vec<AtomicU8> = (0..catalog.len()).map(|_| AtomicU8::new(0)).collect();
+    let lookup = |id: &crate::id::ResourceId| {
+        catalog
+            .index_of(id)
+            .and_then(|i| changing.get(i))
+            .and_then(|c| match c.load(Ordering::Relaxed) {
+                0 => None,
+                c => Some(c == 2),
+            })
+    };
+    let deps = DepView::new(&lookup);
+    let keep_diffs = purpose != Purpose::Apply;
+    let mut diff_one = |i: usize, state: Observed| -> Option<Change> {
+        let r = &catalog.resources[i];
+        match state.and_then(|s| r.diff_state(s, &deps)) {
+            Ok(mut c) => {
+                changing[i].store(if c.is_change() { 2 } else { 1 }, Ordering::Relaxed);
+                if !keep_diffs {
+                    c.diff = None;
+                }
+                Some(c)
+            }
+            Err(e) => {
+                error_of(i, e);
+                None
+            }
+        }
+    };
     let changes: Vec<Change> = if permute(&mut observed, order) {
         // Reordered in place, then collected in place: a second vector of every change
         // would cost tens of MB at 100,000 resources.
         observed
             .into_iter()
             .enumerate()
-            .filter_map(|(k, o)| match o {
-                Some(Ok(c)) => Some(c),
-                Some(Err(e)) => {
-                    error_of(order[k], e);
-                    None
-                }
-                None => None,
-            })
+            .filter_map(|(k, o)| o.and_then(|o| diff_one(order[k], o)))
             .collect()
     } else {
         let mut changes = Vec::with_capacity(catalog.len());
         for &i in order {
-            match observed[i].take() {
-                Some(Ok(c)) => changes.push(c),
-                Some(Err(e)) => error_of(i, e),
-                None => {}
+            if let Some(o) = observed[i].take() {
+                changes.extend(diff_one(i, o));
             }
         }
         changes

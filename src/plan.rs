@@ -68,6 +68,10 @@ pub struct Change {
     /// like `live`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub desired: String,
+    /// The typed operations of a contract kind's diff, for its apply (never
+    /// serialised: the fields above are what the plan shows of them).
+    #[serde(skip)]
+    pub ops: crate::resource::contract::Ops,
 }
 
 impl Change {
@@ -83,6 +87,7 @@ impl Change {
             notes: Vec::new(),
             live: String::new(),
             desired: String::new(),
+            ops: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! kind's decoder (manifest → typed spec), its read-only `plan` (observe, then a pure
 //! diff) and its `apply`.
 
+pub mod contract;
 pub mod directory;
 pub mod file;
 pub mod group;
@@ -209,8 +210,35 @@ pub trait Resource: Send + Sync + Debug + Any {
     }
 
     /// Observes the live state (read-only) and returns the change that would make it
-    /// match the spec; `Action::None` when in sync.
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError>;
+    /// match the spec; `Action::None` when in sync. Kinds on the typed contract
+    /// ([`contract::Contract`]) do not implement it: the engine observes and diffs them
+    /// through [`Resource::observe_state`] and [`Resource::diff_state`].
+    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+        let state = self.observe_state(ctx)?;
+        self.diff_state(state, &contract::DepView::none())
+    }
+
+    /// The read-only half of planning, run in parallel for all resources. A kind on
+    /// the typed contract forwards to [`contract::observe`]; others plan here whole.
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        Ok(Box::new(self.plan(ctx)?))
+    }
+
+    /// The pure half, run in dependency order with what the dependencies do. A kind on
+    /// the typed contract forwards to [`contract::diff`]; for others the state is the
+    /// change their `plan` made.
+    fn diff_state(
+        &self,
+        state: contract::State,
+        _deps: &contract::DepView,
+    ) -> Result<Change, ResourceError> {
+        state.downcast::<Change>().map(|c| *c).map_err(|_| {
+            ResourceError::Failed(format!(
+                "internal error: {} has neither plan nor observe_state",
+                self.id()
+            ))
+        })
+    }
 
     /// Carries out a planned change. Must be safe to call only when `change` was just
     /// produced by `plan` against the same host.

@@ -3,11 +3,12 @@
 use std::any::Any;
 
 use crate::diag::Span;
-use crate::host::{FileKind, HostError};
+use crate::host::{FileKind, HostError, Stat};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
+use super::contract::{self, Contract, DepView, Diff};
 use super::perms::stat_fingerprint;
 use super::{
     implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
@@ -93,77 +94,291 @@ impl Resource for Symlink {
         Some(&self.path)
     }
 
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
-        let host = ctx.host;
-        let mut change = Change::new(self.id.clone(), self.meta.secret);
-        let live = observe_below_declared(ctx, &self.path, host.lstat(&self.path))?;
-        let live_target = match live {
-            Some(st) if st.kind == FileKind::Symlink => host.read_link(&self.path)?,
-            _ => None,
-        };
-        change.live = fingerprint([
-            stat_fingerprint(live.as_ref()).as_bytes(),
-            live_target.as_deref().unwrap_or("").as_bytes(),
-        ]);
-        change.desired = fingerprint([
-            format!("{:?}", self.ensure).as_bytes(),
-            self.target.as_bytes(),
-        ]);
-        match (self.ensure, live) {
-            (Ensure::Absent, None) => {}
-            (Ensure::Absent, Some(st)) if st.kind == FileKind::Symlink => {
-                change.action = Action::Delete
-            }
-            (Ensure::Absent, Some(st)) => {
-                return Err(HostError::Unsafe {
-                    path: host.show(&self.path),
-                    reason: format!("is a {}, not a symlink; not removing it", st.kind.name()),
-                }
-                .into())
-            }
-            (Ensure::Present, None) => {
-                change.action = Action::Create;
-                change.implied = implied_parents(ctx, &self.path)?;
-                change.field("target", None, Some(self.target.clone()));
-            }
-            (Ensure::Present, Some(st)) if st.kind == FileKind::Symlink => {
-                if live_target.as_deref() != Some(self.target.as_str()) {
-                    change.action = Action::Update;
-                    change.field("target", live_target, Some(self.target.clone()));
-                }
-            }
-            (Ensure::Present, Some(st)) if st.kind == FileKind::File && self.force => {
-                change.action = Action::Update;
-                change.field("type", Some("file".into()), Some("symlink".into()));
-                change.field("target", None, Some(self.target.clone()));
-            }
-            (Ensure::Present, Some(st)) => {
-                return Err(HostError::Unsafe {
-                    path: host.show(&self.path),
-                    reason: format!(
-                    "is a {}; a symlink resource replaces only a file, and only with `force: true`",
-                    st.kind.name()
-                ),
-                }
-                .into())
-            }
-        }
-        Ok(change)
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        contract::observe(self, ctx)
+    }
+
+    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
+        contract::diff(self, state, deps)
     }
 
     fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        match change.action {
-            Action::None => Ok(()),
-            Action::Delete => Ok(ctx.host.remove(&self.path)?),
-            Action::Create | Action::Update => {
-                Ok(ctx
-                    .host
-                    .set_symlink(&self.path, &self.target, &mut Vec::new())?)
-            }
-        }
+        contract::apply(self, ctx, change)
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// What is at a symlink resource's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub live: Option<Stat>,
+    /// The link's target, when the path is a symlink.
+    pub target: Option<String>,
+    /// Missing parents no declared directory creates.
+    pub implied: Vec<String>,
+    /// The path as errors show it (with the root in front).
+    pub shown: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new link.
+    Create {
+        target: String,
+    },
+    /// An existing link pointed elsewhere.
+    Retarget {
+        from: String,
+        to: String,
+    },
+    /// A regular file replaced by the link (`force: true`).
+    ReplaceFile {
+        target: String,
+    },
+    Remove,
+}
+
+impl Contract for Symlink {
+    type State = Observed;
+    type Op = Op;
+
+    fn observe(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
+        let host = ctx.host;
+        let live = observe_below_declared(ctx, &self.path, host.lstat(&self.path))?;
+        let target = match live {
+            Some(st) if st.kind == FileKind::Symlink => host.read_link(&self.path)?,
+            _ => None,
+        };
+        let implied = match (self.ensure, live) {
+            (Ensure::Present, None) => implied_parents(ctx, &self.path)?,
+            _ => Vec::new(),
+        };
+        Ok(Observed {
+            live,
+            target,
+            implied,
+            shown: host.show(&self.path),
+        })
+    }
+
+    fn diff(&self, o: &Observed, _deps: &DepView) -> Result<Diff<Op>, ResourceError> {
+        let mut d = Diff::new(
+            fingerprint([
+                stat_fingerprint(o.live.as_ref()).as_bytes(),
+                o.target.as_deref().unwrap_or("").as_bytes(),
+            ]),
+            fingerprint([
+                format!("{:?}", self.ensure).as_bytes(),
+                self.target.as_bytes(),
+            ]),
+        );
+        let refuse = |reason: String| {
+            Err(HostError::Unsafe {
+                path: o.shown.clone(),
+                reason,
+            }
+            .into())
+        };
+        match (self.ensure, o.live) {
+            (Ensure::Absent, None) => {}
+            (Ensure::Absent, Some(st)) if st.kind == FileKind::Symlink => {
+                d.op(Action::Delete, Op::Remove)
+            }
+            (Ensure::Absent, Some(st)) => {
+                return refuse(format!(
+                    "is a {}, not a symlink; not removing it",
+                    st.kind.name()
+                ))
+            }
+            (Ensure::Present, None) => {
+                d.implied.clone_from(&o.implied);
+                d.op(
+                    Action::Create,
+                    Op::Create {
+                        target: self.target.clone(),
+                    },
+                );
+            }
+            (Ensure::Present, Some(st)) if st.kind == FileKind::Symlink => {
+                if o.target.as_deref() != Some(self.target.as_str()) {
+                    d.op(
+                        Action::Update,
+                        Op::Retarget {
+                            from: o.target.clone().unwrap_or_default(),
+                            to: self.target.clone(),
+                        },
+                    );
+                }
+            }
+            (Ensure::Present, Some(st)) if st.kind == FileKind::File && self.force => d.op(
+                Action::Update,
+                Op::ReplaceFile {
+                    target: self.target.clone(),
+                },
+            ),
+            (Ensure::Present, Some(st)) => {
+                return refuse(format!(
+                    "is a {}; a symlink resource replaces only a file, and only with `force: true`",
+                    st.kind.name()
+                ))
+            }
+        }
+        Ok(d)
+    }
+
+    fn describe(&self, op: &Op, change: &mut Change) {
+        match op {
+            Op::Create { target } => change.field("target", None, Some(target.clone())),
+            Op::Retarget { from, to } => {
+                change.field("target", Some(from.clone()), Some(to.clone()))
+            }
+            Op::ReplaceFile { target } => {
+                change.field("type", Some("file".into()), Some("symlink".into()));
+                change.field("target", None, Some(target.clone()));
+            }
+            Op::Remove => {}
+        }
+    }
+
+    fn apply_ops(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        for op in ops {
+            match op {
+                Op::Remove => ctx.host.remove(&self.path)?,
+                Op::Create { target }
+                | Op::ReplaceFile { target }
+                | Op::Retarget { to: target, .. } => {
+                    ctx.host.set_symlink(&self.path, target, &mut Vec::new())?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Stat;
+
+    fn link(ensure: Ensure, force: bool) -> Symlink {
+        Symlink {
+            id: ResourceId::new("symlink", "/srv/current".to_string()),
+            meta: Meta::default(),
+            path: "/srv/current".into(),
+            ensure,
+            target: "/srv/v2".into(),
+            force,
+        }
+    }
+
+    fn seen(kind: Option<FileKind>, target: Option<&str>) -> Observed {
+        Observed {
+            live: kind.map(|kind| Stat {
+                kind,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                nlink: 1,
+            }),
+            target: target.map(str::to_string),
+            implied: Vec::new(),
+            shown: "/srv/current".into(),
+        }
+    }
+
+    #[test]
+    fn the_diff_of_a_symlink_is_one_operation_or_a_refusal() {
+        use FileKind::{Directory, File, Symlink as Link};
+        let create = Op::Create {
+            target: "/srv/v2".into(),
+        };
+        type Case = (Ensure, bool, Observed, Result<Vec<Op>, &'static str>);
+        let cases: Vec<Case> = vec![
+            (Ensure::Present, false, seen(None, None), Ok(vec![create])),
+            (
+                Ensure::Present,
+                false,
+                seen(Some(Link), Some("/srv/v2")),
+                Ok(vec![]),
+            ),
+            (
+                Ensure::Present,
+                false,
+                seen(Some(Link), Some("/srv/v1")),
+                Ok(vec![Op::Retarget {
+                    from: "/srv/v1".into(),
+                    to: "/srv/v2".into(),
+                }]),
+            ),
+            (
+                Ensure::Present,
+                false,
+                seen(Some(File), None),
+                Err("only with `force: true`"),
+            ),
+            (
+                Ensure::Present,
+                true,
+                seen(Some(File), None),
+                Ok(vec![Op::ReplaceFile {
+                    target: "/srv/v2".into(),
+                }]),
+            ),
+            (
+                Ensure::Present,
+                true,
+                seen(Some(Directory), None),
+                Err("is a directory"),
+            ),
+            (Ensure::Absent, false, seen(None, None), Ok(vec![])),
+            (
+                Ensure::Absent,
+                false,
+                seen(Some(Link), Some("/x")),
+                Ok(vec![Op::Remove]),
+            ),
+            (
+                Ensure::Absent,
+                false,
+                seen(Some(File), None),
+                Err("not a symlink"),
+            ),
+        ];
+        for (ensure, force, observed, want) in cases {
+            let got = link(ensure, force).diff(&observed, &DepView::none());
+            match (got, want) {
+                (Ok(d), Ok(ops)) => assert_eq!(d.ops, ops, "{ensure:?} {observed:?}"),
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{e}"),
+                (got, want) => panic!("{ensure:?} {observed:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn operations_are_described_as_the_plan_showed_them() {
+        let l = link(Ensure::Present, true);
+        let mut c = Change::new(l.id.clone(), false);
+        l.describe(
+            &Op::ReplaceFile {
+                target: "/srv/v2".into(),
+            },
+            &mut c,
+        );
+        let fields: Vec<(&str, Option<&str>, Option<&str>)> = c
+            .fields
+            .iter()
+            .map(|f| (&*f.field, f.before.as_deref(), f.after.as_deref()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("type", Some("file"), Some("symlink")),
+                ("target", None, Some("/srv/v2"))
+            ]
+        );
     }
 }
