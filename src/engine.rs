@@ -304,6 +304,10 @@ pub fn make_plan(
         changes,
         errors,
         warnings,
+        environment_source: None,
+        switch_env_from: None,
+        removed: Vec::new(),
+        base: None,
     })
 }
 
@@ -456,6 +460,10 @@ mod tests {
             changes,
             errors: Vec::new(),
             warnings: Vec::new(),
+            environment_source: None,
+            switch_env_from: None,
+            removed: Vec::new(),
+            base: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use super::safety::{self, EnvChoice};
 use super::trail::{self, Trail};
 use super::{
     AuditCommand, Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES,
@@ -100,7 +101,16 @@ pub fn dispatch(cli: Cli) -> u8 {
             format,
             audit_key,
             audit_recover,
-        } => apply(&out, &target, format, audit_key.as_deref(), audit_recover),
+            lock_timeout,
+        } => apply(
+            &out,
+            &target,
+            format,
+            audit_key.as_deref(),
+            audit_recover,
+            lock_timeout,
+        ),
+        Command::Show { plan, format } => show(&out, &plan, format),
         Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -175,14 +185,46 @@ fn log_setting_error(model: &Model) -> Option<String> {
     trail::check_log_setting(log, &model.loaded.catalog).err()
 }
 
+/// The record of the target's last apply and the environment this run uses; prints why
+/// and returns None when the run must not go on.
+fn record_and_env(
+    out: &Out,
+    target: &Target,
+    host: &Host,
+) -> Option<(Option<crate::state::Record>, EnvChoice)> {
+    let record = match crate::state::read(host) {
+        Ok(r) => r,
+        Err(e) => {
+            out.engine_error(&e);
+            return None;
+        }
+    };
+    let root = host.root().display().to_string();
+    match safety::choose_env(
+        target.env.as_deref(),
+        target.switch_env,
+        record.as_ref(),
+        &root,
+    ) {
+        Ok(choice) => Some((record, choice)),
+        Err(e) => {
+            out.error(&e);
+            None
+        }
+    }
+}
+
 /// Loads and plans; prints problems and returns None on failure.
 fn plan_for(
     out: &Out,
     target: &Target,
     host: &Host,
-    opts: &LoadOptions,
+    opts: &mut LoadOptions,
     purpose: Purpose,
 ) -> Option<(Model, Plan)> {
+    let (record, choice) = record_and_env(out, target, host)?;
+    opts.env = choice.env.clone();
+    let opts = &*opts;
     let model = match engine::load_model(opts, host) {
         Ok(m) => m,
         Err(e) => {
@@ -204,6 +246,15 @@ fn plan_for(
     let planned = engine::read_fingerprint_key(host).and_then(|key| {
         let mut plan = engine::make_plan(&model, opts, host, jobs(target), purpose)?;
         engine::seal(&mut plan, &model, key.as_ref());
+        plan.environment_source = choice.source.clone();
+        plan.switch_env_from = choice.switch_from.clone();
+        plan.removed = crate::state::plan_removed(
+            host,
+            &model,
+            record.as_ref(),
+            !opts.tags.is_empty(),
+            purpose,
+        )?;
         Ok(plan)
     });
     match planned {
@@ -225,27 +276,29 @@ fn plan(
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Plan) else {
+    let mut opts = load_options(target);
+    let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Plan) else {
         return EXIT_ERROR;
     };
+    let removed_mode = model.loaded.settings.removed;
     leave_to_exit(model);
     match format {
         OutputFormat::Json => out.json(&plan),
-        OutputFormat::Text => out.print(&render::plan(&plan, Out::style())),
+        OutputFormat::Text => out.print(&safety::plan_text(&plan, removed_mode, Out::style())),
     }
     if let Some(path) = save {
-        let saved = serde_json::to_vec_pretty(&plan)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bytes)
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = saved {
-            out.error(&format!("cannot save the plan to {}: {e}", path.display()));
-            return EXIT_ERROR;
+        match safety::save_plan(&plan, &path) {
+            Ok(hash) => {
+                let line = format!("Saved the plan to {} ({hash}).\n", path.display());
+                match format {
+                    OutputFormat::Text => out.print(&line),
+                    OutputFormat::Json => eprint!("{line}"),
+                }
+            }
+            Err(e) => {
+                out.error(&format!("cannot save the plan to {}: {e}", path.display()));
+                return EXIT_ERROR;
+            }
         }
     }
     if !plan.errors.is_empty() {
@@ -267,16 +320,25 @@ struct CheckReport<'a> {
     drifted: Vec<&'a Change>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: &'a Vec<crate::plan::PlanError>,
+    environment: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment_source: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch_env_from: &'a Option<String>,
+    /// Resources no longer declared: drift whatever `settings.removed` says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removed: &'a Vec<Change>,
 }
 
 fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Check) else {
+    let mut opts = load_options(target);
+    let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Check) else {
         return EXIT_ERROR;
     };
+    let removed_mode = model.loaded.settings.removed;
     leave_to_exit(model);
     let drifted: Vec<&Change> = plan.changes.iter().filter(|c| c.is_change()).collect();
     match format {
@@ -284,18 +346,24 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             format: "reconcile-check",
             version: 1,
             root: &plan.root,
-            in_sync: drifted.is_empty() && plan.errors.is_empty(),
+            in_sync: !plan.has_changes() && plan.errors.is_empty(),
             summary: &plan.summary,
             drifted,
             errors: &plan.errors,
+            environment: &plan.environment,
+            environment_source: &plan.environment_source,
+            switch_env_from: &plan.switch_env_from,
+            removed: &plan.removed,
         }),
         OutputFormat::Text => {
             if plan.has_changes() || !plan.errors.is_empty() {
-                out.print(&render::plan(&plan, Out::style()));
+                out.print(&safety::plan_text(&plan, removed_mode, Out::style()));
             } else {
                 out.print(&format!(
-                    "In sync: {} resources match {}.\n",
-                    plan.summary.unchanged, plan.root
+                    "{}In sync: {} resources match {}.\n",
+                    safety::env_note(&plan).unwrap_or_default(),
+                    plan.summary.unchanged,
+                    plan.root
                 ));
             }
         }
@@ -342,6 +410,17 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
             ));
         }
     }
+    let removals = |p: &Plan| -> Vec<(String, crate::plan::Action)> {
+        p.removed
+            .iter()
+            .map(|c| (c.id.to_string(), c.action))
+            .collect()
+    };
+    if removals(saved) != removals(fresh) {
+        return Some(
+            "the resources no longer declared, or what apply does about them, changed since the plan was made".into(),
+        );
+    }
     None
 }
 
@@ -351,19 +430,24 @@ fn apply(
     format: OutputFormat,
     audit_key: Option<&std::path::Path>,
     audit_recover: bool,
+    lock_timeout: Option<std::time::Duration>,
 ) -> u8 {
     let saved = match target.paths.as_slice() {
-        [one] => engine::read_plan_file(one),
+        [one] => engine::read_plan_file(one).map(|r| r.map(|p| (p, one.clone()))),
         _ => None,
     };
-    let saved = match saved {
-        None => None,
-        Some(Ok(p)) => Some(p),
+    let (saved, plan_file) = match saved {
+        None => (None, None),
+        Some(Ok((p, file))) => (Some(p), Some(file)),
         Some(Err(e)) => {
             out.engine_error(&e);
             return EXIT_ERROR;
         }
     };
+    let plan_hash = plan_file
+        .as_deref()
+        .and_then(|f| std::fs::read(f).ok())
+        .map(|bytes| safety::plan_hash(&bytes));
     let key = match audit_key.map(crate::audit::read_key_file).transpose() {
         Ok(k) => k,
         Err(e) => {
@@ -386,8 +470,15 @@ fn apply(
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = match &saved {
-        Some(p) => {
+    let record = match crate::state::read(&host) {
+        Ok(r) => r,
+        Err(e) => {
+            out.engine_error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let (opts, choice) = match (&saved, &plan_file) {
+        (Some(p), Some(file)) => {
             if host.root().display().to_string() != p.root {
                 out.error(&format!(
                     "the plan was made for root {}, not {}",
@@ -396,17 +487,85 @@ fn apply(
                 ));
                 return EXIT_ERROR;
             }
-            LoadOptions {
+            if target.env.is_some() || !target.vars.is_empty() || !target.tags.is_empty() {
+                out.error(
+                    "a saved plan carries its own --env, --var and --tags; apply it without them",
+                );
+                return EXIT_ERROR;
+            }
+            if let Err(e) = safety::check_saved_env(p, record.as_ref())
+                .and_then(|()| safety::enter_base(p, file))
+            {
+                out.error(&e);
+                return EXIT_ERROR;
+            }
+            let opts = LoadOptions {
                 paths: p.manifests.iter().map(PathBuf::from).collect(),
                 env: p.environment.clone(),
                 vars: p.vars.clone(),
                 tags: p.tags.clone(),
-            }
+            };
+            let choice = EnvChoice {
+                env: p.environment.clone(),
+                source: p.environment_source.clone(),
+                switch_from: p.switch_env_from.clone(),
+            };
+            (opts, choice)
         }
-        None => load_options(target),
+        _ => {
+            let root = host.root().display().to_string();
+            let choice = match safety::choose_env(
+                target.env.as_deref(),
+                target.switch_env,
+                record.as_ref(),
+                &root,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.error(&format!("{e}; nothing was changed"));
+                    return EXIT_ERROR;
+                }
+            };
+            let mut opts = load_options(target);
+            opts.env = choice.env.clone();
+            (opts, choice)
+        }
     };
-    let _lock = match host.lock() {
-        Ok(l) => l,
+    if let Some(note) = (format == OutputFormat::Text)
+        .then(|| {
+            safety::env_note(&Plan {
+                environment: choice.env.clone(),
+                environment_source: choice.source.clone(),
+                switch_env_from: choice.switch_from.clone(),
+                root: host.root().display().to_string(),
+                ..empty_plan()
+            })
+        })
+        .flatten()
+    {
+        out.print(&note);
+    }
+    let locked = match lock_timeout {
+        None => host.lock().map(Ok),
+        Some(t) => host.lock_wait(t).map(|r| r.map_err(|busy| busy.message)),
+    };
+    let _lock = match locked {
+        Ok(Ok(l)) => l,
+        Ok(Err(busy)) => {
+            let waited = lock_timeout.map(|t| format!(" after waiting {}s", t.as_secs_f64()));
+            let noted =
+                host.note_lock_refusal(&lock_refusal(&host, &busy, waited.as_deref(), &opts));
+            let note = match noted {
+                Ok(()) => "the refusal is noted and enters the audit trail with the next apply"
+                    .to_string(),
+                Err(e) => format!("the refusal could not be noted: {e}"),
+            };
+            out.error(&format!(
+                "{busy}{}; nothing was changed ({note}). Try again when it has finished, or pass --lock-timeout to wait",
+                waited.unwrap_or_default()
+            ));
+            return EXIT_ERROR;
+        }
         Err(e) => {
             out.error(&e.to_string());
             return EXIT_ERROR;
@@ -432,18 +591,33 @@ fn apply(
         .as_ref()
         .map(|m| m.loaded.files.clone())
         .unwrap_or_else(|_| opts.paths.clone());
-    trail.record(
-        "run_start",
-        json!({
-            "command": if saved.is_some() { "apply-plan" } else { "apply" },
-            "manifests": manifests,
-            "git": trail::git_state(&files),
-            "environment": opts.env,
-            "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            "tags": opts.tags,
-            "root": host.root().display().to_string(),
-        }),
-    );
+    match host.take_lock_refusals() {
+        Ok(refusals) => {
+            for r in refusals {
+                trail.record("lock_refused", r);
+            }
+        }
+        Err(e) => out.error(&format!("cannot read the noted lock refusals: {e}")),
+    }
+    let mut start = json!({
+        "command": if saved.is_some() { "apply-plan" } else { "apply" },
+        "manifests": manifests,
+        "git": trail::git_state(&files),
+        "environment": opts.env,
+        "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        "tags": opts.tags,
+        "root": host.root().display().to_string(),
+    });
+    if let Some(source) = &choice.source {
+        start["environment_source"] = json!(source);
+    }
+    if let Some(from) = &choice.switch_from {
+        start["switch_env_from"] = json!(from);
+    }
+    if let Some(hash) = &plan_hash {
+        start["plan_hash"] = json!(hash);
+    }
+    trail.record("run_start", start);
     let finish = |code: u8, counts: Value| -> u8 {
         trail.record("run_end", json!({ "exit_code": code, "counts": counts }));
         if let Some(key) = &key {
@@ -494,11 +668,16 @@ fn apply(
         out.diagnostics(&warnings);
     }
     // Apply reports the diffs of what it changes, observed again right before acting.
-    let plan = match engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply) {
-        Ok(mut p) => {
+    let tagged = !opts.tags.is_empty();
+    let plan =
+        engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply).and_then(|mut p| {
             engine::seal(&mut p, &model, Some(&fp_key));
-            p
-        }
+            p.removed =
+                crate::state::plan_removed(&host, &model, record.as_ref(), tagged, Purpose::Apply)?;
+            Ok(p)
+        });
+    let plan = match plan {
+        Ok(p) => p,
         Err(e) => {
             out.engine_error(&e);
             return refuse("observing the target failed", vec![e.to_string()]);
@@ -522,6 +701,16 @@ fn apply(
             .collect();
         return refuse("resources could not be planned", details);
     }
+    // What each resource looked like before reconcile first manages it: what
+    // `removed: remove` restores.
+    let captured = match crate::state::capture(&host, &model, record.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            out.engine_error(&e);
+            return refuse("cannot record the originals", vec![e.to_string()]);
+        }
+    };
+    let removed = plan.removed;
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text;
@@ -539,8 +728,62 @@ fn apply(
             }
         },
     );
+    let on_removed = |o: &Outcome| {
+        tracing::info!(resource = %o.id, status = ?o.status, "no longer declared");
+        trail.undeclared_outcome(o);
+        if streamed {
+            out.print(&removed_outcome(o, style));
+        }
+    };
+    let forget = match model.loaded.settings.removed {
+        crate::state::Removed::Remove if !tagged => {
+            let (done, forget) =
+                crate::state::apply_removed(&host, &model, record.as_ref(), tagged, &on_removed);
+            outcomes.extend(done);
+            forget
+        }
+        _ => {
+            if !removed.is_empty() {
+                let ids: Vec<String> = removed.iter().map(|c| c.id.to_string()).collect();
+                trail.record(
+                    "undeclared_left",
+                    json!({ "resources": ids, "reason": if tagged { "--tags" } else { "settings.removed: report" } }),
+                );
+                if streamed {
+                    out.print(&format!(
+                        "Left in place, no longer declared ({}): {}\n",
+                        if tagged {
+                            "--tags narrows this run"
+                        } else {
+                            "settings.removed is report; set `settings: {removed: remove}` to remove them"
+                        },
+                        ids.join(", ")
+                    ));
+                }
+            }
+            Default::default()
+        }
+    };
     for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
         engine::seal_change(c, Some(&fp_key));
+    }
+    let succeeded = !outcomes.iter().any(Outcome::failed);
+    let run_id = trail.run_id();
+    let recorded = crate::state::update_after_apply(
+        &host,
+        &model,
+        record.as_ref(),
+        captured,
+        &forget,
+        opts.env.clone(),
+        succeeded,
+        &run_id,
+    );
+    if let Err(e) = &recorded {
+        out.error(&format!(
+            "cannot write the record of managed resources: {e}; resources no longer declared later may go unnoticed"
+        ));
+        trail.record("record_failed", json!({ "reason": e.to_string() }));
     }
     match format {
         OutputFormat::Json => out.json(&json!({
@@ -558,7 +801,7 @@ fn apply(
         "failed": count(|o| matches!(o.status, crate::apply::Status::Failed { .. })),
         "skipped": count(|o| matches!(o.status, crate::apply::Status::Skipped { .. })),
     });
-    let code = if outcomes.iter().any(Outcome::failed) {
+    let code = if !succeeded || recorded.is_err() {
         EXIT_ERROR
     } else {
         EXIT_OK
@@ -701,4 +944,85 @@ fn graph(out: &Out, target: &Target, format: GraphFormat) -> u8 {
             EXIT_ERROR
         }
     }
+}
+
+/// A removal's outcome as apply streams it: `- file[/etc/x] (no longer declared)` and
+/// what was done.
+fn removed_outcome(o: &Outcome, style: Style) -> String {
+    let mut text = String::new();
+    match (&o.status, &o.change) {
+        (crate::apply::Status::Changed, Some(c)) => safety::removed_change(&mut text, c, style),
+        (crate::apply::Status::Unchanged, Some(c)) => safety::removed_change(&mut text, c, style),
+        _ => {}
+    }
+    text
+}
+
+/// What a run refused the lock leaves for the audit trail (see `host::lock`).
+fn lock_refusal(host: &Host, busy: &str, waited: Option<&str>, opts: &LoadOptions) -> Value {
+    let ctx = crate::audit::AuditContext::current(crate::audit::new_run_id());
+    json!({
+        "refused_at": jiff::Timestamp::now().to_string(),
+        "run": ctx.run_id,
+        "user": ctx.user,
+        "pid": std::process::id(),
+        "reason": busy,
+        "waited": waited,
+        "environment": opts.env,
+        "root": host.root().display().to_string(),
+    })
+}
+
+/// A plan with nothing in it, for rendering a header line.
+fn empty_plan() -> Plan {
+    Plan {
+        format: crate::plan::PLAN_FORMAT.into(),
+        version: crate::plan::PLAN_VERSION,
+        root: String::new(),
+        manifests: Vec::new(),
+        environment: None,
+        vars: Vec::new(),
+        tags: Vec::new(),
+        inputs: String::new(),
+        fingerprint_key: None,
+        summary: Default::default(),
+        changes: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        environment_source: None,
+        switch_env_from: None,
+        removed: Vec::new(),
+        base: None,
+    }
+}
+
+/// `reconcile show PLANFILE`.
+fn show(out: &Out, file: &std::path::Path, format: OutputFormat) -> u8 {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            out.error(&format!("cannot read {}: {e}", file.display()));
+            return EXIT_ERROR;
+        }
+    };
+    let plan = match engine::read_plan_file(file) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            out.engine_error(&e);
+            return EXIT_ERROR;
+        }
+        None => {
+            out.error(&format!(
+                "{} is not a saved plan (`reconcile plan --out FILE` makes one)",
+                file.display()
+            ));
+            return EXIT_ERROR;
+        }
+    };
+    let hash = safety::plan_hash(&bytes);
+    match format {
+        OutputFormat::Json => out.json(&plan),
+        OutputFormat::Text => out.print(&safety::show_text(&plan, file, &hash, Out::style())),
+    }
+    EXIT_OK
 }
