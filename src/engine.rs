@@ -324,6 +324,11 @@ pub struct FingerprintKey {
 }
 
 impl FingerprintKey {
+    /// A fingerprint keyed with this host's key (`hmac:` prefixed).
+    pub fn keyed(&self, fingerprint: &str) -> String {
+        crate::plan::keyed_fingerprint(&self.key, fingerprint)
+    }
+
     fn new(key: Vec<u8>) -> FingerprintKey {
         let full = crate::plan::keyed_fingerprint(&key, "key-id");
         let hex = full.trim_start_matches(crate::plan::KEYED_PREFIX);

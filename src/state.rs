@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Outcome, Status};
-use crate::engine::{EngineError, Model};
+use crate::engine::{EngineError, FingerprintKey, Model};
 use crate::host::{FileKind, Host, HostError, Perms};
 use crate::id::ResourceId;
 use crate::manifest::decode::{format_mode, Decoder, Fields};
@@ -108,6 +108,18 @@ pub struct Original {
     pub target: Option<String>,
 }
 
+/// What the record keeps to check a saved original before restoring it: its SHA-256, or
+/// for a secret's the same keyed with the host's fingerprint key (a plain hash of a secret
+/// would let anyone holding the record confirm a guess).
+fn content_id(bytes: &[u8], secret: bool, key: &FingerprintKey) -> String {
+    let plain = crate::plan::sha256_hex(bytes);
+    if secret {
+        key.keyed(&plain)
+    } else {
+        plain
+    }
+}
+
 fn host_err(e: HostError) -> EngineError {
     EngineError::Host(e)
 }
@@ -189,6 +201,7 @@ pub fn capture(
     host: &Host,
     model: &Model,
     record: Option<&Record>,
+    key: &FingerprintKey,
 ) -> Result<Vec<Managed>, EngineError> {
     let known: HashSet<&ResourceId> = record
         .map(|r| r.resources.iter().map(|m| &m.id).collect())
@@ -261,7 +274,7 @@ pub fn capture(
                                 ORIGINALS_DIR_MODE,
                                 PRIVATE,
                             )?;
-                            o.sha256 = Some(crate::plan::sha256_hex(&bytes));
+                            o.sha256 = Some(content_id(&bytes, secret, key));
                             o.saved = Some(name);
                         }
                     }
@@ -452,12 +465,14 @@ fn step_for(
                 .map_err(|e| EngineError::Other(format!("{}: {e}", m.id)))?;
             c.fields = planned.fields;
         }
+        let live_mode =
+            crate::resource::unit::detect_mode(host) == crate::resource::unit::Mode::Live;
         c.notes.push(format!(
             "reconcile created it: {}its file {path} is deleted",
-            if r.is_some() {
-                "stopped, disabled, and "
-            } else {
-                ""
+            match (&r, live_mode) {
+                (None, _) => "",
+                (Some(_), true) => "stopped, disabled, and ",
+                (Some(_), false) => "disabled (offline: nothing runs to stop), and ",
             }
         ));
         return Ok((Step::Unit(r), c));
@@ -548,6 +563,7 @@ pub fn apply_removed(
     model: &Model,
     record: Option<&Record>,
     tagged: bool,
+    key: &FingerprintKey,
     on_done: &dyn Fn(&Outcome),
 ) -> (Vec<Outcome>, HashSet<ResourceId>) {
     let mut outcomes = Vec::new();
@@ -580,7 +596,7 @@ pub fn apply_removed(
     };
     for (m, step, change) in planned {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_step(host, &ctx, &m, &step)
+            run_step(host, &ctx, &m, &step, key)
         }))
         .unwrap_or_else(|_| {
             Err("internal error: reconcile panicked while removing this resource".into())
@@ -608,12 +624,18 @@ pub fn apply_removed(
     (outcomes, forget)
 }
 
-fn run_step(host: &Host, ctx: &ApplyCtx, m: &Managed, step: &Step) -> Result<(), String> {
+fn run_step(
+    host: &Host,
+    ctx: &ApplyCtx,
+    m: &Managed,
+    step: &Step,
+    key: &FingerprintKey,
+) -> Result<(), String> {
     let path = m.path.as_deref().unwrap_or_default();
     match step {
         Step::Keep | Step::Forget => Ok(()),
         Step::DeletePath => delete_created(host, m, path),
-        Step::Restore => restore(host, m, path),
+        Step::Restore => restore(host, m, path, key),
         Step::Kind(r) => {
             let accounts = host.accounts().map_err(|e| e.to_string())?;
             let fresh = r
@@ -692,7 +714,7 @@ fn delete_created(host: &Host, m: &Managed, path: &str) -> Result<(), String> {
     host.remove(path).map_err(|e| e.to_string())
 }
 
-fn restore(host: &Host, m: &Managed, path: &str) -> Result<(), String> {
+fn restore(host: &Host, m: &Managed, path: &str, key: &FingerprintKey) -> Result<(), String> {
     let Some(o) = &m.original else {
         return Ok(());
     };
@@ -714,7 +736,7 @@ fn restore(host: &Host, m: &Managed, path: &str) -> Result<(), String> {
                         host.show(&original_path(name))
                     )
                 })?;
-            if o.sha256.as_deref() != Some(&crate::plan::sha256_hex(&bytes)) {
+            if o.sha256.as_deref() != Some(&content_id(&bytes, m.secret, key)) {
                 return Err(format!(
                     "the saved original {} does not match its recorded hash; not restored",
                     host.show(&original_path(name))

@@ -703,7 +703,7 @@ fn apply(
     }
     // What each resource looked like before reconcile first manages it: what
     // `removed: remove` restores.
-    let captured = match crate::state::capture(&host, &model, record.as_ref()) {
+    let captured = match crate::state::capture(&host, &model, record.as_ref(), &fp_key) {
         Ok(c) => c,
         Err(e) => {
             out.engine_error(&e);
@@ -737,8 +737,14 @@ fn apply(
     };
     let forget = match model.loaded.settings.removed {
         crate::state::Removed::Remove if !tagged => {
-            let (done, forget) =
-                crate::state::apply_removed(&host, &model, record.as_ref(), tagged, &on_removed);
+            let (done, forget) = crate::state::apply_removed(
+                &host,
+                &model,
+                record.as_ref(),
+                tagged,
+                &fp_key,
+                &on_removed,
+            );
             outcomes.extend(done);
             forget
         }
