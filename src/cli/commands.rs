@@ -545,10 +545,9 @@ fn apply(
     {
         out.print(&note);
     }
-    let locked = match lock_timeout {
-        None => host.lock().map(Ok),
-        Some(t) => host.lock_wait(t).map(|r| r.map_err(|busy| busy.message)),
-    };
+    let locked = host
+        .lock_wait(lock_timeout.unwrap_or_default())
+        .map(|r| r.map_err(|busy| busy.message));
     let _lock = match locked {
         Ok(Ok(l)) => l,
         Ok(Err(busy)) => {
