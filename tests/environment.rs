@@ -62,8 +62,7 @@ fn check_without_env_uses_the_environment_the_last_apply_recorded_and_says_so() 
     assert_eq!(before, s.snapshot());
     let start = audit_lines(&s)
         .into_iter()
-        .filter(|r| r["event"] == "run_start")
-        .last()
+        .rfind(|r| r["event"] == "run_start")
         .unwrap_or_default();
     assert_eq!(start["data"]["environment"], "production");
     assert_eq!(start["data"]["environment_source"], "recorded");
@@ -112,8 +111,7 @@ fn switch_env_is_shown_in_the_plan_and_recorded_in_the_audit_trail() {
     assert_eq!(s.read("/etc/app.conf"), "level = debug\n");
     let start = audit_lines(&s)
         .into_iter()
-        .filter(|r| r["event"] == "run_start")
-        .last()
+        .rfind(|r| r["event"] == "run_start")
         .unwrap_or_default();
     assert_eq!(start["data"]["environment"], "development");
     assert_eq!(start["data"]["switch_env_from"], "production");
