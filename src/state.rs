@@ -158,7 +158,8 @@ pub fn read(host: &Host) -> Result<Option<Record>, EngineError> {
 }
 
 fn write(host: &Host, record: &Record) -> Result<(), EngineError> {
-    let bytes = serde_json::to_vec_pretty(record)
+    // Compact: at 100,000 resources the indentation alone would be megabytes.
+    let bytes = serde_json::to_vec(record)
         .map_err(|e| EngineError::Other(format!("cannot serialise the record: {e}")))?;
     host.write_state(RECORD, &bytes, STATE_DIR_MODE, PRIVATE)
         .map_err(host_err)
@@ -785,7 +786,9 @@ fn restore(host: &Host, m: &Managed, path: &str, key: &FingerprintKey) -> Result
 /// Writes the record after an apply: every selected declared resource that is there now
 /// (a declared `state: absent` leaves nothing to remember), what was not selected as it
 /// was, and the undeclared ones not removed. The environment is the run's when it
-/// succeeded, else the one recorded before.
+/// succeeded, else the one recorded before. Only resources the run changed (`touched`) are
+/// looked at again: an untouched one is where it was, which keeps a no-op apply of a
+/// large catalog from walking every path once more. An unchanged record is not rewritten.
 #[allow(clippy::too_many_arguments)]
 pub fn update_after_apply(
     host: &Host,
@@ -793,25 +796,26 @@ pub fn update_after_apply(
     previous: Option<&Record>,
     captured: Vec<Managed>,
     forget: &HashSet<ResourceId>,
+    touched: &HashSet<ResourceId>,
     environment: Option<String>,
     succeeded: bool,
     run: &str,
 ) -> Result<(), EngineError> {
     let accounts = host.accounts()?;
-    let mut by_id: BTreeMap<ResourceId, Managed> = previous
+    let mut by_id: BTreeMap<ResourceId, (Managed, bool)> = previous
         .map(|r| {
             r.resources
                 .iter()
-                .map(|m| (m.id.clone(), m.clone()))
+                .map(|m| (m.id.clone(), (m.clone(), true)))
                 .collect()
         })
         .unwrap_or_default();
     for m in captured {
-        by_id.entry(m.id.clone()).or_insert(m);
+        by_id.entry(m.id.clone()).or_insert((m, false));
     }
     let mut drop_saved = Vec::new();
     let catalog = &model.loaded.catalog;
-    let keep = |id: &ResourceId| -> bool {
+    let keep = |id: &ResourceId, m: &Managed, recorded: bool| -> bool {
         if forget.contains(id) {
             return false;
         }
@@ -821,7 +825,10 @@ pub fn update_after_apply(
         if !model.selected.get(i).copied().unwrap_or(true) {
             return true;
         }
-        let present = if accounts_kind(&id.kind) {
+        if !touched.contains(id) {
+            return recorded || m.existed;
+        }
+        if accounts_kind(&id.kind) {
             if id.kind == "user" {
                 accounts.user(&id.name).is_some()
             } else {
@@ -832,12 +839,11 @@ pub fn update_after_apply(
                 Some(p) => !matches!(host.lstat(p), Ok(None)),
                 None => true,
             }
-        };
-        present
+        }
     };
     let mut resources = Vec::new();
-    for (id, mut m) in by_id {
-        if keep(&id) {
+    for (id, (mut m, recorded)) in by_id {
+        if keep(&id, &m, recorded) {
             if let Some(i) = catalog.index_of(&id) {
                 m.secret = catalog.resources[i].meta().secret;
             }
@@ -846,18 +852,24 @@ pub fn update_after_apply(
             drop_saved.push(name);
         }
     }
-    let record = Record {
-        format: RECORD_FORMAT.into(),
-        version: RECORD_VERSION,
-        environment: if succeeded {
-            environment
-        } else {
-            previous.and_then(|r| r.environment.clone())
-        },
-        run: Some(run.to_string()),
-        resources,
+    let environment = if succeeded {
+        environment
+    } else {
+        previous.and_then(|r| r.environment.clone())
     };
-    write(host, &record)?;
+    let same = previous.is_some_and(|p| p.environment == environment && p.resources == resources);
+    if !same {
+        write(
+            host,
+            &Record {
+                format: RECORD_FORMAT.into(),
+                version: RECORD_VERSION,
+                environment,
+                run: Some(run.to_string()),
+                resources,
+            },
+        )?;
+    }
     for name in drop_saved {
         host.remove(&original_path(&name))?;
     }

@@ -502,3 +502,30 @@ fn a_user_reconcile_created_is_removed_keeping_its_home_as_the_plan_states_and_o
     );
     assert_eq!(std::fs::read("/etc/passwd").ok(), machine_passwd);
 }
+
+#[test]
+fn a_file_already_as_declared_before_the_first_apply_is_kept_when_no_longer_declared() {
+    let s = Sandbox::new();
+    s.put("/etc/issue", b"Welcome\n");
+    std::fs::set_permissions(s.path("/etc/issue"), std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/issue\n    content: \"Welcome\\n\"\n    mode: \"0644\"\n",
+    );
+    let first = s.converge(&["site.yaml"]);
+    assert!(first.stdout().contains("0 changed"), "{}", first.all());
+    let record: serde_json::Value =
+        serde_json::from_str(&s.read(RECORD)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(record["resources"][0]["existed"], true);
+    s.manifest("site.yaml", "settings: {removed: remove}\nresources: []\n");
+    let (plan, _) = read_only_runs(&s, &["site.yaml"]);
+    assert!(
+        plan.stdout().contains("original restored"),
+        "{}",
+        plan.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/etc/issue"), "Welcome\n");
+    assert_eq!(s.mode("/etc/issue"), 0o644);
+}

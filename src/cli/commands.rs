@@ -773,6 +773,11 @@ fn apply(
         engine::seal_change(c, Some(&fp_key));
     }
     let succeeded = !outcomes.iter().any(Outcome::failed);
+    let touched: std::collections::HashSet<crate::id::ResourceId> = outcomes
+        .iter()
+        .filter(|o| o.status != crate::apply::Status::Unchanged)
+        .map(|o| o.id.clone())
+        .collect();
     let run_id = trail.run_id();
     let recorded = crate::state::update_after_apply(
         &host,
@@ -780,6 +785,7 @@ fn apply(
         record.as_ref(),
         captured,
         &forget,
+        &touched,
         opts.env.clone(),
         succeeded,
         &run_id,
