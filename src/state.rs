@@ -604,7 +604,11 @@ pub fn apply_removed(
         });
         let status = match (&step, result) {
             (_, Err(reason)) => Status::Failed { reason },
-            (Step::Keep, Ok(())) => Status::Unchanged,
+            // Asked to remove it, and it cannot be: a failure the operator must see (it
+            // stays recorded and reported).
+            (Step::Keep, Ok(())) => Status::Failed {
+                reason: change.warnings.join("; "),
+            },
             (Step::Forget, Ok(())) => {
                 forget.insert(m.id.clone());
                 Status::Unchanged
@@ -874,4 +878,100 @@ pub fn update_after_apply(
         host.remove(&original_path(&name))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(id: &str, path: Option<&str>) -> Managed {
+        Managed {
+            id: ResourceId::parse(id).unwrap_or_else(|| ResourceId::new("file", id)),
+            path: path.map(str::to_string),
+            existed: false,
+            original: None,
+            secret: false,
+        }
+    }
+
+    #[test]
+    fn removals_are_built_by_the_kinds_own_decoders() {
+        let user = kind_removal(&managed("user[carol]", None));
+        assert_eq!(
+            user.as_ref().map(|r| r.id().to_string()).as_deref(),
+            Some("user[carol]")
+        );
+        assert!(kind_removal(&managed("group[ops]", None)).is_some());
+        let unit = kind_removal(&managed("unit[rc-clean.timer]", Some("/x")));
+        assert!(unit.is_some_and(|u| u.managed_path().is_none()));
+        // Drop-ins and templates have no state of their own.
+        assert!(kind_removal(&managed("unit[a.service.d/x.conf]", None)).is_none());
+        assert!(kind_removal(&managed("unit[getty@.service]", None)).is_none());
+        // A name that is not valid for the kind builds nothing rather than something else.
+        assert!(kind_removal(&managed("user[bad name\nstate: present]", None)).is_none());
+    }
+
+    #[test]
+    fn units_go_first_files_before_their_directories_accounts_last() {
+        let mut list = [
+            managed("group[ops]", None),
+            managed("directory[/a]", Some("/a")),
+            managed("file[/a/b/c]", Some("/a/b/c")),
+            managed("directory[/a/b]", Some("/a/b")),
+            managed("user[u]", None),
+            managed("unit[x.timer]", Some("/etc/systemd/system/x.timer")),
+        ];
+        list.sort_by_key(removal_rank);
+        let order: Vec<String> = list.iter().map(|m| m.id.to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "unit[x.timer]",
+                "file[/a/b/c]",
+                "directory[/a/b]",
+                "directory[/a]",
+                "user[u]",
+                "group[ops]"
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_removed_values() {
+        assert_eq!(Removed::parse("report"), Some(Removed::Report));
+        assert_eq!(Removed::parse("remove"), Some(Removed::Remove));
+        assert_eq!(Removed::parse("purge"), None);
+        assert_eq!(Removed::default(), Removed::Report);
+    }
+
+    #[test]
+    fn a_record_others_can_read_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(dir.path())?;
+        assert!(read(&host)?.is_none());
+        assert!(!dir.path().join("var").exists());
+        write(
+            &host,
+            &Record {
+                format: RECORD_FORMAT.into(),
+                version: RECORD_VERSION,
+                environment: Some("production".into()),
+                ..Record::default()
+            },
+        )?;
+        assert_eq!(
+            read(&host)?.and_then(|r| r.environment).as_deref(),
+            Some("production")
+        );
+        let file = dir.path().join(RECORD.trim_start_matches('/'));
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o7777,
+            0o600
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        let err = read(&host).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("0644"), "{err}");
+        Ok(())
+    }
 }
