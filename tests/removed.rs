@@ -150,6 +150,14 @@ fn a_timer_deleted_from_the_manifests_is_reported_left_by_default_and_disabled_a
     );
     assert!(s.path(unit).is_file() && s.path(wants).is_symlink());
     s.run("check", &["site.yaml"]).assert_code(2);
+    let json = s.run("apply", &["site.yaml", "--format", "json"]);
+    json.assert_code(0);
+    let v: serde_json::Value =
+        serde_json::from_str(&json.stdout()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        v["undeclared_left"],
+        serde_json::json!(["unit[rc-clean.timer]"])
+    );
 
     // `removed: remove`: disabled and its file removed; the service stays.
     s.manifest(

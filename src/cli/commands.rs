@@ -734,6 +734,7 @@ fn apply(
             out.print(&removed_outcome(o, style));
         }
     };
+    let mut left: Vec<String> = Vec::new();
     let forget = match model.loaded.settings.removed {
         crate::state::Removed::Remove if !tagged => {
             let (done, forget) = crate::state::apply_removed(
@@ -750,6 +751,7 @@ fn apply(
         _ => {
             if !removed.is_empty() {
                 let ids: Vec<String> = removed.iter().map(|c| c.id.to_string()).collect();
+                left.clone_from(&ids);
                 trail.record(
                     "undeclared_left",
                     json!({ "resources": ids, "reason": if tagged { "--tags" } else { "settings.removed: report" } }),
@@ -797,12 +799,19 @@ fn apply(
         trail.record("record_failed", json!({ "reason": e.to_string() }));
     }
     match format {
-        OutputFormat::Json => out.json(&json!({
-            "format": "reconcile-apply",
-            "version": 1,
-            "root": host.root().display().to_string(),
-            "outcomes": outcomes,
-        })),
+        OutputFormat::Json => {
+            let mut doc = json!({
+                "format": "reconcile-apply",
+                "version": 1,
+                "root": host.root().display().to_string(),
+                "outcomes": outcomes,
+            });
+            // Resources no longer declared that this apply left in place.
+            if !left.is_empty() {
+                doc["undeclared_left"] = json!(left);
+            }
+            out.json(&doc)
+        }
         OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
     }
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
