@@ -537,3 +537,64 @@ fn a_file_already_as_declared_before_the_first_apply_is_kept_when_no_longer_decl
     assert_eq!(s.read("/etc/issue"), "Welcome\n");
     assert_eq!(s.mode("/etc/issue"), 0o644);
 }
+
+/// Live: on a booted test host (systemd as PID 1), a timer deleted from the manifests is
+/// stopped, disabled and its file removed, and systemd no longer knows it.
+#[test]
+fn live_a_timer_no_longer_declared_is_stopped_disabled_and_unloaded() {
+    let Some(host) = support::testhost::boot_or_skip(
+        "live_a_timer_no_longer_declared_is_stopped_disabled_and_unloaded",
+    ) else {
+        return;
+    };
+    let rc = |args: &[&str]| {
+        let mut argv = vec![support::testhost::RECONCILE_IN_HOST];
+        argv.extend_from_slice(args);
+        argv.push("/root/m");
+        host.exec_timeout(&argv, std::time::Duration::from_secs(300))
+    };
+    let prop = |unit: &str, p: &str| {
+        host.exec_ok(&["systemctl", "show", unit, "--value", "-p", p])
+            .trim()
+            .to_string()
+    };
+    let job = r#"
+  - unit: rc-gone.service
+    sections:
+      Service: { Type: oneshot, ExecStart: /bin/true }
+"#;
+    let timer = r#"
+  - unit: rc-gone.timer
+    enabled: true
+    active: true
+    sections:
+      Unit: { Description: rc job window }
+      Timer: { OnCalendar: "Sun *-*-* 02:00:00" }
+      Install: { WantedBy: timers.target }
+"#;
+    host.write_file(
+        "/root/m/site.yaml",
+        format!("resources:{job}{timer}").as_bytes(),
+    );
+    let apply = rc(&["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop("rc-gone.timer", "ActiveState"), "active");
+    host.write_file(
+        "/root/m/site.yaml",
+        format!("settings: {{removed: remove}}\nresources:{job}").as_bytes(),
+    );
+    let check = rc(&["check"]);
+    assert_eq!(check.status, 2, "{check}");
+    assert!(
+        check.stdout.contains("stopped, disabled, and its file"),
+        "{check}"
+    );
+    let apply = rc(&["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop("rc-gone.timer", "ActiveState"), "inactive");
+    assert_eq!(prop("rc-gone.timer", "LoadState"), "not-found");
+    let gone = host.exec(&["test", "-e", "/etc/systemd/system/rc-gone.timer"]);
+    assert_ne!(gone.status, 0, "the timer's file is still there");
+    let again = rc(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "plan after apply is not empty: {again}");
+}
