@@ -207,6 +207,14 @@ pub fn capture(
     let known: HashSet<&ResourceId> = record
         .map(|r| r.resources.iter().map(|m| &m.id).collect())
         .unwrap_or_default();
+    // A path an undeclared resource managed, now declared as another kind: what was
+    // there before reconcile is still what it was.
+    let taken_over: BTreeMap<&str, &Managed> = record
+        .map(|r| not_declared(model, r))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.path.as_deref().map(|p| (p, m)))
+        .collect();
     let accounts = host.accounts()?;
     let mut out = Vec::new();
     let mut dir_ready = false;
@@ -228,6 +236,16 @@ pub fn capture(
                 existed,
                 original: None,
                 secret,
+            });
+            continue;
+        }
+        if let Some(before) = r.managed_path().and_then(|p| taken_over.get(p)) {
+            out.push(Managed {
+                id,
+                path: before.path.clone(),
+                existed: before.existed,
+                original: before.original.clone(),
+                secret: secret || before.secret,
             });
             continue;
         }
@@ -504,13 +522,35 @@ fn removal_rank(m: &Managed) -> (u8, std::cmp::Reverse<usize>) {
     (rank, std::cmp::Reverse(depth))
 }
 
-/// Resources in the record that the manifests no longer declare, in removal order.
-fn undeclared<'r>(model: &Model, record: &'r Record) -> Vec<&'r Managed> {
-    let mut out: Vec<&Managed> = record
+/// Recorded resources whose id is no longer declared (the path may be, by another kind).
+fn not_declared<'r>(model: &Model, record: &'r Record) -> Vec<&'r Managed> {
+    record
         .resources
         .iter()
         .filter(|m| !model.loaded.catalog.contains(&m.id))
-        .collect();
+        .collect()
+}
+
+/// The paths the declared resources manage.
+fn declared_paths(model: &Model) -> HashSet<&str> {
+    model
+        .loaded
+        .catalog
+        .resources
+        .iter()
+        .filter_map(|r| r.managed_path())
+        .collect()
+}
+
+/// Resources in the record that the manifests no longer declare, in removal order. One
+/// whose path another declared resource manages now (a `file` that became a `symlink`)
+/// is not among them: that resource takes its record over, original included.
+fn undeclared<'r>(model: &Model, record: &'r Record) -> Vec<&'r Managed> {
+    let mut out = not_declared(model, record);
+    if out.iter().any(|m| m.path.is_some()) {
+        let paths = declared_paths(model);
+        out.retain(|m| m.path.as_deref().is_none_or(|p| !paths.contains(p)));
+    }
     out.sort_by_key(|m| removal_rank(m));
     out
 }
@@ -747,11 +787,17 @@ fn restore(host: &Host, m: &Managed, path: &str, key: &FingerprintKey) -> Result
                     host.show(&original_path(name))
                 ));
             }
-            if live.is_some_and(|st| st.kind == FileKind::Directory) {
-                return Err(format!(
-                    "{} is now a directory; not replaced",
-                    host.show(path)
-                ));
+            match live.map(|st| st.kind) {
+                Some(FileKind::Directory) => {
+                    return Err(format!(
+                        "{} is now a directory; not replaced",
+                        host.show(path)
+                    ))
+                }
+                // The write never goes through a symlink: the link reconcile made goes
+                // first (the link itself, not what it points at).
+                Some(FileKind::Symlink) => host.remove(path).map_err(|e| e.to_string())?,
+                _ => {}
             }
             host.write_atomic(path, &bytes, &perms, &mut Vec::new(), None)
                 .map_err(|e| e.to_string())?;
@@ -819,8 +865,19 @@ pub fn update_after_apply(
     }
     let mut drop_saved = Vec::new();
     let catalog = &model.loaded.catalog;
+    let handed_over: HashSet<&ResourceId> = match previous {
+        Some(p) if not_declared(model, p).iter().any(|m| m.path.is_some()) => {
+            let paths = declared_paths(model);
+            not_declared(model, p)
+                .into_iter()
+                .filter(|m| m.path.as_deref().is_some_and(|x| paths.contains(x)))
+                .map(|m| &m.id)
+                .collect()
+        }
+        _ => HashSet::new(),
+    };
     let keep = |id: &ResourceId, m: &Managed, recorded: bool| -> bool {
-        if forget.contains(id) {
+        if forget.contains(id) || handed_over.contains(id) {
             return false;
         }
         let Some(i) = catalog.index_of(id) else {
@@ -856,6 +913,12 @@ pub fn update_after_apply(
             drop_saved.push(name);
         }
     }
+    // A saved original another entry took over stays.
+    let referenced: HashSet<&str> = resources
+        .iter()
+        .filter_map(|m| m.original.as_ref().and_then(|o| o.saved.as_deref()))
+        .collect();
+    drop_saved.retain(|name| !referenced.contains(name.as_str()));
     let environment = if succeeded {
         environment
     } else {

@@ -598,3 +598,36 @@ fn live_a_timer_no_longer_declared_is_stopped_disabled_and_unloaded() {
     let again = rc(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.status, 0, "plan after apply is not empty: {again}");
 }
+
+#[test]
+fn a_path_declared_again_as_another_kind_keeps_its_original_and_is_not_removed() {
+    let s = Sandbox::new();
+    s.put("/etc/tool.conf", b"distribution default\n");
+    s.manifest(
+        "site.yaml",
+        "settings: {removed: remove}\nresources:\n  - file: /etc/tool.conf\n    content: \"ours\\n\"\n",
+    );
+    s.converge(&["site.yaml"]);
+    // The same path, now a symlink: not "no longer declared", so not removed.
+    s.manifest(
+        "site.yaml",
+        "settings: {removed: remove}\nresources:\n  - symlink: /etc/tool.conf\n    target: /etc/tool.d/default.conf\n    force: true\n",
+    );
+    let (plan, _) = read_only_runs(&s, &["site.yaml"]);
+    assert!(
+        !plan.stdout().contains("no longer declared"),
+        "{}",
+        plan.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert!(s.path("/etc/tool.conf").is_symlink());
+    let record: serde_json::Value =
+        serde_json::from_str(&s.read(RECORD)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(record["resources"].as_array().map(Vec::len), Some(1));
+    assert_eq!(record["resources"][0]["id"], "symlink[/etc/tool.conf]");
+    assert_eq!(record["resources"][0]["existed"], true);
+    // Deleted from the manifests at last: the distribution's file comes back.
+    s.manifest("site.yaml", "settings: {removed: remove}\nresources: []\n");
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/etc/tool.conf"), "distribution default\n");
+}
