@@ -314,6 +314,8 @@ pub fn capture(
     Ok(out)
 }
 
+const SYNTHESIZED: &str = "(removal of an undeclared resource)";
+
 /// A declaration made by the engine and decoded by the kind itself, so that a removal
 /// goes through the kind's own checks and tools.
 fn synthesize(kind: &str, name: &str, extra: &[(&str, &str)]) -> Option<Box<dyn Resource>> {
@@ -323,7 +325,7 @@ fn synthesize(kind: &str, name: &str, extra: &[(&str, &str)]) -> Option<Box<dyn 
     for (key, value) in extra {
         text.push_str(&format!("{key}: {value}\n"));
     }
-    let file: Arc<str> = Arc::from("(removal of an undeclared resource)");
+    let file: Arc<str> = Arc::from(SYNTHESIZED);
     let node = crate::manifest::yaml::parse(&file, text.as_bytes()).ok()?;
     let pairs = node.as_map()?;
     let mut d = Decoder::new(Templates::new(
@@ -371,7 +373,9 @@ fn owner_text(accounts: &crate::host::accounts::Accounts, uid: u32, gid: u32) ->
 
 /// What happens to one undeclared resource; the change is what `plan` shows under it.
 enum Step {
-    /// Leave it and keep it in the record (report mode, or it cannot be removed safely).
+    /// Leave it and keep it in the record: `settings.removed: report`, or a `--tags` run.
+    Left,
+    /// Asked to remove it, but it cannot be: kept in the record, and a failure.
     Keep,
     /// Leave it as it is and forget it (it existed before reconcile managed it and has
     /// nothing to restore).
@@ -393,16 +397,36 @@ fn step_for(
     mode: Removed,
     tagged: bool,
 ) -> Result<(Step, Change), EngineError> {
+    let (step, c) = remove_step(host, ctx, m).unwrap_or_else(|e| {
+        // This one cannot be removed now (its group is still someone's primary group, a
+        // parent became a symlink...): it stays recorded, and the reason is shown.
+        let mut c = Change::new(m.id.clone(), m.secret);
+        c.notes.push("no longer declared".into());
+        c.warnings.push(format!(
+            "cannot be removed now: {}",
+            kind_message(&e.to_string())
+        ));
+        (Step::Keep, c)
+    });
+    // Nothing to undo (it was there before reconcile and has nothing to restore, or it is
+    // gone already): forgotten whatever the mode, so `report` does not flag it forever.
+    if matches!(step, Step::Forget) || (mode == Removed::Remove && !tagged) {
+        return Ok((step, c));
+    }
     let mut c = Change::new(m.id.clone(), m.secret);
     c.notes.push("no longer declared".into());
-    if mode == Removed::Report || tagged {
-        c.notes.push(if tagged {
-            "left in place: --tags narrows this run to tagged resources".into()
-        } else {
-            "left in place (settings.removed: report); declare it again, or set `settings: {removed: remove}` to remove it".into()
-        });
-        return Ok((Step::Keep, c));
-    }
+    c.notes.push(if tagged {
+        "left in place: --tags narrows this run to tagged resources".into()
+    } else {
+        "left in place (settings.removed: report); declare it again, or set `settings: {removed: remove}` to remove it".into()
+    });
+    Ok((Step::Left, c))
+}
+
+/// What `removed: remove` does with one undeclared resource.
+fn remove_step(host: &Host, ctx: &PlanCtx, m: &Managed) -> Result<(Step, Change), EngineError> {
+    let mut c = Change::new(m.id.clone(), m.secret);
+    c.notes.push("no longer declared".into());
     let live = match &m.path {
         Some(p) => host.lstat(p)?,
         None => None,
@@ -418,9 +442,7 @@ fn step_for(
                 .push("reconcile cannot build the removal of this resource: left in place".into());
             return Ok((Step::Keep, c));
         };
-        let planned = r
-            .plan(ctx)
-            .map_err(|e| EngineError::Other(format!("{}: {e}", m.id)))?;
+        let planned = r.plan(ctx).map_err(|e| EngineError::Other(e.to_string()))?;
         c.action = planned.action;
         c.fields = planned.fields;
         c.notes.extend(planned.notes);
@@ -479,9 +501,7 @@ fn step_for(
     if m.id.kind == "unit" {
         let r = kind_removal(m);
         if let Some(r) = &r {
-            let planned = r
-                .plan(ctx)
-                .map_err(|e| EngineError::Other(format!("{}: {e}", m.id)))?;
+            let planned = r.plan(ctx).map_err(|e| EngineError::Other(e.to_string()))?;
             c.fields = planned.fields;
         }
         let live_mode =
@@ -505,6 +525,19 @@ fn step_for(
             .push(format!("reconcile created it: {path} is deleted"));
     }
     Ok((Step::DeletePath, c))
+}
+
+/// A kind's message about a declaration made here, without the place of that declaration
+/// (it is in no manifest).
+fn kind_message(text: &str) -> &str {
+    match text.split_once(SYNTHESIZED) {
+        // `:LINE:COL: field `NAME`: message`
+        Some((_, rest)) => rest
+            .split_once("`: ")
+            .map_or(rest, |(_, m)| m)
+            .trim_start_matches(|c: char| c == ':' || c.is_ascii_digit() || c == ' '),
+        None => text,
+    }
 }
 
 /// Order of removals: units stop before their files go, files before their directories
@@ -597,7 +630,17 @@ pub fn plan_removed(
         .collect())
 }
 
-/// Runs the removals (`removed: remove`), one at a time in removal order. Returns each
+/// What an apply did about resources no longer declared.
+pub struct Removals {
+    /// One per resource acted on (removed, restored, forgotten, or failed).
+    pub outcomes: Vec<Outcome>,
+    /// Ids to drop from the record.
+    pub forget: HashSet<ResourceId>,
+    /// Left in place and still recorded (`report`, `--tags`).
+    pub left: Vec<ResourceId>,
+}
+
+/// Runs the removals (`removed: remove`; in any mode, forgets what has nothing to undo), one at a time in removal order. Returns each
 /// one's outcome and the ids to drop from the record.
 pub fn apply_removed(
     host: &Host,
@@ -606,11 +649,16 @@ pub fn apply_removed(
     tagged: bool,
     key: &FingerprintKey,
     on_done: &dyn Fn(&Outcome),
-) -> (Vec<Outcome>, HashSet<ResourceId>) {
+) -> Removals {
     let mut outcomes = Vec::new();
     let mut forget = HashSet::new();
+    let mut left = Vec::new();
     let Some(record) = record else {
-        return (outcomes, forget);
+        return Removals {
+            outcomes,
+            forget,
+            left,
+        };
     };
     let mode = model.loaded.settings.removed;
     let planned = match steps(host, model, record, mode, tagged, Purpose::Apply) {
@@ -628,7 +676,11 @@ pub fn apply_removed(
                 on_done(&o);
                 outcomes.push(o);
             }
-            return (outcomes, forget);
+            return Removals {
+                outcomes,
+                forget,
+                left,
+            };
         }
     };
     let ctx = ApplyCtx {
@@ -636,6 +688,10 @@ pub fn apply_removed(
         catalog: &model.loaded.catalog,
     };
     for (m, step, change) in planned {
+        if matches!(step, Step::Left) {
+            left.push(m.id.clone());
+            continue;
+        }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_step(host, &ctx, &m, &step, key)
         }))
@@ -666,7 +722,11 @@ pub fn apply_removed(
         on_done(&o);
         outcomes.push(o);
     }
-    (outcomes, forget)
+    Removals {
+        outcomes,
+        forget,
+        left,
+    }
 }
 
 fn run_step(
@@ -678,7 +738,7 @@ fn run_step(
 ) -> Result<(), String> {
     let path = m.path.as_deref().unwrap_or_default();
     match step {
-        Step::Keep | Step::Forget => Ok(()),
+        Step::Left | Step::Keep | Step::Forget => Ok(()),
         Step::DeletePath => delete_created(host, m, path),
         Step::Restore => restore(host, m, path, key),
         Step::Kind(r) => {
@@ -997,6 +1057,18 @@ mod tests {
                 "group[ops]"
             ]
         );
+    }
+
+    #[test]
+    fn a_kinds_message_loses_the_place_of_the_made_up_declaration() {
+        assert_eq!(
+            kind_message(&format!(
+                "{SYNTHESIZED}:1:1: field `state`: cannot remove group `ops`: it is a primary group"
+            )),
+            "cannot remove group `ops`: it is a primary group"
+        );
+        assert_eq!(kind_message(&format!("{SYNTHESIZED}:2:3: bad")), "bad");
+        assert_eq!(kind_message("plain"), "plain");
     }
 
     #[test]

@@ -280,11 +280,10 @@ fn plan(
     let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Plan) else {
         return EXIT_ERROR;
     };
-    let removed_mode = model.loaded.settings.removed;
     leave_to_exit(model);
     match format {
         OutputFormat::Json => out.json(&plan),
-        OutputFormat::Text => out.print(&safety::plan_text(&plan, removed_mode, Out::style())),
+        OutputFormat::Text => out.print(&safety::plan_text(&plan, Out::style())),
     }
     if let Some(path) = save {
         match safety::save_plan(&plan, &path) {
@@ -338,7 +337,6 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Check) else {
         return EXIT_ERROR;
     };
-    let removed_mode = model.loaded.settings.removed;
     leave_to_exit(model);
     let drifted: Vec<&Change> = plan.changes.iter().filter(|c| c.is_change()).collect();
     match format {
@@ -357,7 +355,7 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
         }),
         OutputFormat::Text => {
             if plan.has_changes() || !plan.errors.is_empty() {
-                out.print(&safety::plan_text(&plan, removed_mode, Out::style()));
+                out.print(&safety::plan_text(&plan, Out::style()));
             } else {
                 out.print(&format!(
                     "{}In sync: {} resources match {}.\n",
@@ -709,7 +707,6 @@ fn apply(
             return refuse("cannot record the originals", vec![e.to_string()]);
         }
     };
-    let removed = plan.removed;
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text;
@@ -734,43 +731,28 @@ fn apply(
             out.print(&removed_outcome(o, style));
         }
     };
-    let mut left: Vec<String> = Vec::new();
-    let forget = match model.loaded.settings.removed {
-        crate::state::Removed::Remove if !tagged => {
-            let (done, forget) = crate::state::apply_removed(
-                &host,
-                &model,
-                record.as_ref(),
-                tagged,
-                &fp_key,
-                &on_removed,
-            );
-            outcomes.extend(done);
-            forget
+    let done =
+        crate::state::apply_removed(&host, &model, record.as_ref(), tagged, &fp_key, &on_removed);
+    outcomes.extend(done.outcomes);
+    let forget = done.forget;
+    let left: Vec<String> = done.left.iter().map(ToString::to_string).collect();
+    if !left.is_empty() {
+        trail.record(
+            "undeclared_left",
+            json!({ "resources": left, "reason": if tagged { "--tags" } else { "settings.removed: report" } }),
+        );
+        if streamed {
+            out.print(&format!(
+                "Left in place, no longer declared ({}): {}\n",
+                if tagged {
+                    "--tags narrows this run"
+                } else {
+                    "settings.removed is report; set `settings: {removed: remove}` to remove them"
+                },
+                left.join(", ")
+            ));
         }
-        _ => {
-            if !removed.is_empty() {
-                let ids: Vec<String> = removed.iter().map(|c| c.id.to_string()).collect();
-                left.clone_from(&ids);
-                trail.record(
-                    "undeclared_left",
-                    json!({ "resources": ids, "reason": if tagged { "--tags" } else { "settings.removed: report" } }),
-                );
-                if streamed {
-                    out.print(&format!(
-                        "Left in place, no longer declared ({}): {}\n",
-                        if tagged {
-                            "--tags narrows this run"
-                        } else {
-                            "settings.removed is report; set `settings: {removed: remove}` to remove them"
-                        },
-                        ids.join(", ")
-                    ));
-                }
-            }
-            Default::default()
-        }
-    };
+    }
     for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
         engine::seal_change(c, Some(&fp_key));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::plan::{Action, Change, Plan};
 use crate::render::{self, Style};
-use crate::state::{Record, Removed};
+use crate::state::Record;
 
 /// The environment a run uses, and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,13 +91,21 @@ pub fn env_note(plan: &Plan) -> Option<String> {
     })
 }
 
-fn removed_summary(plan: &Plan, mode: Removed) -> String {
+fn removed_summary(plan: &Plan) -> String {
     let n = plan.removed.len();
-    let what = match mode {
-        Removed::Report => "left in place: settings.removed is report",
-        Removed::Remove => "apply removes them: settings.removed is remove",
-    };
-    format!(" {n} no longer declared ({what}).")
+    let left = plan
+        .removed
+        .iter()
+        .filter(|c| c.notes.iter().any(|n| n.starts_with("left in place")))
+        .count();
+    let mut parts = Vec::new();
+    if left > 0 {
+        parts.push(format!("{left} left in place"));
+    }
+    if n > left {
+        parts.push(format!("{} undone or forgotten by apply", n - left));
+    }
+    format!(" {n} no longer declared ({}).", parts.join(", "))
 }
 
 /// One resource no longer declared: `- file[/etc/x] (no longer declared)` and what
@@ -119,7 +127,7 @@ pub fn removed_change(out: &mut String, c: &Change, style: Style) {
 
 /// The plan as text: `render::plan`, with the environment line and the resources no
 /// longer declared.
-pub fn plan_text(plan: &Plan, mode: Removed, style: Style) -> String {
+pub fn plan_text(plan: &Plan, style: Style) -> String {
     let mut out = env_note(plan).unwrap_or_default();
     if plan.removed.is_empty() {
         out.push_str(&render::plan(plan, style));
@@ -144,7 +152,7 @@ pub fn plan_text(plan: &Plan, mode: Removed, style: Style) -> String {
         let _ = writeln!(out, "error: {at}{}: {}", e.id, e.message);
     }
     let _ = write!(out, "{}", render::summary_line(&plan.summary));
-    out.push_str(&removed_summary(plan, mode));
+    out.push_str(&removed_summary(plan));
     if plan.summary.errors > 0 {
         let _ = write!(
             out,
@@ -154,21 +162,6 @@ pub fn plan_text(plan: &Plan, mode: Removed, style: Style) -> String {
     }
     out.push('\n');
     out
-}
-
-/// The mode a saved plan was made under, read back from its removals.
-pub fn mode_of(plan: &Plan) -> Removed {
-    if plan.removed.iter().any(|c| c.is_change()) {
-        Removed::Remove
-    } else if plan.removed.iter().any(|c| {
-        c.notes
-            .iter()
-            .any(|n| n.contains("settings.removed: report"))
-    }) {
-        Removed::Report
-    } else {
-        Removed::Remove
-    }
 }
 
 /// `sha256:` and the hex digest of a saved plan's bytes.
@@ -266,7 +259,7 @@ pub fn show_text(plan: &Plan, file: &Path, hash: &str, style: Style) -> String {
         let _ = writeln!(out, "  tags: {}", plan.tags.join(", "));
     }
     out.push('\n');
-    out.push_str(&plan_text(plan, mode_of(plan), style));
+    out.push_str(&plan_text(plan, style));
     out
 }
 
