@@ -631,3 +631,44 @@ fn a_path_declared_again_as_another_kind_keeps_its_original_and_is_not_removed()
     s.converge(&["site.yaml"]);
     assert_eq!(s.read("/etc/tool.conf"), "distribution default\n");
 }
+
+#[test]
+fn with_report_what_has_nothing_to_undo_is_forgotten_by_the_next_apply() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/gone.conf\n    content: \"x\\n\"\n  - file: /etc/kept.conf\n    content: \"y\\n\"\n",
+    );
+    s.converge(&["site.yaml"]);
+    std::fs::remove_file(s.path("/etc/gone.conf")).unwrap_or_else(|e| panic!("{e}"));
+    s.manifest("site.yaml", "resources: []\n");
+    let (plan, check) = read_only_runs(&s, &["site.yaml"]);
+    let out = plan.stdout();
+    assert!(
+        out.contains("- file[/etc/gone.conf] (no longer declared)"),
+        "{}",
+        plan.all()
+    );
+    assert!(out.contains("already gone; forgotten"), "{}", plan.all());
+    assert!(
+        out.contains("- file[/etc/kept.conf] (no longer declared)"),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        out.contains("2 no longer declared (1 left in place, 1 undone or forgotten by apply)"),
+        "{}",
+        plan.all()
+    );
+    check.assert_code(2);
+    s.run("apply", &["site.yaml"]).assert_code(0);
+    let plan = s.run("plan", &["site.yaml"]);
+    assert!(!plan.stdout().contains("gone.conf"), "{}", plan.all());
+    assert!(
+        plan.stdout()
+            .contains("file[/etc/kept.conf] (no longer declared)"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(s.read("/etc/kept.conf"), "y\n");
+}
