@@ -529,19 +529,10 @@ fn apply(
             (opts, choice)
         }
     };
-    if let Some(note) = (format == OutputFormat::Text)
-        .then(|| {
-            safety::env_note(&Plan {
-                environment: choice.env.clone(),
-                environment_source: choice.source.clone(),
-                switch_env_from: choice.switch_from.clone(),
-                root: host.root().display().to_string(),
-                ..empty_plan()
-            })
-        })
-        .flatten()
-    {
-        out.print(&note);
+    if format == OutputFormat::Text {
+        if let Some(line) = safety::env_line(&choice, &host.root().display().to_string()) {
+            out.print(&line);
+        }
     }
     let locked = host
         .lock_wait(lock_timeout.unwrap_or_default())
@@ -973,29 +964,6 @@ fn lock_refusal(host: &Host, busy: &str, waited: Option<&str>, opts: &LoadOption
         "environment": opts.env,
         "root": host.root().display().to_string(),
     })
-}
-
-/// A plan with nothing in it, for rendering a header line.
-fn empty_plan() -> Plan {
-    Plan {
-        format: crate::plan::PLAN_FORMAT.into(),
-        version: crate::plan::PLAN_VERSION,
-        root: String::new(),
-        manifests: Vec::new(),
-        environment: None,
-        vars: Vec::new(),
-        tags: Vec::new(),
-        inputs: String::new(),
-        fingerprint_key: None,
-        summary: Default::default(),
-        changes: Vec::new(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        environment_source: None,
-        switch_env_from: None,
-        removed: Vec::new(),
-        base: None,
-    }
 }
 
 /// `reconcile show PLANFILE`.

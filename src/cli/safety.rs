@@ -75,20 +75,31 @@ pub fn check_saved_env(plan: &Plan, record: Option<&Record>) -> Result<(), Strin
     ))
 }
 
-/// The line that says which environment a plan uses when `--env` alone did not say it.
-pub fn env_note(plan: &Plan) -> Option<String> {
-    let env = plan.environment.as_deref().unwrap_or("(none)");
-    if let Some(from) = &plan.switch_env_from {
+/// The line that says which environment a run uses when `--env` alone did not say it.
+pub fn env_line(choice: &EnvChoice, root: &str) -> Option<String> {
+    let env = choice.env.as_deref().unwrap_or("(none)");
+    if let Some(from) = &choice.switch_from {
         return Some(format!(
             "Environment: {env}, switching from {from} (--switch-env).\n"
         ));
     }
-    (plan.environment_source.as_deref() == Some("recorded")).then(|| {
+    (choice.source.as_deref() == Some("recorded")).then(|| {
         format!(
-            "Environment: {env} (recorded on {} by its last successful apply; --env NAME --switch-env to change it).\n",
-            plan.root
+            "Environment: {env} (recorded on {root} by its last successful apply; --env NAME --switch-env to change it).\n"
         )
     })
+}
+
+/// [`env_line`] for a plan.
+pub fn env_note(plan: &Plan) -> Option<String> {
+    env_line(
+        &EnvChoice {
+            env: plan.environment.clone(),
+            source: plan.environment_source.clone(),
+            switch_from: plan.switch_env_from.clone(),
+        },
+        &plan.root,
+    )
 }
 
 fn removed_summary(plan: &Plan) -> String {
