@@ -640,7 +640,8 @@ pub struct Removals {
     pub left: Vec<ResourceId>,
 }
 
-/// Runs the removals (`removed: remove`; in any mode, forgets what has nothing to undo), one at a time in removal order. Returns each
+/// Runs the removals (`removed: remove`; in any mode, forgets what has nothing to undo);
+/// none when `declared_failed` resources of this run failed or were skipped, one at a time in removal order. Returns each
 /// one's outcome and the ids to drop from the record.
 pub fn apply_removed(
     host: &Host,
@@ -648,6 +649,7 @@ pub fn apply_removed(
     record: Option<&Record>,
     tagged: bool,
     key: &FingerprintKey,
+    declared_failed: usize,
     on_done: &dyn Fn(&Outcome),
 ) -> Removals {
     let mut outcomes = Vec::new();
@@ -690,6 +692,22 @@ pub fn apply_removed(
     for (m, step, change) in planned {
         if matches!(step, Step::Left) {
             left.push(m.id.clone());
+            continue;
+        }
+        // A replacement that did not converge must not lose what it replaces: nothing is
+        // undone in a run whose declared resources failed.
+        if declared_failed > 0 && !matches!(step, Step::Forget) {
+            let o = Outcome {
+                id: m.id.clone(),
+                status: Status::Skipped {
+                    reason: format!(
+                        "not removed: {declared_failed} declared resource(s) did not converge in this run"
+                    ),
+                },
+                change: Some(Box::new(change)),
+            };
+            on_done(&o);
+            outcomes.push(o);
             continue;
         }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

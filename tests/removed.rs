@@ -672,3 +672,39 @@ fn with_report_what_has_nothing_to_undo_is_forgotten_by_the_next_apply() {
     );
     assert_eq!(s.read("/etc/kept.conf"), "y\n");
 }
+
+#[test]
+fn nothing_is_removed_in_a_run_whose_declared_resources_failed() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /etc/old.conf\n    content: \"old\\n\"\n",
+    );
+    s.converge(&["site.yaml"]);
+    // The replacement fails while it is applied (the debug build's fault hook).
+    s.manifest(
+        "site.yaml",
+        "settings: {removed: remove}\nresources:\n  - file: /etc/new.conf\n    content: \"new\\n\"\n",
+    );
+    let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+    c.current_dir(&s.manifests)
+        .env("NO_COLOR", "1")
+        .env("RECONCILE_FAULT_PANIC", "file[/etc/new.conf]")
+        .args(["apply", "--root"])
+        .arg(&s.root)
+        .arg("site.yaml");
+    let run = support::sandbox::Run(c.output().unwrap_or_else(|e| panic!("{e}")));
+    run.assert_code(1);
+    assert!(
+        run.stdout().contains(
+            "file[/etc/old.conf] skipped: not removed: 1 declared resource(s) did not converge"
+        ),
+        "{}",
+        run.all()
+    );
+    assert_eq!(s.read("/etc/old.conf"), "old\n");
+    s.run("check", &["site.yaml"]).assert_code(2);
+    // Once the replacement converges, the old one goes.
+    s.converge(&["site.yaml"]);
+    assert!(!s.path("/etc/old.conf").exists());
+}

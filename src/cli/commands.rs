@@ -722,8 +722,16 @@ fn apply(
             out.print(&removed_outcome(o, style));
         }
     };
-    let done =
-        crate::state::apply_removed(&host, &model, record.as_ref(), tagged, &fp_key, &on_removed);
+    let declared_failed = outcomes.iter().filter(|o| o.failed()).count();
+    let done = crate::state::apply_removed(
+        &host,
+        &model,
+        record.as_ref(),
+        tagged,
+        &fp_key,
+        declared_failed,
+        &on_removed,
+    );
     outcomes.extend(done.outcomes);
     let forget = done.forget;
     let left: Vec<String> = done.left.iter().map(ToString::to_string).collect();
@@ -943,10 +951,11 @@ fn graph(out: &Out, target: &Target, format: GraphFormat) -> u8 {
 /// what was done.
 fn removed_outcome(o: &Outcome, style: Style) -> String {
     let mut text = String::new();
-    match (&o.status, &o.change) {
-        (crate::apply::Status::Changed, Some(c)) => safety::removed_change(&mut text, c, style),
-        (crate::apply::Status::Unchanged, Some(c)) => safety::removed_change(&mut text, c, style),
-        _ => {}
+    // Failures and skips are listed with the summary, as for declared resources.
+    if let (crate::apply::Status::Changed | crate::apply::Status::Unchanged, Some(c)) =
+        (&o.status, &o.change)
+    {
+        safety::removed_change(&mut text, c, style);
     }
     text
 }
