@@ -263,8 +263,10 @@ pub fn capture(
         };
         let stat = match host.lstat(path) {
             Ok(s) => s,
-            // A path the walk refuses cannot be applied either; the apply reports it.
-            Err(HostError::Unsafe { .. }) => None,
+            // Not recorded until it can be seen: taking it for "created by reconcile"
+            // would let a later removal delete what reconcile never made. (A path below a
+            // symlink that a declared directory replaces is captured by the next apply.)
+            Err(HostError::Unsafe { .. }) => continue,
             Err(e) => return Err(host_err(e)),
         };
         let original = match stat {
