@@ -314,11 +314,6 @@ impl fmt::Debug for AuditLog<'_> {
 }
 
 impl<'h> AuditLog<'h> {
-    /// The run this log is recording (`run` in each record).
-    pub fn run_id(&self) -> &str {
-        &self.ctx.run_id
-    }
-
     /// `log` and `head` are paths under the host's root (`/var/log/reconcile/audit.jsonl`),
     /// reached by the root-safe walk: no symlinked component is followed, and missing parents
     /// are made 0750. The log is created 0640 and opened with O_APPEND|O_NOFOLLOW. Fails with a

@@ -321,6 +321,10 @@ pub fn make_plan(
         changes,
         errors,
         warnings,
+        environment_source: None,
+        switch_env_from: None,
+        removed: Vec::new(),
+        base: None,
     })
 }
 
@@ -337,6 +341,11 @@ pub struct FingerprintKey {
 }
 
 impl FingerprintKey {
+    /// A fingerprint keyed with this host's key (`hmac:` prefixed).
+    pub fn keyed(&self, fingerprint: &str) -> String {
+        crate::plan::keyed_fingerprint(&self.key, fingerprint)
+    }
+
     fn new(key: Vec<u8>) -> FingerprintKey {
         let full = crate::plan::keyed_fingerprint(&key, "key-id");
         let hex = full.trim_start_matches(crate::plan::KEYED_PREFIX);
@@ -440,7 +449,10 @@ pub fn read_plan_file(path: &Path) -> Option<Result<Plan, EngineError>> {
     if path.is_dir() {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
+    // A plan is at most as large as the manifests it was made from may be.
+    let bytes =
+        crate::manifest::decode::read_input(path, Some(crate::manifest::yaml::MAX_MANIFEST_BYTES))
+            .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     if value.get("format").and_then(|f| f.as_str()) != Some(PLAN_FORMAT) {
         return None;
@@ -473,6 +485,10 @@ mod tests {
             changes,
             errors: Vec::new(),
             warnings: Vec::new(),
+            environment_source: None,
+            switch_env_from: None,
+            removed: Vec::new(),
+            base: None,
         }
     }
 

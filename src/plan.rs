@@ -356,6 +356,21 @@ pub struct Plan {
     pub errors: Vec<PlanError>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How `environment` was chosen when `--env` did not name it: `"recorded"` (the
+    /// environment of the last successful apply on the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_source: Option<String>,
+    /// `--switch-env`: the environment recorded on the target that this plan moves from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_env_from: Option<String>,
+    /// Resources an earlier apply managed that the manifests no longer declare, with
+    /// what apply does about them (`settings.removed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Change>,
+    /// Saved plans only: the absolute working directory of `plan`, which the relative
+    /// paths in `manifests` are relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl Plan {
@@ -375,7 +390,9 @@ impl Plan {
         s
     }
 
+    /// Changes to declared resources, or resources no longer declared (which `check`
+    /// reports as drift whatever `settings.removed` says).
     pub fn has_changes(&self) -> bool {
-        self.changes.iter().any(Change::is_change)
+        self.changes.iter().any(Change::is_change) || !self.removed.is_empty()
     }
 }

@@ -579,3 +579,106 @@ fn an_audit_log_or_lock_hard_linked_to_a_file_outside_is_refused_and_the_file_is
         );
     }
 }
+
+/// Holds the target's run lock from the test process, as another apply would.
+fn hold_run_lock(s: &Sandbox) -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all(s.path("/run")).unwrap_or_else(|e| panic!("{e}"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(s.path("/run/reconcile.lock"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .unwrap_or_else(|(_, e)| panic!("{e}"))
+}
+
+#[test]
+fn a_lock_refused_apply_is_recorded_in_the_audit_trail_by_the_next_apply() {
+    let s = Sandbox::new();
+    site(&s);
+    s.converge(&["site.yaml"]);
+    let lock = hold_run_lock(&s);
+    let before = s.snapshot();
+    let refused = s.run("apply", &["site.yaml"]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr().contains("holds the lock")
+            && refused
+                .stderr()
+                .contains("enters the audit trail with the next apply"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(before, s.snapshot());
+    drop(lock);
+    s.converge(&["site.yaml"]);
+    let records = lines(&s);
+    let noted: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "lock_refused")
+        .collect();
+    assert_eq!(noted.len(), 1, "{records:?}");
+    assert!(noted[0]["data"]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("holds the lock")));
+    assert!(noted[0]["data"]["refused_at"].is_string());
+    s.run("audit", &["verify"]).assert_code(0);
+    // Taken once: a later apply does not repeat it.
+    s.converge(&["site.yaml"]);
+    assert_eq!(
+        lines(&s)
+            .iter()
+            .filter(|r| r["event"] == "lock_refused")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn lock_timeout_waits_for_the_lock_and_gives_up_after_it() {
+    let s = Sandbox::new();
+    site(&s);
+    let lock = hold_run_lock(&s);
+    let started = std::time::Instant::now();
+    let gave_up = s.run("apply", &["site.yaml", "--lock-timeout", "400ms"]);
+    gave_up.assert_code(1);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(
+        gave_up.stderr().contains("after waiting 0.4s"),
+        "{}",
+        gave_up.all()
+    );
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(lock);
+    });
+    let started = std::time::Instant::now();
+    let waited = s.run("apply", &["site.yaml", "--lock-timeout", "30s"]);
+    waited.assert_code(0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    release.join().unwrap_or_else(|_| panic!("release thread"));
+    let again = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    again.assert_code(0);
+    s.run("apply", &["site.yaml", "--lock-timeout", "5 parsecs"])
+        .assert_code(1);
+}
+
+#[test]
+fn audit_verify_and_show_accept_root_after_the_subcommand() {
+    let s = Sandbox::new();
+    site(&s);
+    s.converge(&["site.yaml"]);
+    let root = s.root.display().to_string();
+    for args in [
+        vec!["audit", "verify", "--root", &root],
+        vec!["audit", "show", "--root", &root],
+        vec!["audit", "--root", &root, "verify"],
+    ] {
+        let mut c = assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("{e}"));
+        let out = c.args(&args).output().unwrap_or_else(|e| panic!("{e}"));
+        let run = support::sandbox::Run(out);
+        run.assert_code(0);
+        assert!(!run.stdout().is_empty(), "{args:?}: {}", run.all());
+    }
+}

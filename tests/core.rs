@@ -142,9 +142,10 @@ resources:
     s.converge(&["site.yaml", "--env", "development"]);
     assert_eq!(s.read("/etc/app.conf"), "level=debug\nenv=development\n");
     assert_eq!(s.mode("/etc/app.conf"), 0o664);
+    // Without --env, the environment the last apply recorded on the target holds.
     s.converge(&["site.yaml", "--var", "level=warn"]);
-    assert_eq!(s.read("/etc/app.conf"), "level=warn\nenv=none\n");
-    let bad = s.run("plan", &["site.yaml", "--env", "staging"]);
+    assert_eq!(s.read("/etc/app.conf"), "level=warn\nenv=development\n");
+    let bad = s.run("plan", &["site.yaml", "--env", "staging", "--switch-env"]);
     bad.assert_code(1);
     assert!(
         bad.stderr().contains("no such environment"),

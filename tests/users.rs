@@ -281,7 +281,7 @@ resources:
     // append: true keeps what is there and adds.
     s.manifest(
         "site.yaml",
-        "resources:\n  - user: alice\n    groups: [sudo]\n    append: true\n",
+        "resources:\n  - group: ops\n    gid: 3000\n  - group: dev\n    gid: 3001\n  - user: alice\n    groups: [sudo]\n    append: true\n  - file: /srv/alice.txt\n    owner: alice\n    content: \"hello\\n\"\n",
     );
     s.converge(&["site.yaml"]);
     assert_eq!(
@@ -296,7 +296,8 @@ resources:
     // Remove: the home stays unless remove_home: true.
     s.manifest(
         "site.yaml",
-        "resources:\n  - user: alice\n    state: absent\n  - group: dev\n    state: absent\n",
+        // Offboarding: what reconcile made for alice and no longer declares goes too.
+        "settings: {removed: remove}\nresources:\n  - user: alice\n    state: absent\n  - group: dev\n    state: absent\n",
     );
     let plan = s.run("plan", &["site.yaml"]);
     assert!(
@@ -412,7 +413,10 @@ resources:
     s.converge(&["site.yaml"]);
     assert_eq!(members("/etc/group"), vec!["carol"]);
     assert_eq!(members("/etc/gshadow"), vec!["carol"]);
-    s.manifest("site.yaml", "resources:\n  - group: ops\n    members: []\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - group: ops\n    members: []\n  - user: carol\n    create_home: false\n",
+    );
     s.converge(&["site.yaml"]);
     assert!(members("/etc/group").is_empty() && members("/etc/gshadow").is_empty());
     machine.assert_unchanged();

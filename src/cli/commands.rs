@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use super::safety::{self, EnvChoice};
 use super::trail::{self, Trail};
 use super::{
     AuditCommand, Cli, Command, GraphFormat, LogFormat, OutputFormat, Target, EXIT_CHANGES,
@@ -44,9 +45,9 @@ impl Out {
     fn plan(&self, plan: &crate::plan::Plan) {
         let style = Out::style();
         self.print(&if self.quiet {
-            render::plan_quiet(plan, style)
+            safety::plan_quiet(plan, style)
         } else {
-            render::plan(plan, style)
+            safety::plan_text(plan, style)
         });
     }
 
@@ -151,7 +152,9 @@ impl Out {
     fn json<T: serde::Serialize>(&self, value: &T) {
         let value = match serde_json::to_value(value) {
             Ok(Value::Object(mut doc)) => {
-                doc.insert("reconcile_version".into(), json!(TOOL_VERSION));
+                // A saved document (`show`) keeps the version that wrote it.
+                doc.entry("reconcile_version")
+                    .or_insert_with(|| json!(TOOL_VERSION));
                 Value::Object(doc)
             }
             Ok(other) => other,
@@ -196,7 +199,16 @@ pub fn dispatch(cli: Cli) -> u8 {
             format,
             audit_key,
             audit_recover,
-        } => apply(&out, &target, format, audit_key.as_deref(), audit_recover),
+            lock_timeout,
+        } => apply(
+            &out,
+            &target,
+            format,
+            audit_key.as_deref(),
+            audit_recover,
+            lock_timeout,
+        ),
+        Command::Show { plan, format } => show(&out, &plan, format),
         Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -288,14 +300,46 @@ fn log_setting_error(model: &Model) -> Option<String> {
     trail::check_log_setting(log, &model.loaded.catalog).err()
 }
 
+/// The record of the target's last apply and the environment this run uses; prints why
+/// and returns None when the run must not go on.
+fn record_and_env(
+    out: &Out,
+    target: &Target,
+    host: &Host,
+) -> Option<(Option<crate::state::Record>, EnvChoice)> {
+    let record = match crate::state::read(host) {
+        Ok(r) => r,
+        Err(e) => {
+            out.engine_error(&e);
+            return None;
+        }
+    };
+    let root = host.root().display().to_string();
+    match safety::choose_env(
+        target.env.as_deref(),
+        target.switch_env,
+        record.as_ref(),
+        &root,
+    ) {
+        Ok(choice) => Some((record, choice)),
+        Err(e) => {
+            out.error(&e);
+            None
+        }
+    }
+}
+
 /// Loads and plans; prints problems and returns None on failure.
 fn plan_for(
     out: &Out,
     target: &Target,
     host: &Host,
-    opts: &LoadOptions,
+    opts: &mut LoadOptions,
     purpose: Purpose,
 ) -> Option<(Model, Plan)> {
+    let (record, choice) = record_and_env(out, target, host)?;
+    opts.env = choice.env.clone();
+    let opts = &*opts;
     let model = match engine::load_model(opts, host) {
         Ok(m) => m,
         Err(e) => {
@@ -317,6 +361,15 @@ fn plan_for(
     let planned = engine::read_fingerprint_key(host).and_then(|key| {
         let mut plan = engine::make_plan(&model, opts, host, jobs(target), purpose)?;
         engine::seal(&mut plan, &model, key.as_ref());
+        plan.environment_source = choice.source.clone();
+        plan.switch_env_from = choice.switch_from.clone();
+        plan.removed = crate::state::plan_removed(
+            host,
+            &model,
+            record.as_ref(),
+            !opts.tags.is_empty(),
+            purpose,
+        )?;
         Ok(plan)
     });
     match planned {
@@ -338,8 +391,8 @@ fn plan(
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Plan) else {
+    let mut opts = load_options(target);
+    let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Plan) else {
         return EXIT_ERROR;
     };
     leave_to_exit(model);
@@ -348,17 +401,18 @@ fn plan(
         OutputFormat::Text => out.plan(&plan),
     }
     if let Some(path) = save {
-        let saved = serde_json::to_vec_pretty(&plan)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bytes)
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = saved {
-            out.error(&format!("cannot save the plan to {}: {e}", path.display()));
-            return EXIT_ERROR;
+        match safety::save_plan(&plan, &path) {
+            Ok(hash) => {
+                let line = format!("Saved the plan to {} ({hash}).\n", path.display());
+                match format {
+                    OutputFormat::Text => out.print(&line),
+                    OutputFormat::Json => eprint!("{line}"),
+                }
+            }
+            Err(e) => {
+                out.error(&format!("cannot save the plan to {}: {e}", path.display()));
+                return EXIT_ERROR;
+            }
         }
     }
     if !plan.errors.is_empty() {
@@ -380,14 +434,22 @@ struct CheckReport<'a> {
     drifted: Vec<&'a Change>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: &'a Vec<crate::plan::PlanError>,
+    environment: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment_source: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch_env_from: &'a Option<String>,
+    /// Resources no longer declared: drift whatever `settings.removed` says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removed: &'a Vec<Change>,
 }
 
 fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = load_options(target);
-    let Some((model, plan)) = plan_for(out, target, &host, &opts, Purpose::Check) else {
+    let mut opts = load_options(target);
+    let Some((model, plan)) = plan_for(out, target, &host, &mut opts, Purpose::Check) else {
         return EXIT_ERROR;
     };
     leave_to_exit(model);
@@ -397,17 +459,22 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
             format: "reconcile-check",
             version: 1,
             root: &plan.root,
-            in_sync: drifted.is_empty() && plan.errors.is_empty(),
+            in_sync: !plan.has_changes() && plan.errors.is_empty(),
             summary: &plan.summary,
             drifted,
             errors: &plan.errors,
+            environment: &plan.environment,
+            environment_source: &plan.environment_source,
+            switch_env_from: &plan.switch_env_from,
+            removed: &plan.removed,
         }),
         OutputFormat::Text => {
             if plan.has_changes() || !plan.errors.is_empty() {
                 out.plan(&plan);
             } else {
                 out.print(&format!(
-                    "In sync: {} resources match {}.\n",
+                    "{}In sync: {} resources match {}.\n",
+                    safety::env_note(&plan).unwrap_or_default(),
                     plan.summary.unchanged,
                     render::escape_controls(&plan.root)
                 ));
@@ -456,6 +523,17 @@ fn stale_reason(saved: &Plan, fresh: &Plan) -> Option<String> {
             ));
         }
     }
+    let removals = |p: &Plan| -> Vec<(String, crate::plan::Action)> {
+        p.removed
+            .iter()
+            .map(|c| (c.id.to_string(), c.action))
+            .collect()
+    };
+    if removals(saved) != removals(fresh) {
+        return Some(
+            "the resources no longer declared, or what apply does about them, changed since the plan was made".into(),
+        );
+    }
     None
 }
 
@@ -475,7 +553,9 @@ fn may_be_plan_file(path: &std::path::Path) -> bool {
     let read = crate::manifest::decode::open_regular(path)
         .and_then(|f| f.take(64).read_to_end(&mut head).map_err(|e| e.to_string()));
     let head = String::from_utf8_lossy(&head);
-    read.is_ok() && head.trim_start().starts_with("{") && head.contains("\"format\"")
+    // JSON, not YAML (a manifest starting with a flow mapping is rare, and is
+    // loaded as a manifest when it is not a plan document).
+    read.is_ok() && head.trim_start().starts_with('{')
 }
 
 fn apply(
@@ -484,19 +564,26 @@ fn apply(
     format: OutputFormat,
     audit_key: Option<&std::path::Path>,
     audit_recover: bool,
+    lock_timeout: Option<std::time::Duration>,
 ) -> u8 {
     let saved = match target.paths.as_slice() {
-        [one] if may_be_plan_file(one) => engine::read_plan_file(one),
+        [one] if may_be_plan_file(one) => {
+            engine::read_plan_file(one).map(|r| r.map(|p| (p, one.clone())))
+        }
         _ => None,
     };
-    let saved = match saved {
-        None => None,
-        Some(Ok(p)) => Some(p),
+    let (saved, plan_file) = match saved {
+        None => (None, None),
+        Some(Ok((p, file))) => (Some(p), Some(file)),
         Some(Err(e)) => {
             out.engine_error(&e);
             return EXIT_ERROR;
         }
     };
+    let plan_hash = plan_file
+        .as_deref()
+        .and_then(|f| std::fs::read(f).ok())
+        .map(|bytes| safety::plan_hash(&bytes));
     let key = match audit_key.map(crate::audit::read_key_file).transpose() {
         Ok(k) => k,
         Err(e) => {
@@ -519,8 +606,15 @@ fn apply(
     let Some(host) = open(out, target) else {
         return EXIT_ERROR;
     };
-    let opts = match &saved {
-        Some(p) => {
+    let record = match crate::state::read(&host) {
+        Ok(r) => r,
+        Err(e) => {
+            out.engine_error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let (opts, choice) = match (&saved, &plan_file) {
+        (Some(p), Some(file)) => {
             if host.root().display().to_string() != p.root {
                 out.error(&format!(
                     "the plan was made for root {}, not {}",
@@ -529,17 +623,75 @@ fn apply(
                 ));
                 return EXIT_ERROR;
             }
-            LoadOptions {
+            if target.env.is_some() || !target.vars.is_empty() || !target.tags.is_empty() {
+                out.error(
+                    "a saved plan carries its own --env, --var and --tags; apply it without them",
+                );
+                return EXIT_ERROR;
+            }
+            if let Err(e) = safety::check_saved_env(p, record.as_ref())
+                .and_then(|()| safety::enter_base(p, file))
+            {
+                out.error(&e);
+                return EXIT_ERROR;
+            }
+            let opts = LoadOptions {
                 paths: p.manifests.iter().map(PathBuf::from).collect(),
                 env: p.environment.clone(),
                 vars: p.vars.clone(),
                 tags: p.tags.clone(),
-            }
+            };
+            let choice = EnvChoice {
+                env: p.environment.clone(),
+                source: p.environment_source.clone(),
+                switch_from: p.switch_env_from.clone(),
+            };
+            (opts, choice)
         }
-        None => load_options(target),
+        _ => {
+            let root = host.root().display().to_string();
+            let choice = match safety::choose_env(
+                target.env.as_deref(),
+                target.switch_env,
+                record.as_ref(),
+                &root,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.error(&format!("{e}; nothing was changed"));
+                    return EXIT_ERROR;
+                }
+            };
+            let mut opts = load_options(target);
+            opts.env = choice.env.clone();
+            (opts, choice)
+        }
     };
-    let _lock = match host.lock() {
-        Ok(l) => l,
+    if format == OutputFormat::Text {
+        if let Some(line) = safety::env_line(&choice, &host.root().display().to_string()) {
+            out.print(&line);
+        }
+    }
+    let locked = host
+        .lock_wait(lock_timeout.unwrap_or_default())
+        .map(|r| r.map_err(|busy| busy.message));
+    let _lock = match locked {
+        Ok(Ok(l)) => l,
+        Ok(Err(busy)) => {
+            let waited = lock_timeout.map(|t| format!(" after waiting {}s", t.as_secs_f64()));
+            let noted =
+                host.note_lock_refusal(&lock_refusal(&host, &busy, waited.as_deref(), &opts));
+            let note = match noted {
+                Ok(()) => "the refusal is noted and enters the audit trail with the next apply"
+                    .to_string(),
+                Err(e) => format!("the refusal could not be noted: {e}"),
+            };
+            out.error(&format!(
+                "{busy}{}; nothing was changed ({note}). Try again when it has finished, or pass --lock-timeout to wait",
+                waited.unwrap_or_default()
+            ));
+            return EXIT_ERROR;
+        }
         Err(e) => {
             out.error(&e.to_string());
             return EXIT_ERROR;
@@ -565,18 +717,33 @@ fn apply(
         .as_ref()
         .map(|m| m.loaded.files.clone())
         .unwrap_or_else(|_| opts.paths.clone());
-    trail.record(
-        "run_start",
-        json!({
-            "command": if saved.is_some() { "apply-plan" } else { "apply" },
-            "manifests": manifests,
-            "git": trail::git_state(&files),
-            "environment": opts.env,
-            "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            "tags": opts.tags,
-            "root": host.root().display().to_string(),
-        }),
-    );
+    match host.take_lock_refusals() {
+        Ok(refusals) => {
+            for r in refusals {
+                trail.record("lock_refused", r);
+            }
+        }
+        Err(e) => out.error(&format!("cannot read the noted lock refusals: {e}")),
+    }
+    let mut start = json!({
+        "command": if saved.is_some() { "apply-plan" } else { "apply" },
+        "manifests": manifests,
+        "git": trail::git_state(&files),
+        "environment": opts.env,
+        "vars": opts.vars.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        "tags": opts.tags,
+        "root": host.root().display().to_string(),
+    });
+    if let Some(source) = &choice.source {
+        start["environment_source"] = json!(source);
+    }
+    if let Some(from) = &choice.switch_from {
+        start["switch_env_from"] = json!(from);
+    }
+    if let Some(hash) = &plan_hash {
+        start["plan_hash"] = json!(hash);
+    }
+    trail.record("run_start", start);
     let finish = |code: u8, counts: Value| -> u8 {
         trail.record("run_end", json!({ "exit_code": code, "counts": counts }));
         if let Some(key) = &key {
@@ -627,11 +794,16 @@ fn apply(
         out.diagnostics(&warnings);
     }
     // Apply reports the diffs of what it changes, observed again right before acting.
-    let plan = match engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply) {
-        Ok(mut p) => {
+    let tagged = !opts.tags.is_empty();
+    let plan =
+        engine::make_plan(&model, &opts, &host, jobs(target), Purpose::Apply).and_then(|mut p| {
             engine::seal(&mut p, &model, Some(&fp_key));
-            p
-        }
+            p.removed =
+                crate::state::plan_removed(&host, &model, record.as_ref(), tagged, Purpose::Apply)?;
+            Ok(p)
+        });
+    let plan = match plan {
+        Ok(p) => p,
         Err(e) => {
             out.engine_error(&e);
             return refuse("observing the target failed", vec![e.to_string()]);
@@ -655,6 +827,15 @@ fn apply(
             .collect();
         return refuse("resources could not be planned", details);
     }
+    // What each resource looked like before reconcile first manages it: what
+    // `removed: remove` restores.
+    let captured = match crate::state::capture(&host, &model, record.as_ref(), &fp_key) {
+        Ok(c) => c,
+        Err(e) => {
+            out.engine_error(&e);
+            return refuse("cannot record the originals", vec![e.to_string()]);
+        }
+    };
     let planned = engine::by_catalog_index(&model, plan.changes);
     let style = Out::style();
     let streamed = format == OutputFormat::Text && !out.quiet;
@@ -672,8 +853,69 @@ fn apply(
             }
         },
     );
+    let on_removed = |o: &Outcome| {
+        tracing::info!(resource = %o.id, status = ?o.status, "no longer declared");
+        trail.undeclared_outcome(o);
+        if streamed {
+            out.print(&removed_outcome(o, style));
+        }
+    };
+    let declared_failed = outcomes.iter().filter(|o| o.failed()).count();
+    let done = crate::state::apply_removed(
+        &host,
+        &model,
+        record.as_ref(),
+        tagged,
+        &fp_key,
+        declared_failed,
+        &on_removed,
+    );
+    outcomes.extend(done.outcomes);
+    let forget = done.forget;
+    let left: Vec<String> = done.left.iter().map(ToString::to_string).collect();
+    if !left.is_empty() {
+        trail.record(
+            "undeclared_left",
+            json!({ "resources": left, "reason": if tagged { "--tags" } else { "settings.removed: report" } }),
+        );
+        if streamed {
+            out.print(&format!(
+                "Left in place, no longer declared ({}): {}\n",
+                if tagged {
+                    "--tags narrows this run"
+                } else {
+                    "settings.removed is report; set `settings: {removed: remove}` to remove them"
+                },
+                left.join(", ")
+            ));
+        }
+    }
     for c in outcomes.iter_mut().filter_map(|o| o.change.as_mut()) {
         engine::seal_change(c, Some(&fp_key));
+    }
+    let succeeded = !outcomes.iter().any(Outcome::failed);
+    let touched: std::collections::HashSet<crate::id::ResourceId> = outcomes
+        .iter()
+        .filter(|o| o.status != crate::apply::Status::Unchanged)
+        .map(|o| o.id.clone())
+        .collect();
+    let run_id = trail.run_id();
+    let recorded = crate::state::update_after_apply(
+        &host,
+        &model,
+        record.as_ref(),
+        captured,
+        &forget,
+        &touched,
+        opts.env.clone(),
+        succeeded,
+        &run_id,
+    );
+    if let Err(e) = &recorded {
+        out.error(&format!(
+            "cannot write the record of managed resources: {e}; resources no longer declared later may go unnoticed"
+        ));
+        trail.record("record_failed", json!({ "reason": e.to_string() }));
     }
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let counts = json!({
@@ -683,17 +925,24 @@ fn apply(
         "skipped": count(|o| matches!(o.status, crate::apply::Status::Skipped { .. })),
     });
     match format {
-        OutputFormat::Json => out.json(&json!({
-            "format": "reconcile-apply",
-            "version": 1,
-            "root": host.root().display().to_string(),
-            "run_id": trail.run_id(),
-            "summary": counts,
-            "outcomes": outcomes,
-        })),
+        OutputFormat::Json => {
+            let mut doc = json!({
+                "format": "reconcile-apply",
+                "version": 1,
+                "root": host.root().display().to_string(),
+                "run_id": run_id,
+                "summary": counts,
+                "outcomes": outcomes,
+            });
+            // Resources no longer declared that this apply left in place.
+            if !left.is_empty() {
+                doc["undeclared_left"] = json!(left);
+            }
+            out.json(&doc)
+        }
         OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
     }
-    let code = if outcomes.iter().any(Outcome::failed) {
+    let code = if !succeeded || recorded.is_err() {
         EXIT_ERROR
     } else {
         EXIT_OK
@@ -836,4 +1085,63 @@ fn graph(out: &Out, target: &Target, format: GraphFormat) -> u8 {
             EXIT_ERROR
         }
     }
+}
+
+/// A removal's outcome as apply streams it: `- file[/etc/x] (no longer declared)` and
+/// what was done.
+fn removed_outcome(o: &Outcome, style: Style) -> String {
+    let mut text = String::new();
+    // Failures and skips are listed with the summary, as for declared resources.
+    if let (crate::apply::Status::Changed | crate::apply::Status::Unchanged, Some(c)) =
+        (&o.status, &o.change)
+    {
+        safety::removed_change(&mut text, c, style);
+    }
+    text
+}
+
+/// What a run refused the lock leaves for the audit trail (see `host::lock`).
+fn lock_refusal(host: &Host, busy: &str, waited: Option<&str>, opts: &LoadOptions) -> Value {
+    let ctx = crate::audit::AuditContext::current(crate::audit::new_run_id());
+    json!({
+        "refused_at": jiff::Timestamp::now().to_string(),
+        "run": ctx.run_id,
+        "user": ctx.user,
+        "pid": std::process::id(),
+        "reason": busy,
+        "waited": waited,
+        "environment": opts.env,
+        "root": host.root().display().to_string(),
+    })
+}
+
+/// `reconcile show PLANFILE`.
+fn show(out: &Out, file: &std::path::Path, format: OutputFormat) -> u8 {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            out.error(&format!("cannot read {}: {e}", file.display()));
+            return EXIT_ERROR;
+        }
+    };
+    let plan = match engine::read_plan_file(file) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            out.engine_error(&e);
+            return EXIT_ERROR;
+        }
+        None => {
+            out.error(&format!(
+                "{} is not a saved plan (`reconcile plan --out FILE` makes one)",
+                file.display()
+            ));
+            return EXIT_ERROR;
+        }
+    };
+    let hash = safety::plan_hash(&bytes);
+    match format {
+        OutputFormat::Json => out.json(&plan),
+        OutputFormat::Text => out.print(&safety::show_text(&plan, file, &hash, Out::style())),
+    }
+    EXIT_OK
 }

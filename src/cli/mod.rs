@@ -2,6 +2,7 @@
 //! command runs and returns its exit code.
 
 mod commands;
+mod safety;
 mod trail;
 
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ pub struct Target {
     /// Environment to use (from the manifests' `environments:`).
     #[arg(long = "env")]
     pub env: Option<String>,
+    /// Allow `--env` to differ from the environment recorded on the target by its last
+    /// successful apply (the plan and the audit trail show the switch).
+    #[arg(long, requires = "env")]
+    pub switch_env: bool,
     /// Variable override, `key=value` (repeatable); applied after the environment.
     #[arg(long = "var", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -110,6 +115,9 @@ pub enum Command {
         /// aside unchanged and start a new segment whose first record names it and why.
         #[arg(long)]
         audit_recover: bool,
+        /// Wait this long for another run's lock (`30s`, `5m`) instead of failing at once.
+        #[arg(long, value_name = "DURATION", value_parser = crate::host::lock::parse_duration)]
+        lock_timeout: Option<std::time::Duration>,
     },
     /// Detect drift (read-only): exit 0 in sync, 2 drift, 1 error.
     Check {
@@ -126,14 +134,21 @@ pub enum Command {
     /// Verify or show the audit trail.
     Audit {
         /// Target root whose audit log is read.
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", global = true)]
         root: PathBuf,
         /// The log to read, as a path under the root (what `settings.audit_log` names);
         /// each log has its own head file.
-        #[arg(long, default_value = crate::audit::DEFAULT_LOG)]
+        #[arg(long, default_value = crate::audit::DEFAULT_LOG, global = true)]
         log: String,
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Print a saved plan (`plan --out FILE`) as `plan` would, with its hash.
+    Show {
+        /// The saved plan file.
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },

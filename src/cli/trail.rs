@@ -13,6 +13,7 @@ use crate::host::{Cmd, Host};
 use crate::resource::Catalog;
 
 pub struct Trail<'h> {
+    run_id: String,
     log: Mutex<AuditLog<'h>>,
     errors: Mutex<Vec<String>>,
 }
@@ -86,19 +87,19 @@ impl<'h> Trail<'h> {
     ) -> Result<Trail<'h>, String> {
         let (log, head) = paths(configured);
         let ctx = AuditContext::current(audit::new_run_id());
+        let run_id = ctx.run_id.clone();
         let log = AuditLog::open(host, &log, &head, ctx, recover)
             .map_err(|e| format!("cannot write the audit log, so nothing is applied: {e}"))?;
         Ok(Trail {
+            run_id,
             log: Mutex::new(log),
             errors: Mutex::new(Vec::new()),
         })
     }
 
+    /// This run's id, as every record carries it.
     pub fn run_id(&self) -> String {
-        match self.log.lock() {
-            Ok(l) => l.run_id().to_string(),
-            Err(p) => p.into_inner().run_id().to_string(),
-        }
+        self.run_id.clone()
     }
 
     pub fn record(&self, event: &str, data: Value) {
@@ -131,8 +132,21 @@ impl<'h> Trail<'h> {
     }
 
     pub fn outcome(&self, o: &Outcome) {
+        self.outcome_with(o, false);
+    }
+
+    /// The outcome of a resource the manifests no longer declare (`settings.removed`).
+    pub fn undeclared_outcome(&self, o: &Outcome) {
+        self.outcome_with(o, true);
+    }
+
+    fn outcome_with(&self, o: &Outcome, undeclared: bool) {
         let mut data = json!({ "resource": o.id.to_string() });
+        if undeclared {
+            data["undeclared"] = json!(true);
+        }
         match &o.status {
+            Status::Unchanged if undeclared => self.record("forgotten", data),
             Status::Unchanged => {}
             Status::Changed | Status::Refreshed => {
                 if let Some(c) = &o.change {

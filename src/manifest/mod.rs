@@ -35,6 +35,8 @@ pub struct LoadOptions {
 pub struct Settings {
     /// Audit log path on the target, if not the default.
     pub audit_log: Option<String>,
+    /// What apply does with resources the manifests no longer declare.
+    pub removed: crate::state::Removed,
 }
 
 pub struct Loaded {
@@ -590,6 +592,16 @@ fn decode_settings(d: &mut Decoder, node: &Node, settings: &mut Settings) {
     let mut f = Fields::new(pairs, node.span.clone(), "settings");
     if let Some(p) = f.abs_path(d, "audit_log") {
         settings.audit_log = Some(p.0);
+    }
+    if let Some((s, span)) = f.string(d, "removed") {
+        match crate::state::Removed::parse(&s) {
+            Some(r) => settings.removed = r,
+            None => d.error(
+                &span,
+                "removed",
+                format!("`{s}` is not one of report, remove"),
+            ),
+        }
     }
     f.finish(d);
 }
