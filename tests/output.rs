@@ -106,3 +106,35 @@ fn manifest_errors_never_print_terminal_escape_codes_raw() {
     assert!(run.all().contains("/srv/\\u{1b}[31mred"), "{:?}", run.all());
     assert!(!run.all().contains('\u{1b}'), "{:?}", run.all());
 }
+
+#[test]
+fn apply_format_jsonl_streams_one_line_per_resource_then_a_summary() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - file: /srv/a\n    content: \"a\\n\"\n  - file: /srv/k\n    content: \"key\\n\"\n    secret: true\n",
+    );
+    let run = s.run("apply", &["--format", "jsonl", "site.yaml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let lines: Vec<Value> = run.stdout().lines().map(doc).collect();
+    assert_eq!(lines.len(), 3, "{}", run.all());
+    let run_id = lines[2]["run_id"].clone();
+    for l in &lines[..2] {
+        assert_eq!(l["format"], "reconcile-apply-outcome", "{l}");
+        assert_eq!(l["status"], "changed", "{l}");
+        assert_eq!(l["run_id"], run_id, "{l}");
+    }
+    assert_eq!(lines[2]["format"], "reconcile-apply", "{}", lines[2]);
+    assert_eq!(lines[2]["summary"]["changed"], 2, "{}", lines[2]);
+    // The secret's fingerprints are keyed, as in every other document.
+    let secret = lines[..2]
+        .iter()
+        .find(|l| l["id"] == "file[/srv/k]")
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    let live = secret["change"]["live"].as_str().unwrap_or("hmac:");
+    assert!(live.starts_with("hmac:"), "{secret}");
+    assert!(!run.stdout().contains("key\\n"), "{}", run.all());
+    // Only apply streams.
+    let plan = s.run("plan", &["--format", "jsonl", "site.yaml"]);
+    assert_eq!(plan.code(), 1, "{}", plan.all());
+}

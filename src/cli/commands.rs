@@ -149,6 +149,19 @@ impl Out {
         }
     }
 
+    /// One compact JSON line (`--format jsonl`), with the tool's version.
+    fn json_line(&self, value: &Value) {
+        let mut value = value.clone();
+        if let Some(doc) = value.as_object_mut() {
+            doc.entry("reconcile_version")
+                .or_insert_with(|| json!(TOOL_VERSION));
+        }
+        match serde_json::to_string(&value) {
+            Ok(s) => self.print(&format!("{s}\n")),
+            Err(e) => self.error(&format!("cannot serialise output: {e}")),
+        }
+    }
+
     fn json<T: serde::Serialize>(&self, value: &T) {
         let value = match serde_json::to_value(value) {
             Ok(Value::Object(mut doc)) => {
@@ -177,10 +190,24 @@ pub fn dispatch(cli: Cli) -> u8 {
             format: OutputFormat::Json,
             ..
         } | Command::Apply {
-            format: OutputFormat::Json,
+            format: OutputFormat::Json | OutputFormat::Jsonl,
             ..
         }
     );
+    if let Command::Plan {
+        format: OutputFormat::Jsonl,
+        ..
+    }
+    | Command::Check {
+        format: OutputFormat::Jsonl,
+        ..
+    } = &cli.command
+    {
+        eprintln!(
+            "error: --format jsonl streams what apply does; plan and check print one document: use --format json"
+        );
+        return EXIT_ERROR;
+    }
     let out = Out {
         log_format: cli.log_format,
         json_doc,
@@ -397,7 +424,7 @@ fn plan(
     };
     leave_to_exit(model);
     match format {
-        OutputFormat::Json => out.json(&plan),
+        OutputFormat::Json | OutputFormat::Jsonl => out.json(&plan),
         OutputFormat::Text => out.plan(&plan),
     }
     if let Some(path) = save {
@@ -406,7 +433,7 @@ fn plan(
                 let line = format!("Saved the plan to {} ({hash}).\n", path.display());
                 match format {
                     OutputFormat::Text => out.print(&line),
-                    OutputFormat::Json => eprint!("{line}"),
+                    OutputFormat::Json | OutputFormat::Jsonl => eprint!("{line}"),
                 }
             }
             Err(e) => {
@@ -455,7 +482,7 @@ fn check(out: &Out, target: &Target, format: OutputFormat) -> u8 {
     leave_to_exit(model);
     let drifted: Vec<&Change> = plan.changes.iter().filter(|c| c.is_change()).collect();
     match format {
-        OutputFormat::Json => out.json(&CheckReport {
+        OutputFormat::Json | OutputFormat::Jsonl => out.json(&CheckReport {
             format: "reconcile-check",
             version: 1,
             root: &plan.root,
@@ -837,6 +864,7 @@ fn apply(
         }
     };
     let planned = engine::by_catalog_index(&model, plan.changes);
+    let run_id = trail.run_id();
     let style = Out::style();
     let streamed = format == OutputFormat::Text && !out.quiet;
     let mut outcomes = crate::apply::execute(
@@ -851,6 +879,9 @@ fn apply(
             if streamed {
                 out.print(&render::applied(o, style));
             }
+            if format == OutputFormat::Jsonl {
+                out.json_line(&outcome_line(o, &run_id, &fp_key));
+            }
         },
     );
     let on_removed = |o: &Outcome| {
@@ -858,6 +889,9 @@ fn apply(
         trail.undeclared_outcome(o);
         if streamed {
             out.print(&removed_outcome(o, style));
+        }
+        if format == OutputFormat::Jsonl {
+            out.json_line(&outcome_line(o, &run_id, &fp_key));
         }
     };
     let declared_failed = outcomes.iter().filter(|o| o.failed()).count();
@@ -899,7 +933,6 @@ fn apply(
         .filter(|o| o.status != crate::apply::Status::Unchanged)
         .map(|o| o.id.clone())
         .collect();
-    let run_id = trail.run_id();
     let recorded = crate::state::update_after_apply(
         &host,
         &model,
@@ -939,6 +972,19 @@ fn apply(
                 doc["undeclared_left"] = json!(left);
             }
             out.json(&doc)
+        }
+        OutputFormat::Jsonl => {
+            let mut doc = json!({
+                "format": "reconcile-apply",
+                "version": 1,
+                "root": host.root().display().to_string(),
+                "run_id": run_id,
+                "summary": counts,
+            });
+            if !left.is_empty() {
+                doc["undeclared_left"] = json!(left);
+            }
+            out.json_line(&doc)
         }
         OutputFormat::Text => out.print(&render::apply_summary(&outcomes, style)),
     }
@@ -1140,8 +1186,28 @@ fn show(out: &Out, file: &std::path::Path, format: OutputFormat) -> u8 {
     };
     let hash = safety::plan_hash(&bytes);
     match format {
-        OutputFormat::Json => out.json(&plan),
+        OutputFormat::Json | OutputFormat::Jsonl => out.json(&plan),
         OutputFormat::Text => out.print(&safety::show_text(&plan, file, &hash, Out::style())),
     }
     EXIT_OK
+}
+
+/// One finished resource as a `--format jsonl` line; a secret's fingerprints keyed as
+/// in every other document.
+fn outcome_line(o: &Outcome, run_id: &str, key: &engine::FingerprintKey) -> Value {
+    let mut o = o.clone();
+    if let Some(c) = o.change.as_mut() {
+        engine::seal_change(c, Some(key));
+    }
+    let mut line = json!({
+        "format": "reconcile-apply-outcome",
+        "version": 1,
+        "run_id": run_id,
+    });
+    if let (Some(fields), Ok(Value::Object(outcome))) =
+        (line.as_object_mut(), serde_json::to_value(&o))
+    {
+        fields.extend(outcome);
+    }
+    line
 }

@@ -40,7 +40,11 @@ pub enum LogFormat {
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {
     Text,
+    /// One JSON document.
     Json,
+    /// `apply` only: one JSON line per finished resource as it finishes, then a
+    /// summary line (for fleet runs and log shippers).
+    Jsonl,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
