@@ -51,6 +51,11 @@ impl Out {
             LogFormat::Json => {
                 for d in &diags.0 {
                     let span = d.span.as_ref();
+                    // The quoted line, unless it is unknown or may hold a secret.
+                    let source = match d.snippet() {
+                        crate::diag::Quote::Line(s) => serde_json::to_value(s).ok(),
+                        _ => None,
+                    };
                     eprintln!(
                         "{}",
                         serde_json::json!({
@@ -61,11 +66,12 @@ impl Out {
                             "field": d.field,
                             "message": d.message,
                             "related": d.related.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>(),
+                            "source": source,
                         })
                     );
                 }
             }
-            LogFormat::Text => eprintln!("{diags}"),
+            LogFormat::Text => eprintln!("{}", diags.render()),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Decoder {
     /// manifest uses a few templates thousands of times, and each use used to cost two
     /// `stat`s and a read.
     template_sources: HashMap<(PathBuf, String), TemplateSource>,
+    /// The entry being decoded may be `secret: true`: what it reads is never quoted.
+    pub secret_entry: bool,
 }
 
 impl Decoder {
@@ -37,6 +39,7 @@ impl Decoder {
             base_dir: PathBuf::from("."),
             inputs: Sha256::new(),
             template_sources: HashMap::new(),
+            secret_entry: false,
         }
     }
 
@@ -97,6 +100,10 @@ impl Decoder {
                     }
                 };
                 let entry = (path.display().to_string(), Arc::<[u8]>::from(source));
+                crate::diag::register_source(
+                    &Arc::from(entry.0.as_str()),
+                    String::from_utf8_lossy(&entry.1).into_owned(),
+                );
                 // Once per template read: its content is what a stale plan must notice;
                 // hashing it again for each of thousands of uses was 4% of a check.
                 self.record_input(&entry.0, &entry.1);
@@ -104,6 +111,9 @@ impl Decoder {
                 entry
             }
         };
+        if self.secret_entry {
+            crate::diag::hide_file(&Arc::from(shown.as_str()));
+        }
         let Ok(text) = std::str::from_utf8(&source) else {
             self.error(span, field, format!("template {shown} is not valid UTF-8"));
             return None;

@@ -3,6 +3,7 @@
 
 pub mod decode;
 mod fastyaml;
+pub mod hidden;
 pub mod template;
 pub mod yaml;
 
@@ -166,7 +167,25 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
             }
         };
         decoder.record_input(&shown, &bytes);
-        let root = match yaml::parse(&shown, &bytes) {
+        let parsed = yaml::parse(&shown, &bytes);
+        // Kept for quoting in diagnostics, with the lines that may hold a secret
+        // marked before any diagnostic of this file can be shown.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let hide = match &parsed {
+            Ok(root) => Some(hidden::from_tree(root, &text)),
+            Err(_) => hidden::from_text(&text),
+        };
+        crate::diag::register_source(&shown, text);
+        match hide {
+            Some(ranges) => {
+                for (from, to) in ranges {
+                    crate::diag::hide_lines(&shown, from, to);
+                }
+            }
+            None => crate::diag::hide_file(&shown),
+        }
+        let root = match parsed {
             Ok(n) => n,
             Err(d) => {
                 diags.push(d);
@@ -451,6 +470,11 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
             None
         }
     };
+    // Templates this entry renders are never quoted if it may be secret (decided on
+    // the raw value: a templated `secret:` counts).
+    d.secret_entry = pairs
+        .iter()
+        .any(|(k, v)| k.as_str() == Some("secret") && v.value != Value::Bool(false));
     let mut fields = Fields::new(pairs, kind_key.span.clone(), kind.name);
     fields.consume_first();
     let (meta, enabled) = decode_meta(d, &mut fields);
