@@ -436,34 +436,61 @@ fn token_extent(line: &str, column: u32) -> (usize, usize) {
 }
 
 /// The closest of `known` to `name` when it is close enough to be a likely typo:
-/// within two edits, and fewer than half of `name`'s characters.
+/// the same but for case, or within two edits and fewer than half of `name`'s
+/// characters.
 pub fn closest<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     let limit = (name.chars().count() / 2).clamp(1, 2);
-    known
-        .into_iter()
-        .filter(|k| *k != name)
-        .map(|k| {
-            let exact_but_case = k.eq_ignore_ascii_case(name);
-            (usize::from(!exact_but_case) * edit_distance(name, k), k)
-        })
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, k)| k)
+    closest_within(name, known, limit)
 }
 
-/// Levenshtein distance in characters.
-pub fn edit_distance(a: &str, b: &str) -> usize {
+/// The closest of `known` to `name` within `limit` edits (a match but for case counts
+/// as no edit); ties go to the first.
+pub fn closest_within<'k>(
+    name: &str,
+    known: impl IntoIterator<Item = &'k str>,
+    limit: usize,
+) -> Option<&'k str> {
+    let mut best: Option<(usize, &'k str)> = None;
+    for k in known {
+        if k == name {
+            continue;
+        }
+        let d = if k.eq_ignore_ascii_case(name) {
+            Some(0)
+        } else {
+            bounded_distance(name, k, limit)
+        };
+        if let Some(d) = d {
+            if best.is_none_or(|(b, _)| d < b) {
+                best = Some((d, k));
+            }
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// Levenshtein distance in characters, when it is at most `limit`. Gives up as soon
+/// as it cannot be: thousands of declared names are compared against each typo.
+pub fn bounded_distance(a: &str, b: &str, limit: usize) -> Option<usize> {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
         for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
+            let cost = usize::from(ca != cb);
             cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        if cur.iter().min().is_some_and(|&m| m > limit) {
+            return None;
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().filter(|&d| d <= limit)
 }
 
 /// All problems found in one run.

@@ -331,6 +331,12 @@ fn resolve_vars(
             }
         }
     }
+    // What `--var` may override: the variables `vars:` declares, before an
+    // environment adds its own.
+    let declared: BTreeMap<String, Span> = vars
+        .iter()
+        .map(|(k, (_, span))| (k.clone(), span.clone()))
+        .collect();
     if let Some(env) = &opts.env {
         match envs.get(env) {
             Some(overrides) => {
@@ -363,6 +369,7 @@ fn resolve_vars(
             }
         }
     }
+    check_overrides(&opts.vars, &declared, diags);
     let mut out: serde_json::Map<String, serde_json::Value> =
         vars.into_iter().map(|(k, (v, _))| (k, v)).collect();
     for (k, v) in &opts.vars {
@@ -376,6 +383,55 @@ fn resolve_vars(
             .unwrap_or(serde_json::Value::Null),
     );
     out
+}
+
+/// `--var NAME=VALUE` may only override a variable declared under `vars:` of a loaded
+/// manifest: a misspelt name would otherwise be accepted and change nothing.
+fn check_overrides(
+    overrides: &[(String, String)],
+    declared: &BTreeMap<String, Span>,
+    diags: &mut Diagnostics,
+) {
+    for (name, _) in overrides {
+        if declared.contains_key(name) {
+            continue;
+        }
+        let mut d = if name == "environment" {
+            Diagnostic::error(
+                None,
+                "--var environment: `environment` is set by --env, not by --var",
+            )
+        } else {
+            let message = match crate::diag::closest(name, declared.keys().map(String::as_str))
+            {
+                Some(close) => format!(
+                    "--var {name}: no manifest declares a variable `{name}`; did you mean `{close}`?"
+                ),
+                None if declared.is_empty() => format!(
+                    "--var {name}: no manifest declares any variable; --var only overrides a variable declared under `vars:`"
+                ),
+                None => {
+                    let mut names: Vec<&str> =
+                        declared.keys().map(String::as_str).take(20).collect();
+                    if declared.len() > names.len() {
+                        names.push("…");
+                    }
+                    format!(
+                        "--var {name}: no manifest declares a variable `{name}`; --var only overrides a variable declared under `vars:` (declared: {})",
+                        names.join(", ")
+                    )
+                }
+            };
+            Diagnostic::error(None, message)
+        }
+        .field("--var");
+        if let Some((close, span)) = crate::diag::closest(name, declared.keys().map(String::as_str))
+            .and_then(|close| declared.get_key_value(close))
+        {
+            d = d.related(span.clone(), format!("`{close}` is declared here"));
+        }
+        diags.push(d);
+    }
 }
 
 fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
