@@ -4,6 +4,7 @@
 pub mod decode;
 mod fastyaml;
 pub mod hidden;
+mod syntax;
 pub mod template;
 pub mod yaml;
 
