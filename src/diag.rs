@@ -411,6 +411,10 @@ fn token_extent(line: &str, column: u32) -> (usize, usize) {
             }
             (i + 1).min(rest.len())
         }
+        c if (c.is_alphanumeric() || c == '_') && in_template_tag(&chars[..start]) => rest
+            .iter()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '.'))
+            .count(),
         _ => {
             let in_flow = chars[..start].iter().any(|c| matches!(c, '[' | '{'));
             let mut i = 0;
@@ -433,6 +437,18 @@ fn token_extent(line: &str, column: u32) -> (usize, usize) {
         }
     };
     (start, len.max(1))
+}
+
+/// Whether the text before a position leaves it inside a `{{ }}` or `{% %}` tag.
+fn in_template_tag(before: &[char]) -> bool {
+    let text: String = before.iter().collect();
+    let opened = text.rfind("{{").max(text.rfind("{%"));
+    let closed = text.rfind("}}").max(text.rfind("%}"));
+    match (opened, closed) {
+        (Some(o), Some(c)) => o > c,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// The closest of `known` to `name` when it is close enough to be a likely typo:
@@ -518,9 +534,9 @@ impl Diagnostics {
         self.0.extend(other.0);
     }
 
-    /// Like `Display`, with each diagnostic's source line quoted (see
-    /// [`Diagnostic::render`]). For people; logs and the audit trail keep the
-    /// one-line form.
+    /// Every diagnostic with its source line quoted (see [`Diagnostic::render`]),
+    /// then the count: what `Display` shows. For people; logs and the audit trail
+    /// take each `Diagnostic`'s one-line `Display` instead.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for d in &self.0 {
@@ -545,9 +561,6 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
-            writeln!(f, "{d}")?;
-        }
-        write!(f, "{}", self.summary())
+        write!(f, "{}", self.render())
     }
 }

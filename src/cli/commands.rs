@@ -71,7 +71,7 @@ impl Out {
                     );
                 }
             }
-            LogFormat::Text => eprintln!("{}", diags.render()),
+            LogFormat::Text => eprintln!("{diags}"),
         }
     }
 
