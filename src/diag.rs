@@ -208,16 +208,22 @@ fn sources() -> MutexGuard<'static, HashMap<Arc<str>, Source>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Keeps `text` as the source of `file`, with nothing hidden yet. Registering a file
-/// again replaces it and forgets what was hidden in the old text.
+/// Keeps `text` as the source of `file`. Registering a file again (a template read
+/// for manifests in two folders) replaces its text but keeps what was hidden:
+/// hiding is never undone.
 pub fn register_source(file: &Arc<str>, text: String) {
-    sources().insert(
+    let mut map = sources();
+    let (hidden, all_hidden) = map
+        .remove(file)
+        .map(|old| (old.hidden, old.all_hidden))
+        .unwrap_or_default();
+    map.insert(
         file.clone(),
         Source {
             text,
             starts: None,
-            hidden: Vec::new(),
-            all_hidden: false,
+            hidden,
+            all_hidden,
         },
     );
 }
@@ -562,5 +568,73 @@ impl Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &str, line: u32, column: u32) -> Diagnostic {
+        Diagnostic::error(Some(Span::new(Arc::from(file), line, column)), "m").field("f")
+    }
+
+    #[test]
+    fn tokens_are_underlined_whole() {
+        let line = r#"  a: "x \" y" # c"#;
+        assert_eq!(token_extent(line, 6), (5, 8));
+        assert_eq!(token_extent("  k: [a, [b]], x", 6), (5, 8));
+        assert_eq!(token_extent("  owner: root # comment", 3), (2, 5));
+        assert_eq!(token_extent("  owner: root # comment", 10), (9, 4));
+        assert_eq!(token_extent("k: {a: b, c: d}", 5), (4, 1));
+        assert_eq!(token_extent("x = {{ var.name }} y", 8), (7, 8));
+        assert_eq!(token_extent("short", 40), (5, 1));
+    }
+
+    #[test]
+    fn a_quoted_line_is_made_safe_and_the_caret_follows_tabs() {
+        let file: Arc<str> = Arc::from("diag-safe.yaml");
+        register_source(&file, "a:\n\tb: \u{1b}[31mred\n".into());
+        let out = at("diag-safe.yaml", 2, 5).render();
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(
+            out.contains("2 |     b: \u{fffd}[31mred\n  |        ^^^^^^^^"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn hidden_lines_show_only_the_place_and_hiding_survives_a_second_read() {
+        let file: Arc<str> = Arc::from("diag-hidden.yaml");
+        register_source(&file, "a: 1\nb: s3cr3t\n".into());
+        hide_lines(&file, 2, 2);
+        assert!(matches!(
+            at("diag-hidden.yaml", 1, 4).snippet(),
+            Quote::Line(_)
+        ));
+        assert_eq!(at("diag-hidden.yaml", 2, 4).snippet(), Quote::Hidden);
+        let out = at("diag-hidden.yaml", 2, 4).render();
+        assert!(
+            !out.contains("s3cr3t") && out.contains("not shown"),
+            "{out}"
+        );
+        let template: Arc<str> = Arc::from("diag-hidden.tera");
+        register_source(&template, "s3cr3t\n".into());
+        hide_file(&template);
+        register_source(&template, "s3cr3t\n".into());
+        assert_eq!(at("diag-hidden.tera", 1, 1).snippet(), Quote::Hidden);
+        assert_eq!(token_at(&Span::new(file, 2, 4)), None);
+    }
+
+    #[test]
+    fn close_names() {
+        assert_eq!(
+            closest("log_levle", ["log_level", "app"]),
+            Some("log_level")
+        );
+        assert_eq!(closest("WantedBy", ["wantedby"]), Some("wantedby"));
+        assert_eq!(closest("zzz", ["log_level"]), None);
+        assert_eq!(bounded_distance("kitten", "sitting", 3), Some(3));
+        assert_eq!(bounded_distance("kitten", "sitting", 2), None);
     }
 }

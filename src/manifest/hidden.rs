@@ -29,9 +29,13 @@ const CREDENTIAL_WORDS: &[&str] = &[
     "credential",
 ];
 
+/// Case-insensitively, without allocating: called for every key of every manifest.
 fn is_credential(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    CREDENTIAL_WORDS.iter().any(|w| key.contains(w))
+    let key = key.as_bytes();
+    CREDENTIAL_WORDS.iter().any(|w| {
+        key.windows(w.len())
+            .any(|part| part.eq_ignore_ascii_case(w.as_bytes()))
+    })
 }
 
 /// Inclusive line ranges of `text` (parsed as `root`) that must not be quoted.
@@ -97,22 +101,15 @@ impl Walker<'_> {
         }
         // The next sibling's first line is shared when something other than
         // indentation and a `- ` precedes it there (`}, {key: ...` in flow style).
-        let before: String = self
-            .lines
-            .get(
-                usize::try_from(line)
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub(1),
-            )
-            .map(|l| {
-                l.chars()
-                    .take(usize::try_from(column).unwrap_or(1).saturating_sub(1))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let shared = before
-            .chars()
-            .any(|c| !c.is_whitespace() && c != '-' && c != '?');
+        let index = usize::try_from(line)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        let prefix = usize::try_from(column).unwrap_or(1).saturating_sub(1);
+        let shared = self.lines.get(index).is_some_and(|l| {
+            l.chars()
+                .take(prefix)
+                .any(|c| !c.is_whitespace() && c != '-' && c != '?')
+        });
         if shared {
             line
         } else {
@@ -132,8 +129,17 @@ impl Walker<'_> {
                 for (i, (k, v)) in pairs.iter().enumerate() {
                     let from = if k.span.line > 0 { k.span.line } else { start };
                     let to = self.end(from, pairs.get(i + 1).map(|(k, _)| k), end);
-                    let key = k.key_text();
-                    if is_credential(&key) || (root && (key == "vars" || key == "environments")) {
+                    // Keys are strings but for rare ones (`1:`, `true:`); those
+                    // are spelt out, the rest read in place.
+                    let spelt;
+                    let key = match k.as_str() {
+                        Some(key) => key,
+                        None => {
+                            spelt = k.key_text();
+                            spelt.as_str()
+                        }
+                    };
+                    if is_credential(key) || (root && (key == "vars" || key == "environments")) {
                         out.push((from, to));
                     }
                     self.node(v, from, to, false, out);
@@ -184,6 +190,9 @@ fn indent_of(line: &str) -> usize {
 }
 
 fn has_anchor(line: &str) -> bool {
+    if !line.contains('&') {
+        return false;
+    }
     let chars: Vec<char> = line.chars().collect();
     chars.iter().enumerate().any(|(i, &c)| {
         c == '&'
