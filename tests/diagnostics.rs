@@ -352,12 +352,16 @@ fn bad_indentation_is_said_in_manifest_terms_at_the_line_at_fault() {
 }
 
 #[test]
-fn a_missing_colon_and_an_unquoted_colon_are_named() {
+fn a_missing_colon_a_missing_key_and_an_unquoted_colon_are_named() {
     let s = Sandbox::new();
     for (text, expect) in [
         (
             "resources:\n  - file: /etc/a\n    content x\n",
             "m.yaml:3:5: YAML: a key without `:`",
+        ),
+        (
+            "resources:\n  - file: /etc/a\n    : x\n",
+            "m.yaml:3:5: field `(no key)`: an entry of `file` with no key before its `:`",
         ),
         (
             "resources:\n  - file: /etc/a\n    owner:root\n",

@@ -540,6 +540,17 @@ impl<'a> Fields<'a> {
             if self.used[i] {
                 continue;
             }
+            if k.value == Value::Null {
+                d.error(
+                    &k.span,
+                    "(no key)",
+                    format!(
+                        "an entry of `{}` with no key before its `:`: write `key: value`",
+                        self.kind
+                    ),
+                );
+                continue;
+            }
             let name = k.key_text();
             let mut known: Vec<&str> = self.known.clone();
             known.sort_unstable();
