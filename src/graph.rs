@@ -46,6 +46,49 @@ pub struct Graph {
     pub notifies: Vec<Vec<usize>>,
 }
 
+/// How many undeclared references get a "did you mean" (each compares every id).
+const MAX_SUGGESTIONS: usize = 50;
+
+/// The declared resource an undeclared reference most likely meant: the same name
+/// under another kind, else the closest id by a few edits.
+fn closest_id(id: &ResourceId, catalog: &Catalog) -> Option<usize> {
+    if let Some(i) = catalog
+        .resources
+        .iter()
+        .position(|r| r.id().name == id.name)
+    {
+        return Some(i);
+    }
+    let text = id.to_string();
+    let limit = (text.chars().count() / 8).clamp(1, 3);
+    let ids: Vec<String> = catalog
+        .resources
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect();
+    let best = crate::diag::closest_within(&text, ids.iter().map(String::as_str), limit)?;
+    ids.iter().position(|s| s == best)
+}
+
+/// "; did you mean ...?" for an undeclared reference, or why none fits.
+fn undeclared_hint(id: &ResourceId, close: Option<usize>, catalog: &Catalog) -> String {
+    if crate::resource::kind(&id.kind).is_none() {
+        let kinds: Vec<&str> = crate::resource::KINDS.iter().map(|k| k.name).collect();
+        let close = crate::diag::closest(&id.kind, kinds.iter().copied())
+            .map(|k| format!("did you mean `{k}[{}]`? ", id.name))
+            .unwrap_or_default();
+        return format!(
+            "; `{}` is not a kind: {close}kinds: {}",
+            id.kind,
+            kinds.join(", ")
+        );
+    }
+    match close {
+        Some(i) => format!("; did you mean {}?", catalog.resources[i].id()),
+        None => String::new(),
+    }
+}
+
 /// Builds the graph; on success also returns the warnings found on the way.
 pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
@@ -59,16 +102,31 @@ pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
             dag.add_edge(nodes[from], nodes[to], kind);
         }
     };
-    let lookup = |id: &ResourceId, span: &Span, field: &str, diags: &mut Diagnostics| {
+    let mut suggested = 0;
+    let mut lookup = |id: &ResourceId, span: &Span, field: &str, diags: &mut Diagnostics| {
         let found = catalog.index_of(id);
         if found.is_none() {
-            diags.push(
-                Diagnostic::error(
-                    Some(span.clone()),
-                    format!("{id} is not declared in the manifests"),
-                )
-                .field(field),
-            );
+            // Suggestions compare against every declared id: the first few typos get
+            // one, a manifest with thousands of dangling references stays fast.
+            suggested += 1;
+            let close = (suggested <= MAX_SUGGESTIONS)
+                .then(|| closest_id(id, catalog))
+                .flatten();
+            let hint = undeclared_hint(id, close, catalog);
+            let mut d = Diagnostic::error(
+                Some(span.clone()),
+                format!("{id} is not declared in the manifests{hint}"),
+            )
+            .field(field);
+            if let Some(close) = close {
+                if let Some(at) = catalog.resources[close].meta().span.clone() {
+                    d = d.related(
+                        at,
+                        format!("{} is declared here", catalog.resources[close].id()),
+                    );
+                }
+            }
+            diags.push(d);
         }
         found
     };

@@ -314,14 +314,16 @@ fn offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line() {
     let s = Sandbox::new();
     s.manifest(
         "site.yaml",
-        "resources:\n  - unit: rc-typo.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        Typo: yes\n",
+        // A key near no known one (a near miss is refused at load: see
+        // tests/diagnostics.rs), so that it reaches systemd's verify.
+        "resources:\n  - unit: rc-typo.service\n    sections:\n      Service:\n        ExecStart: /bin/true\n        Xyzzy: yes\n",
     );
     let before = s.snapshot();
     let plan = s.run("plan", &["site.yaml"]);
     plan.assert_code(1);
     let all = plan.all();
     assert!(
-        all.contains("Unknown key 'Typo' in section [Service]"),
+        all.contains("Unknown key 'Xyzzy' in section [Service]"),
         "{all}"
     );
     assert!(
@@ -580,10 +582,11 @@ resources:
     )
     .is_ok());
 
-    // A typo in the drop-in is the drop-in's error.
+    // An unknown key in the drop-in is the drop-in's error (one near no known key:
+    // a near miss is refused at load).
     s.manifest(
         "site.yaml",
-        &manifest.replace("PrivateTmp: true", "PrivateTemp: true"),
+        &manifest.replace("PrivateTmp: true", "Xyzzy: true"),
     );
     let run = s.run("plan", &["site.yaml"]);
     run.assert_code(1);
@@ -592,7 +595,7 @@ resources:
         all.contains("unit[rc-app.service.d/hardening.conf]"),
         "{all}"
     );
-    assert!(all.contains("Unknown key 'PrivateTemp'"), "{all}");
+    assert!(all.contains("Unknown key 'Xyzzy'"), "{all}");
 }
 
 #[test]

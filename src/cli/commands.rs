@@ -114,6 +114,11 @@ impl Out {
             LogFormat::Json => {
                 for d in &diags.0 {
                     let span = d.span.as_ref();
+                    // The quoted line, unless it is unknown or may hold a secret.
+                    let source = match d.snippet() {
+                        crate::diag::Quote::Line(s) => serde_json::to_value(s).ok(),
+                        _ => None,
+                    };
                     eprintln!(
                         "{}",
                         serde_json::json!({
@@ -124,6 +129,7 @@ impl Out {
                             "field": d.field,
                             "message": d.message,
                             "related": d.related.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>(),
+                            "source": source,
                         })
                     );
                 }

@@ -27,6 +27,8 @@ pub struct Decoder {
     /// manifest uses a few templates thousands of times, and each use used to cost two
     /// `stat`s and a read.
     template_sources: HashMap<(PathBuf, String), TemplateSource>,
+    /// The entry being decoded may be `secret: true`: what it reads is never quoted.
+    pub secret_entry: bool,
 }
 
 impl Decoder {
@@ -37,6 +39,7 @@ impl Decoder {
             base_dir: PathBuf::from("."),
             inputs: Sha256::new(),
             template_sources: HashMap::new(),
+            secret_entry: false,
         }
     }
 
@@ -60,18 +63,68 @@ impl Decoder {
     /// Where a relative template is found: `templates/` beside the manifest first,
     /// then the manifest's folder itself.
     pub fn template_path(&self, rel: &str) -> PathBuf {
-        let in_templates = self.base_dir.join("templates").join(rel);
-        if in_templates.exists() {
-            return in_templates;
+        let places = self.template_places(rel);
+        places
+            .iter()
+            .find(|p| p.exists())
+            .or(places.last())
+            .cloned()
+            .unwrap_or_else(|| self.base_dir.join(rel))
+    }
+
+    /// Every place a relative template is looked for, in order.
+    fn template_places(&self, rel: &str) -> Vec<PathBuf> {
+        let mut places = vec![self.base_dir.join("templates").join(rel)];
+        if let Some(parent) = self.base_dir.parent() {
+            places.push(parent.join("templates").join(rel));
         }
-        let parent_templates = self
-            .base_dir
-            .parent()
-            .map(|p| p.join("templates").join(rel));
-        if let Some(p) = parent_templates.filter(|p| p.exists()) {
-            return p;
+        places.push(self.base_dir.join(rel));
+        places
+    }
+
+    /// Says where a template that exists nowhere was looked for, and names a file in
+    /// those places whose name is close to the one written.
+    fn missing_template(&self, rel: &str) -> String {
+        let places = self.template_places(rel);
+        let shown: Vec<String> = places.iter().map(|p| display_path(p)).collect();
+        let wanted = Path::new(rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut near: Vec<(PathBuf, String)> = Vec::new();
+        for place in &places {
+            let Some(dir) = place.parent() else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            near.extend(entries.filter_map(|e| e.ok()).filter_map(|e| {
+                let is_file = e.file_type().is_ok_and(|t| t.is_file());
+                is_file.then(|| (e.path(), e.file_name().to_string_lossy().into_owned()))
+            }));
         }
-        self.base_dir.join(rel)
+        let limit = (wanted.chars().count() / 5).clamp(1, 3);
+        let stem = |n: &str| n.rsplit_once('.').map_or(n, |(s, _)| s).to_string();
+        let close =
+            crate::diag::closest_within(&wanted, near.iter().map(|(_, n)| n.as_str()), limit)
+                .or_else(|| {
+                    // The same name with another extension (`.j2` for `.tera`).
+                    near.iter()
+                        .map(|(_, n)| n.as_str())
+                        .find(|n| stem(n) == stem(&wanted))
+                })
+                .and_then(|name| near.iter().find(|(_, n)| n == name))
+                .map(|(path, name)| {
+                    let written = match rel.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{name}"),
+                        None => name.clone(),
+                    };
+                    format!("; did you mean `{written}` ({})?", display_path(path))
+                })
+                .unwrap_or_default();
+        format!(
+            "template `{rel}` not found; looked in {}{close}",
+            shown.join(", ")
+        )
     }
 
     /// Reads and renders a template file named relative to the manifest.
@@ -85,6 +138,11 @@ impl Decoder {
             Some(hit) => hit.clone(),
             None => {
                 let path = self.template_path(rel);
+                if !path.exists() {
+                    let message = self.missing_template(rel);
+                    self.error(span, field, message);
+                    return None;
+                }
                 let source = match read_input(&path, Some(MAX_MANIFEST_BYTES)) {
                     Ok(b) => b,
                     Err(e) => {
@@ -97,6 +155,10 @@ impl Decoder {
                     }
                 };
                 let entry = (path.display().to_string(), Arc::<[u8]>::from(source));
+                crate::diag::register_source(
+                    &Arc::from(entry.0.as_str()),
+                    String::from_utf8_lossy(&entry.1).into_owned(),
+                );
                 // Once per template read: its content is what a stale plan must notice;
                 // hashing it again for each of thousands of uses was 4% of a check.
                 self.record_input(&entry.0, &entry.1);
@@ -104,6 +166,9 @@ impl Decoder {
                 entry
             }
         };
+        if self.secret_entry {
+            crate::diag::hide_file(&Arc::from(shown.as_str()));
+        }
         let Ok(text) = std::str::from_utf8(&source) else {
             self.error(span, field, format!("template {shown} is not valid UTF-8"));
             return None;
@@ -396,12 +461,8 @@ impl<'a> Fields<'a> {
     /// is refused because `mode: 644` silently means decimal 644 in most YAML tools.
     pub fn mode(&mut self, d: &mut Decoder, key: &'static str) -> Option<u32> {
         let node = self.raw(key)?;
-        if let Value::Int(i) = node.value {
-            d.error(
-                &node.span,
-                key,
-                format!("mode must be a quoted octal string such as \"0{i}\"; an unquoted {i} is a decimal number in YAML"),
-            );
+        if matches!(node.value, Value::Int(_) | Value::Float(_)) {
+            d.error(&node.span, key, unquoted_mode_message(node));
             return None;
         }
         let (text, span) = string_of(d, node, key)?;
@@ -479,6 +540,17 @@ impl<'a> Fields<'a> {
             if self.used[i] {
                 continue;
             }
+            if k.value == Value::Null {
+                d.error(
+                    &k.span,
+                    "(no key)",
+                    format!(
+                        "an entry of `{}` with no key before its `:`: write `key: value`",
+                        self.kind
+                    ),
+                );
+                continue;
+            }
             let name = k.key_text();
             let mut known: Vec<&str> = self.known.clone();
             known.sort_unstable();
@@ -544,6 +616,33 @@ fn number_of(d: &mut Decoder, node: &Node, key: &str) -> Option<i64> {
     }
 }
 
+/// Why an unquoted number is not a mode, with the quoted form to write instead: YAML
+/// reads `644` as decimal, `0640` as a number that lost its zero, `0o640` as octal,
+/// and none of them as the string of digits that was meant.
+fn unquoted_mode_message(node: &Node) -> String {
+    let value = match node.value {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        _ => String::new(),
+    };
+    // What was written, when the line may be quoted; else the number YAML read.
+    let written = crate::diag::token_at(&node.span)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| value.clone());
+    let digits = written.strip_prefix("0o").unwrap_or(&written);
+    let meant = if digits.len() < 4 && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        format!("0{digits}")
+    } else {
+        digits.to_string()
+    };
+    let read_as = if value == written {
+        String::new()
+    } else {
+        format!(" (read as {value})")
+    };
+    format!("mode must be a quoted octal string: write \"{meant}\"; unquoted, {written} is a number in YAML{read_as}, not the octal digits meant")
+}
+
 /// `"0640"`, `"640"`, `"1777"` → the bits; anything else is explained.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     let t = text.trim();
@@ -596,26 +695,7 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 }
 
 fn suggest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(dist, _)| *dist <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    crate::diag::closest_within(name, known.iter().copied(), 2)
 }
 
 /// Shows a path relative to the current directory when it is below it.

@@ -3,6 +3,8 @@
 
 pub mod decode;
 mod fastyaml;
+pub mod hidden;
+mod syntax;
 pub mod template;
 pub mod yaml;
 
@@ -168,7 +170,25 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
             }
         };
         decoder.record_input(&shown, &bytes);
-        let root = match yaml::parse(&shown, &bytes) {
+        let parsed = yaml::parse(&shown, &bytes);
+        // Kept for quoting in diagnostics, with the lines that may hold a secret
+        // marked before any diagnostic of this file can be shown.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let hide = match &parsed {
+            Ok(root) => Some(hidden::from_tree(root, &text)),
+            Err(_) => hidden::from_text(&text),
+        };
+        crate::diag::register_source(&shown, text);
+        match hide {
+            Some(ranges) => {
+                for (from, to) in ranges {
+                    crate::diag::hide_lines(&shown, from, to);
+                }
+            }
+            None => crate::diag::hide_file(&shown),
+        }
+        let root = match parsed {
             Ok(n) => n,
             Err(d) => {
                 diags.push(d);
@@ -314,6 +334,12 @@ fn resolve_vars(
             }
         }
     }
+    // What `--var` may override: the variables `vars:` declares, before an
+    // environment adds its own.
+    let declared: BTreeMap<String, Span> = vars
+        .iter()
+        .map(|(k, (_, span))| (k.clone(), span.clone()))
+        .collect();
     if let Some(env) = &opts.env {
         match envs.get(env) {
             Some(overrides) => {
@@ -346,6 +372,7 @@ fn resolve_vars(
             }
         }
     }
+    check_overrides(&opts.vars, &declared, diags);
     let mut out: serde_json::Map<String, serde_json::Value> =
         vars.into_iter().map(|(k, (v, _))| (k, v)).collect();
     for (k, v) in &opts.vars {
@@ -359,6 +386,55 @@ fn resolve_vars(
             .unwrap_or(serde_json::Value::Null),
     );
     out
+}
+
+/// `--var NAME=VALUE` may only override a variable declared under `vars:` of a loaded
+/// manifest: a misspelt name would otherwise be accepted and change nothing.
+fn check_overrides(
+    overrides: &[(String, String)],
+    declared: &BTreeMap<String, Span>,
+    diags: &mut Diagnostics,
+) {
+    for (name, _) in overrides {
+        if declared.contains_key(name) {
+            continue;
+        }
+        let mut d = if name == "environment" {
+            Diagnostic::error(
+                None,
+                "--var environment: `environment` is set by --env, not by --var",
+            )
+        } else {
+            let message = match crate::diag::closest(name, declared.keys().map(String::as_str))
+            {
+                Some(close) => format!(
+                    "--var {name}: no manifest declares a variable `{name}`; did you mean `{close}`?"
+                ),
+                None if declared.is_empty() => format!(
+                    "--var {name}: no manifest declares any variable; --var only overrides a variable declared under `vars:`"
+                ),
+                None => {
+                    let mut names: Vec<&str> =
+                        declared.keys().map(String::as_str).take(20).collect();
+                    if declared.len() > names.len() {
+                        names.push("…");
+                    }
+                    format!(
+                        "--var {name}: no manifest declares a variable `{name}`; --var only overrides a variable declared under `vars:` (declared: {})",
+                        names.join(", ")
+                    )
+                }
+            };
+            Diagnostic::error(None, message)
+        }
+        .field("--var");
+        if let Some((close, span)) = crate::diag::closest(name, declared.keys().map(String::as_str))
+            .and_then(|close| declared.get_key_value(close))
+        {
+            d = d.related(span.clone(), format!("`{close}` is declared here"));
+        }
+        diags.push(d);
+    }
 }
 
 fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
@@ -453,6 +529,11 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
             None
         }
     };
+    // Templates this entry renders are never quoted if it may be secret (decided on
+    // the raw value: a templated `secret:` counts).
+    d.secret_entry = pairs
+        .iter()
+        .any(|(k, v)| k.as_str() == Some("secret") && v.value != Value::Bool(false));
     let mut fields = Fields::new(pairs, kind_key.span.clone(), kind.name);
     fields.consume_first();
     let (meta, enabled) = decode_meta(d, &mut fields);

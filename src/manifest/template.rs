@@ -149,14 +149,18 @@ impl Templates {
             self.file_cache.insert(shown_name.to_string(), out.clone());
             return Ok(out);
         }
-        let fail = |msg: String, line: Option<usize>| {
-            let span = match line {
-                Some(l) => Span::new(Arc::from(shown_name), u32::try_from(l).unwrap_or(0), 1),
+        let fail = |msg: String, at: Option<(usize, usize)>| {
+            let span = match at {
+                Some((l, c)) => Span::new(
+                    Arc::from(shown_name),
+                    u32::try_from(l).unwrap_or(0),
+                    u32::try_from(c).unwrap_or(1),
+                ),
                 None => Span::file_only(Arc::from(shown_name)),
             };
             Diagnostic::error(Some(span), format!("template: {msg}"))
         };
-        check_shape(source).map_err(|(line, msg)| fail(msg, Some(line)))?;
+        check_shape(source).map_err(|(line, msg)| fail(msg, Some((line, 1))))?;
         self.tera
             .add_raw_template(shown_name, source)
             .map_err(|e| fail(explain(&e), parse_error_line(&e)))?;
@@ -457,16 +461,45 @@ fn is_plain_ident(s: &str) -> bool {
         && !KEYWORDS.contains(&s)
 }
 
-/// Tera hides the useful part of an error in its source chain.
-fn explain(e: &tera::Error) -> String {
+/// Every message of the error's source chain, as Tera wrote them.
+fn chain(e: &tera::Error) -> Vec<String> {
     let mut parts = vec![e.to_string()];
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(inner) = cur {
         parts.push(inner.to_string());
         cur = inner.source();
     }
-    let msg = parts
+    parts
+}
+
+/// A parse error's own quote of the template (` --> 2:8`, `2 | text`, `^---`) taken
+/// out, its explanation (`= expected ...`) kept: the diagnostic quotes the line
+/// itself, and only where the line may be shown (a secret resource's template is
+/// never quoted, so Tera's quote must not slip through in the message).
+fn without_quote(part: &str) -> String {
+    if !part.contains("\n") {
+        return part.to_string();
+    }
+    let mut lines = part.lines();
+    let mut kept: Vec<String> = lines
+        .next()
+        .filter(|first| !first.trim_start().starts_with("-->"))
+        .map(str::to_string)
         .into_iter()
+        .collect();
+    kept.extend(
+        lines
+            .filter_map(|l| l.trim_start().strip_prefix("= "))
+            .map(str::to_string),
+    );
+    kept.join(" ")
+}
+
+/// Tera hides the useful part of an error in its source chain.
+fn explain(e: &tera::Error) -> String {
+    let msg = chain(e)
+        .iter()
+        .map(|p| without_quote(p))
         .filter(|p| !p.starts_with("Failed to render") && !p.trim().is_empty())
         .collect::<Vec<_>>()
         .join(": ");
@@ -495,17 +528,20 @@ fn missing_variable(msg: &str) -> Option<String> {
     Some(msg[start..end].to_string())
 }
 
-/// The first line where `var` appears inside a `{{ }}` or `{% %}` tag.
-fn line_of_variable(source: &str, var: &str) -> Option<usize> {
+/// The first line, and the character column on it, where `var` appears inside a
+/// `{{ }}` or `{% %}` tag.
+fn line_of_variable(source: &str, var: &str) -> Option<(usize, usize)> {
     let root = var.split(['.', '[']).next().unwrap_or(var);
     source.lines().enumerate().find_map(|(i, line)| {
         let in_tag = line.contains("{{") || line.contains("{%");
-        (in_tag && contains_word(line, root)).then_some(i + 1)
+        let at = in_tag.then(|| word_at(line, root)).flatten()?;
+        Some((i + 1, line[..at].chars().count() + 1))
     })
 }
 
-fn contains_word(line: &str, word: &str) -> bool {
-    line.match_indices(word).any(|(i, _)| {
+/// Byte offset of the first whole-word occurrence of `word` in `line`.
+fn word_at(line: &str, word: &str) -> Option<usize> {
+    line.match_indices(word).map(|(i, _)| i).find(|&i| {
         let before = line[..i].chars().next_back();
         let after = line[i + word.len()..].chars().next();
         let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
@@ -513,13 +549,14 @@ fn contains_word(line: &str, word: &str) -> bool {
     })
 }
 
-fn parse_error_line(e: &tera::Error) -> Option<usize> {
+fn parse_error_line(e: &tera::Error) -> Option<(usize, usize)> {
     // Tera's parse errors embed " --> LINE:COL".
-    let msg = explain(e);
+    let msg = chain(e).join("\n");
     let at = msg.find("--> ")? + 4;
     let rest = &msg[at..];
-    let end = rest.find(':')?;
-    rest[..end].trim().parse().ok()
+    let (line, col) = rest.split_once(':')?;
+    let col: String = col.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, col.parse().unwrap_or(1)))
 }
 
 #[cfg(test)]
@@ -681,7 +718,7 @@ mod tests {
             .err()
             .map(|d| d.to_string())
             .unwrap_or_default();
-        assert!(err.contains("big.tera:2:1: template: Failed to parse"));
+        assert!(err.contains("big.tera:2:") && err.contains(": template: Failed to parse"));
         assert!(err.len() < 2_000, "{} bytes", err.len());
     }
 

@@ -293,12 +293,17 @@ pub(super) fn parse_general(file: &Arc<str>, text: &str) -> Result<Node, Diagnos
             })
             .unwrap_or_else(|| whole.clone());
         let inner = e.without_snippet();
-        let message = if is_depth_error(inner) {
-            too_deep_message()
-        } else {
-            format!("YAML: {}", first_line(&inner.to_string()))
-        };
-        Diagnostic::error(Some(span), message)
+        if is_depth_error(inner) {
+            return Diagnostic::error(Some(span), too_deep_message());
+        }
+        let raw = first_line(&inner.to_string());
+        match super::syntax::explain(text, span.line, span.column, &raw) {
+            Some(found) => Diagnostic::error(
+                Some(Span::new(file.clone(), found.line, found.column)),
+                format!("YAML: {}", found.message),
+            ),
+            None => Diagnostic::error(Some(span), format!("YAML: {raw}")),
+        }
     })?;
     Ok(convert(file, raw, &whole))
 }

@@ -10,6 +10,7 @@ pub mod file;
 pub mod group;
 pub mod perms;
 pub mod symlink;
+pub mod systemd_keys;
 pub mod unit;
 pub mod user;
 

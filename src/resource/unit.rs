@@ -535,6 +535,11 @@ fn render_sections(
                 ok = false;
                 continue;
             }
+            if let Some(message) = super::systemd_keys::misspelt(&section, &key, &allowed) {
+                d.error(&key_node.span, "sections", message);
+                ok = false;
+                continue;
+            }
             let items: Vec<&Node> = match &value.value {
                 Value::Seq(items) => items.iter().collect(),
                 _ => vec![value],
