@@ -8,6 +8,7 @@ pub mod contract;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod managed_file;
 pub mod perms;
 pub mod symlink;
 pub mod systemd_keys;

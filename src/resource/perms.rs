@@ -69,8 +69,31 @@ impl PermSpec {
         Ok(())
     }
 
-    /// Adds owner/group/mode field changes between the live stat (None: to be
-    /// created) and the spec; `default_mode` is what a new object gets unmanaged.
+    /// What the target's accounts say about this spec against `live` (None: to be
+    /// created): read while observing, so that [`PermSpec::changes`] is pure.
+    pub fn observe(&self, accounts: &Accounts, catalog: &Catalog, live: Option<&Stat>) -> Owners {
+        let uid = self.owner().and_then(|o| accounts.resolve_uid(o));
+        let gid = self.group().and_then(|g| accounts.resolve_gid(g));
+        // Names of the live ids only where they will be shown: a no-op allocates none.
+        let live_user = live
+            .filter(|st| self.owner().is_some() && uid != Some(st.uid))
+            .map(|st| accounts.user_name(st.uid));
+        let live_group = live
+            .filter(|st| self.group().is_some() && gid != Some(st.gid))
+            .map(|st| accounts.group_name(st.gid));
+        Owners {
+            unknown: self
+                .check_known(accounts, catalog)
+                .err()
+                .map(|e| e.to_string()),
+            uid,
+            gid,
+            live_user,
+            live_group,
+        }
+    }
+
+    /// Adds owner/group/mode field changes between the live stat and the spec.
     pub fn diff(
         &self,
         accounts: &Accounts,
@@ -90,51 +113,58 @@ impl PermSpec {
         change: &mut Change,
         prefix: &str,
     ) {
-        let name = |f: &str| format!("{prefix}{f}");
+        let owners = self.observe(accounts, &Catalog::new(Vec::new()), live);
+        for op in self.changes(&owners, live, default_mode) {
+            op.describe(prefix, change);
+        }
+    }
+
+    /// Pure: the owner/group/mode operations between the live stat (None: to be
+    /// created) and the spec; `default_mode` is what a new object gets unmanaged. A
+    /// name the target does not know yet (a user declared in this run) never matches.
+    pub fn changes(&self, owners: &Owners, live: Option<&Stat>, default_mode: u32) -> Vec<PermOp> {
+        let mut out = Vec::new();
         match live {
             None => {
                 if let Some(o) = self.owner() {
-                    change.field(name("owner"), None, Some(o.to_string()));
+                    out.push(PermOp::Owner {
+                        from: None,
+                        to: o.to_string(),
+                    });
                 }
                 if let Some(g) = self.group() {
-                    change.field(name("group"), None, Some(g.to_string()));
+                    out.push(PermOp::Group {
+                        from: None,
+                        to: g.to_string(),
+                    });
                 }
-                change.field(
-                    name("mode"),
-                    None,
-                    Some(format_mode(self.mode.unwrap_or(default_mode))),
-                );
+                out.push(PermOp::Mode {
+                    from: None,
+                    to: self.mode.unwrap_or(default_mode),
+                });
             }
             Some(st) => {
-                if let Some(o) = self.owner() {
-                    if !owner_matches(o, st.uid, |n| accounts.resolve_uid(n)) {
-                        change.field(
-                            name("owner"),
-                            Some(accounts.user_name(st.uid)),
-                            Some(o.to_string()),
-                        );
-                    }
+                if let Some(o) = self.owner().filter(|_| owners.uid != Some(st.uid)) {
+                    out.push(PermOp::Owner {
+                        from: Some(owners.live_user.clone().unwrap_or_default()),
+                        to: o.to_string(),
+                    });
                 }
-                if let Some(g) = self.group() {
-                    if !owner_matches(g, st.gid, |n| accounts.resolve_gid(n)) {
-                        change.field(
-                            name("group"),
-                            Some(accounts.group_name(st.gid)),
-                            Some(g.to_string()),
-                        );
-                    }
+                if let Some(g) = self.group().filter(|_| owners.gid != Some(st.gid)) {
+                    out.push(PermOp::Group {
+                        from: Some(owners.live_group.clone().unwrap_or_default()),
+                        to: g.to_string(),
+                    });
                 }
-                if let Some(m) = self.mode {
-                    if m != st.mode {
-                        change.field(
-                            name("mode"),
-                            Some(format_mode(st.mode)),
-                            Some(format_mode(m)),
-                        );
-                    }
+                if let Some(m) = self.mode.filter(|&m| m != st.mode) {
+                    out.push(PermOp::Mode {
+                        from: Some(st.mode),
+                        to: m,
+                    });
                 }
             }
         }
+        out
     }
 
     /// The ids to set, resolved against the target's accounts as they are *now* (users
@@ -170,10 +200,50 @@ impl PermSpec {
     }
 }
 
-/// A live id matches a desired owner given as a number or as a name the target knows.
-/// A name the target does not know yet (declared user, created in this run) never matches.
-fn owner_matches(desired: &str, live: u32, resolve: impl Fn(&str) -> Option<u32>) -> bool {
-    resolve(desired) == Some(live)
+/// What observing found of a spec's owner and group on the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// Why the owner or group is neither on the target nor declared (a plan error).
+    pub unknown: Option<String>,
+    /// The desired owner and group as ids on the target now (None: unmanaged, or
+    /// declared and not created yet).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The live owner's and group's names, where they differ from the desired.
+    pub live_user: Option<String>,
+    pub live_group: Option<String>,
+}
+
+/// One owner, group or mode operation on a managed path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermOp {
+    Owner { from: Option<String>, to: String },
+    Group { from: Option<String>, to: String },
+    Mode { from: Option<u32>, to: u32 },
+}
+
+impl PermOp {
+    /// The plan's field for this operation, its name after `prefix` (a tree entry's).
+    pub fn describe(&self, prefix: &str, change: &mut Change) {
+        let name = |f: &'static str| -> std::borrow::Cow<'static, str> {
+            if prefix.is_empty() {
+                f.into()
+            } else {
+                format!("{prefix}{f}").into()
+            }
+        };
+        match self {
+            PermOp::Owner { from, to } => {
+                change.field(name("owner"), from.clone(), Some(to.clone()))
+            }
+            PermOp::Group { from, to } => {
+                change.field(name("group"), from.clone(), Some(to.clone()))
+            }
+            PermOp::Mode { from, to } => {
+                change.field(name("mode"), from.map(format_mode), Some(format_mode(*to)))
+            }
+        }
+    }
 }
 
 /// A stat summary for live fingerprints.
