@@ -8,13 +8,16 @@ use std::path::PathBuf;
 
 use crate::diag::Span;
 use crate::host::fs::{hardlink_reason, Body};
-use crate::host::{FileKind, HostError, Perms};
+use crate::host::{FileKind, HostError, Perms, Stat};
 use crate::id::ResourceId;
 use crate::manifest::decode::{format_mode, Decoder, Fields, SourceRef};
-use crate::plan::{content_diff, diff_limit, fingerprint, size_summary, Action, Change};
+use crate::plan::{
+    content_diff, diff_limit, fingerprint, size_summary, Action, Change, ContentDiff,
+};
 
-use super::file::{body_hash, TEMP_FIELD};
-use super::perms::{stat_fingerprint, PermSpec};
+use super::contract::{self, Contract, DepView, Diff};
+use super::managed_file::{body_hash, ContentSeen, TEMP_FIELD};
+use super::perms::{stat_fingerprint, Owners, PermOp, PermSpec};
 use super::{
     implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
     PlanCtx, Resource, ResourceError,
@@ -43,13 +46,14 @@ pub struct Directory {
 
 /// One entry of a source tree, relative to its top.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    rel: String,
-    content: Option<Body>, // None: a directory
+pub struct Entry {
+    pub rel: String,
+    /// The content; `None`: a directory.
+    pub content: Option<Body>,
     /// The source's permission bits, which the copy keeps unless `file_mode`/`dir_mode`.
-    mode: u32,
-    uid: u32,
-    gid: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 pub fn decode(
@@ -379,9 +383,114 @@ impl Resource for Directory {
         (self.perms.owner(), self.perms.group())
     }
 
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        contract::observe(self, ctx)
+    }
+
+    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
+        contract::diff(self, state, deps)
+    }
+
+    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+        contract::apply(self, ctx, change)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// What observing a directory resource found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub live: Option<Stat>,
+    /// The link's target, when a symlink stands at the path.
+    pub link_target: Option<String>,
+    pub owners: Owners,
+    /// The source tree's entries, each with what stands at its place in the copy.
+    pub entries: Vec<EntrySeen>,
+    /// A copy a killed run left half-built beside the path.
+    pub temp_copy: Option<String>,
+    /// Everything below the live directory, relative (with `purge`).
+    pub live_names: Vec<String>,
+    /// Missing parents no declared directory creates.
+    pub implied: Vec<String>,
+    /// The path as errors show it (with the root in front).
+    pub shown: String,
+    pub live_fp: String,
+    pub desired_fp: String,
+}
+
+/// One source entry and its counterpart in the live copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySeen {
+    pub entry: Entry,
+    /// What stands at the entry's place (only when the directory is one already).
+    pub live: Option<Stat>,
+    pub owners: Owners,
+    /// Live content against the source's, when both are files and they differ.
+    pub content: Option<ContentSeen>,
+    pub temps: Vec<String>,
+    /// Permissions or privileges the copy would widen.
+    pub widening: Vec<String>,
+    pub shown: String,
+}
+
+/// One thing applying a directory does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    /// A symlink at the path replaced by a copy of the source (built beside it, then
+    /// swapped in).
+    ReplaceSymlink {
+        target: String,
+    },
+    /// Owner, group or mode of the directory itself.
+    Perm(PermOp),
+    /// An entry of the source missing from the copy.
+    AddEntry {
+        rel: String,
+        dir: bool,
+    },
+    /// A copied file whose content differs from the source's.
+    WriteEntry {
+        rel: String,
+        from: String,
+        to: String,
+        shown: Option<ContentDiff>,
+    },
+    /// Owner, group or mode of a copied entry (`prefix` names it in the plan).
+    EntryPerm {
+        prefix: String,
+        op: PermOp,
+    },
+    /// Temp files a killed run left beside a copied file.
+    SweepTemps {
+        rel: String,
+        temps: Vec<String>,
+    },
+    /// A copy a killed run left beside the path.
+    RemoveTempCopy {
+        temp: String,
+    },
+    /// An entry that is not in the source (`purge: true`).
+    Purge {
+        rel: String,
+    },
+    /// The whole source tree, copied (unchanged entries keep their content; owner and
+    /// mode are set on all).
+    CopyTree {
+        entries: Vec<Entry>,
+    },
+    Remove,
+}
+
+impl Contract for Directory {
+    type State = Observed;
+    type Op = Op;
+
+    fn observe(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
         let host = ctx.host;
-        let mut change = Change::new(self.id.clone(), self.meta.secret);
         let live = observe_below_declared(ctx, &self.path, host.lstat(&self.path))?;
         let entries = match self.ensure {
             Ensure::Present => self.read_source(host)?,
@@ -403,223 +512,342 @@ impl Resource for Directory {
                 format_mode(e.mode)
             ));
         }
-        change.desired = fingerprint(desired_parts.iter().map(|s| s.as_bytes()));
+        let mut o = Observed {
+            live,
+            desired_fp: fingerprint(desired_parts.iter().map(|s| s.as_bytes())),
+            shown: host.show(&self.path),
+            ..Observed::default()
+        };
         let mut live_parts = vec![stat_fingerprint(live.as_ref())];
         let is_dir = live.map(|s| s.kind) == Some(FileKind::Directory);
-        match (self.ensure, live) {
-            (Ensure::Absent, None) => {}
-            (Ensure::Absent, Some(st)) => {
-                if st.kind != FileKind::Directory {
-                    return Err(HostError::Unsafe {
-                        path: host.show(&self.path),
-                        reason: format!(
-                            "is a {}, not a directory; not removing it",
-                            st.kind.name()
-                        ),
-                    }
-                    .into());
+        let kind = live.map(|s| s.kind);
+        let refused = match kind {
+            Some(FileKind::Symlink) => self.source.is_none(),
+            Some(FileKind::Directory) | None => false,
+            Some(_) => true,
+        };
+        if self.ensure == Ensure::Present && !refused {
+            o.owners =
+                self.perms
+                    .observe(ctx.accounts, ctx.catalog, live.as_ref().filter(|_| is_dir));
+            match kind {
+                None => o.implied = implied_parents(ctx, &self.path)?,
+                Some(FileKind::Symlink) => {
+                    let target = host.read_link(&self.path)?.unwrap_or_default();
+                    live_parts.push(target.clone());
+                    o.link_target = Some(target);
                 }
-                change.action = Action::Delete;
+                _ => {}
+            }
+            for e in entries {
+                let child = self.child(&e.rel);
+                let live_entry = if is_dir {
+                    host.read_body(&child, diff_limit())?
+                } else {
+                    None
+                };
+                live_parts.push(format!(
+                    "{}={}:{}",
+                    e.rel,
+                    stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
+                    live_entry
+                        .as_ref()
+                        .and_then(|(_, b)| b.as_ref())
+                        .map(body_hash)
+                        .unwrap_or_default()
+                ));
+                let spec = self.entry_spec(&e);
+                let stat = live_entry.as_ref().map(|(st, _)| *st);
+                let content = match (&e.content, &live_entry) {
+                    (Some(new), Some((st, old))) if st.kind == FileKind::File => {
+                        let empty = Body::Whole(Vec::new());
+                        let old = old.as_ref().unwrap_or(&empty);
+                        (!old.same_as(new)).then(|| ContentSeen {
+                            from: Some(body_hash(old)),
+                            to: body_hash(new),
+                            shown: (!self.meta.secret).then(|| match (old.bytes(), new.bytes()) {
+                                (Some(o), Some(n)) => content_diff(o, n, &child),
+                                _ => size_summary(old.size(), new.size()),
+                            }),
+                        })
+                    }
+                    _ => None,
+                };
+                let temps = match (&e.content, stat) {
+                    (Some(_), Some(st)) if st.kind == FileKind::File => {
+                        host.stale_temps_of(&child)?
+                    }
+                    _ => Vec::new(),
+                };
+                o.entries.push(EntrySeen {
+                    owners: spec.observe(ctx.accounts, ctx.catalog, stat.as_ref()),
+                    widening: self.widening(&e, ctx.accounts),
+                    live: stat,
+                    content,
+                    temps,
+                    shown: host.show(&child),
+                    entry: e,
+                });
+            }
+            let temp = self.temp_copy();
+            if self.source.is_some() && is_dir && host.lstat(&temp)?.is_some() {
+                live_parts.push(format!("temp:{temp}"));
+                o.temp_copy = Some(temp);
+            }
+            if self.purge && is_dir {
+                live_entries(host, &self.path, "", &mut o.live_names)?;
+                for rel in o
+                    .live_names
+                    .iter()
+                    .filter(|r| !o.entries.iter().any(|e| &e.entry.rel == *r))
+                {
+                    live_parts.push(format!("extra:{rel}"));
+                }
+            }
+        }
+        o.live_fp = fingerprint(live_parts.iter().map(|s| s.as_bytes()));
+        Ok(o)
+    }
+
+    fn diff(&self, o: &Observed, _deps: &DepView) -> Result<Diff<Op>, ResourceError> {
+        let mut d = Diff::new(o.live_fp.clone(), o.desired_fp.clone());
+        let unsafe_at = |path: &str, reason: String| -> ResourceError {
+            HostError::Unsafe {
+                path: path.to_string(),
+                reason,
+            }
+            .into()
+        };
+        let is_dir = o.live.map(|s| s.kind) == Some(FileKind::Directory);
+        match (self.ensure, o.live) {
+            (Ensure::Absent, None) => return Ok(d),
+            (Ensure::Absent, Some(st)) if st.kind != FileKind::Directory => {
+                return Err(unsafe_at(
+                    &o.shown,
+                    format!("is a {}, not a directory; not removing it", st.kind.name()),
+                ))
+            }
+            (Ensure::Absent, Some(_)) => {
+                d.op(Action::Delete, Op::Remove);
+                return Ok(d);
             }
             (Ensure::Present, Some(st))
                 if st.kind == FileKind::Symlink && self.source.is_none() =>
             {
-                return Err(HostError::Unsafe {
-                    path: host.show(&self.path),
-                    reason: "is a symlink; a directory resource replaces a symlink only when it has a `source:` to copy".into(),
-                }
-                .into());
+                return Err(unsafe_at(
+                    &o.shown,
+                    "is a symlink; a directory resource replaces a symlink only when it has a `source:` to copy".into(),
+                ));
             }
             (Ensure::Present, Some(st))
                 if st.kind != FileKind::Directory && st.kind != FileKind::Symlink =>
             {
-                return Err(HostError::Unsafe {
-                    path: host.show(&self.path),
-                    reason: format!("is a {}, not a directory", st.kind.name()),
-                }
-                .into());
+                return Err(unsafe_at(
+                    &o.shown,
+                    format!("is a {}, not a directory", st.kind.name()),
+                ));
             }
             (Ensure::Present, live) => {
-                self.perms.check_known(ctx.accounts, ctx.catalog)?;
+                if let Some(why) = &o.owners.unknown {
+                    return Err(ResourceError::Failed(why.clone()));
+                }
                 match live {
                     None => {
-                        change.action = Action::Create;
-                        change.implied = implied_parents(ctx, &self.path)?;
-                        self.perms.diff(ctx.accounts, None, 0o755, &mut change);
+                        d.implied.clone_from(&o.implied);
+                        d.op(Action::Create, Op::Create);
+                        for p in self.perms.changes(&o.owners, None, 0o755) {
+                            d.op(Action::Create, Op::Perm(p));
+                        }
                     }
                     Some(st) if st.kind == FileKind::Symlink => {
-                        change.action = Action::Update;
-                        let target = host.read_link(&self.path)?.unwrap_or_default();
-                        live_parts.push(target.clone());
-                        change.field(
-                            "type",
-                            Some(format!("symlink → {target}")),
-                            Some("directory (copy)".into()),
+                        d.op(
+                            Action::Update,
+                            Op::ReplaceSymlink {
+                                target: o.link_target.clone().unwrap_or_default(),
+                            },
                         );
-                        self.perms.diff(ctx.accounts, None, 0o755, &mut change);
+                        for p in self.perms.changes(&o.owners, None, 0o755) {
+                            d.op(Action::Update, Op::Perm(p));
+                        }
                     }
-                    Some(st) => self.perms.diff(ctx.accounts, Some(&st), 0o755, &mut change),
-                }
-                for e in &entries {
-                    let child = self.child(&e.rel);
-                    let live_entry = if is_dir {
-                        host.read_body(&child, diff_limit())?
-                    } else {
-                        None
-                    };
-                    live_parts.push(format!(
-                        "{}={}:{}",
-                        e.rel,
-                        stat_fingerprint(live_entry.as_ref().map(|(s, _)| s)),
-                        live_entry
-                            .as_ref()
-                            .and_then(|(_, b)| b.as_ref())
-                            .map(body_hash)
-                            .unwrap_or_default()
-                    ));
-                    let spec = self.entry_spec(e);
-                    change.warnings.extend(self.widening(e, ctx.accounts));
-                    match (&e.content, &live_entry) {
-                        (_, None) => {
-                            if is_dir {
-                                change.field(
-                                    format!("{}/", e.rel),
-                                    None,
-                                    Some(
-                                        if e.content.is_some() {
-                                            "file"
-                                        } else {
-                                            "directory"
-                                        }
-                                        .into(),
-                                    ),
-                                );
-                            }
-                        }
-                        (Some(new), Some((st, old))) => {
-                            if st.kind != FileKind::File {
-                                return Err(HostError::Unsafe {
-                                    path: host.show(&child),
-                                    reason: format!("is a {}, expected a file", st.kind.name()),
-                                }
-                                .into());
-                            }
-                            let empty = Body::Whole(Vec::new());
-                            let old = old.as_ref().unwrap_or(&empty);
-                            let differs = !old.same_as(new);
-                            let mut perm_changes = Change::new(self.id.clone(), self.meta.secret);
-                            spec.diff_named(
-                                ctx.accounts,
-                                Some(st),
-                                0o644,
-                                &mut perm_changes,
-                                &format!("{}: ", e.rel),
-                            );
-                            // Another name of this inode may be outside the root.
-                            if st.nlink > 1 && (differs || !perm_changes.fields.is_empty()) {
-                                return Err(HostError::Unsafe {
-                                    path: host.show(&child),
-                                    reason: hardlink_reason(st.nlink),
-                                }
-                                .into());
-                            }
-                            if differs {
-                                change.secret_field(
-                                    format!("{}: content", e.rel),
-                                    Some(body_hash(old)),
-                                    Some(body_hash(new)),
-                                );
-                                if !self.meta.secret {
-                                    match (old.bytes(), new.bytes()) {
-                                        (Some(o), Some(n)) => content_diff(o, n, &child)
-                                            .record(&mut change, Some(&e.rel)),
-                                        _ => size_summary(old.size(), new.size())
-                                            .record(&mut change, Some(&e.rel)),
-                                    }
-                                }
-                            }
-                            change.fields.extend(perm_changes.fields);
-                            for t in host.stale_temps_of(&child)? {
-                                change.field(
-                                    format!("{}: {TEMP_FIELD}{t}", e.rel),
-                                    Some("left by a killed run".into()),
-                                    None,
-                                );
-                            }
-                        }
-                        (None, Some((st, _))) => {
-                            if st.kind != FileKind::Directory {
-                                return Err(HostError::Unsafe {
-                                    path: host.show(&child),
-                                    reason: format!(
-                                        "is a {}, expected a directory",
-                                        st.kind.name()
-                                    ),
-                                }
-                                .into());
-                            }
-                            spec.diff_named(
-                                ctx.accounts,
-                                Some(st),
-                                0o755,
-                                &mut change,
-                                &format!("{}/: ", e.rel),
-                            );
+                    Some(st) => {
+                        for p in self.perms.changes(&o.owners, Some(&st), 0o755) {
+                            d.op(Action::Update, Op::Perm(p));
                         }
                     }
                 }
-                let temp = self.temp_copy();
-                if self.source.is_some() && is_dir && host.lstat(&temp)?.is_some() {
-                    live_parts.push(format!("temp:{temp}"));
+            }
+        }
+        for s in &o.entries {
+            let e = &s.entry;
+            let spec = self.entry_spec(e);
+            d.warnings.extend(s.widening.iter().cloned());
+            match (&e.content, s.live) {
+                (_, None) => {
+                    if is_dir {
+                        d.op(
+                            Action::Update,
+                            Op::AddEntry {
+                                rel: e.rel.clone(),
+                                dir: e.content.is_none(),
+                            },
+                        );
+                    }
+                }
+                (Some(_), Some(st)) => {
+                    if st.kind != FileKind::File {
+                        return Err(unsafe_at(
+                            &s.shown,
+                            format!("is a {}, expected a file", st.kind.name()),
+                        ));
+                    }
+                    let perms = spec.changes(&s.owners, Some(&st), 0o644);
+                    // Another name of this inode may be outside the root.
+                    if st.nlink > 1 && (s.content.is_some() || !perms.is_empty()) {
+                        return Err(unsafe_at(&s.shown, hardlink_reason(st.nlink)));
+                    }
+                    if let Some(c) = &s.content {
+                        d.op(
+                            Action::Update,
+                            Op::WriteEntry {
+                                rel: e.rel.clone(),
+                                from: c.from.clone().unwrap_or_default(),
+                                to: c.to.clone(),
+                                shown: c.shown.clone(),
+                            },
+                        );
+                    }
+                    let prefix = format!("{}: ", e.rel);
+                    for p in perms {
+                        d.op(
+                            Action::Update,
+                            Op::EntryPerm {
+                                prefix: prefix.clone(),
+                                op: p,
+                            },
+                        );
+                    }
+                    if !s.temps.is_empty() {
+                        d.op(
+                            Action::Update,
+                            Op::SweepTemps {
+                                rel: e.rel.clone(),
+                                temps: s.temps.clone(),
+                            },
+                        );
+                    }
+                }
+                (None, Some(st)) => {
+                    if st.kind != FileKind::Directory {
+                        return Err(unsafe_at(
+                            &s.shown,
+                            format!("is a {}, expected a directory", st.kind.name()),
+                        ));
+                    }
+                    let prefix = format!("{}/: ", e.rel);
+                    for p in spec.changes(&s.owners, Some(&st), 0o755) {
+                        d.op(
+                            Action::Update,
+                            Op::EntryPerm {
+                                prefix: prefix.clone(),
+                                op: p,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(temp) = &o.temp_copy {
+            d.op(Action::Update, Op::RemoveTempCopy { temp: temp.clone() });
+        }
+        for rel in o
+            .live_names
+            .iter()
+            .filter(|r| !o.entries.iter().any(|e| &e.entry.rel == *r))
+        {
+            d.op(Action::Update, Op::Purge { rel: rel.clone() });
+        }
+        if d.action != Action::None && self.source.is_some() {
+            d.ops.push(Op::CopyTree {
+                entries: o.entries.iter().map(|s| s.entry.clone()).collect(),
+            });
+        }
+        Ok(d)
+    }
+
+    fn describe(&self, op: &Op, change: &mut Change) {
+        match op {
+            Op::Create | Op::Remove | Op::CopyTree { .. } => {}
+            Op::ReplaceSymlink { target } => change.field(
+                "type",
+                Some(format!("symlink → {target}")),
+                Some("directory (copy)".into()),
+            ),
+            Op::Perm(p) => p.describe("", change),
+            Op::AddEntry { rel, dir } => change.field(
+                format!("{rel}/"),
+                None,
+                Some(if *dir { "directory" } else { "file" }.into()),
+            ),
+            Op::WriteEntry {
+                rel,
+                from,
+                to,
+                shown,
+            } => {
+                change.secret_field(
+                    format!("{rel}: content"),
+                    Some(from.clone()),
+                    Some(to.clone()),
+                );
+                if let Some(shown) = shown {
+                    shown.clone().record(change, Some(rel));
+                }
+            }
+            Op::EntryPerm { prefix, op } => op.describe(prefix, change),
+            Op::SweepTemps { rel, temps } => {
+                for t in temps {
                     change.field(
-                        format!("{TEMP_FIELD}{temp}"),
+                        format!("{rel}: {TEMP_FIELD}{t}"),
                         Some("left by a killed run".into()),
                         None,
                     );
                 }
-                if self.purge && is_dir {
-                    let mut extra = Vec::new();
-                    live_entries(host, &self.path, "", &mut extra)?;
-                    for rel in extra
-                        .iter()
-                        .filter(|r| !entries.iter().any(|e| &e.rel == *r))
-                    {
-                        live_parts.push(format!("extra:{rel}"));
-                        change.field(rel.clone(), Some("present".into()), None);
-                    }
-                }
-                if change.action == Action::None && !change.fields.is_empty() {
-                    change.action = Action::Update;
-                }
             }
+            Op::RemoveTempCopy { temp } => change.field(
+                format!("{TEMP_FIELD}{temp}"),
+                Some("left by a killed run".into()),
+                None,
+            ),
+            Op::Purge { rel } => change.field(rel.clone(), Some("present".into()), None),
         }
-        change.live = fingerprint(live_parts.iter().map(|s| s.as_bytes()));
-        Ok(change)
     }
 
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+    fn apply_ops(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
         let host = ctx.host;
-        if change.action == Action::Delete {
+        if ops.contains(&Op::Remove) {
             return Ok(host.remove(&self.path)?);
         }
-        if change.action == Action::None {
-            return Ok(());
-        }
-        for f in &change.fields {
-            if let Some((rel, _)) = f.field.split_once(&format!(": {TEMP_FIELD}")) {
+        for op in ops {
+            if let Op::SweepTemps { rel, .. } = op {
                 host.remove_stale_temps(&self.child(rel))?;
             }
         }
         let accounts = host.accounts()?;
         let perms: Perms = self.perms.resolve(&accounts)?;
-        let entries = self.read_source(host)?;
-        let live = host.lstat(&self.path)?;
+        let entries = ops
+            .iter()
+            .find_map(|op| match op {
+                Op::CopyTree { entries } => Some(entries.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default();
         let temp = self.temp_copy();
-        if live.map(|s| s.kind) == Some(FileKind::Symlink) {
+        if ops.iter().any(|op| matches!(op, Op::ReplaceSymlink { .. })) {
             // Build the copy completely beside the symlink, then swap them in one step.
             host.remove(&temp)?;
             host.create_dir(&temp, &perms, &mut Vec::new())?;
-            self.populate(host, &temp, &entries)?;
+            self.populate(host, &temp, entries)?;
             host.exchange(&temp, &self.path)?;
             host.remove(&temp)?;
             return Ok(());
@@ -630,21 +858,12 @@ impl Resource for Directory {
             host.remove(&temp)?;
         }
         host.create_dir(&self.path, &perms, &mut Vec::new())?;
-        self.populate(host, &self.path, &entries)?;
-        if self.purge {
-            let mut extra = Vec::new();
-            live_entries(host, &self.path, "", &mut extra)?;
-            for rel in extra
-                .iter()
-                .filter(|r| !entries.iter().any(|e| &e.rel == *r))
-            {
+        self.populate(host, &self.path, entries)?;
+        for op in ops {
+            if let Op::Purge { rel } = op {
                 host.remove(&self.child(rel))?;
             }
         }
         Ok(())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

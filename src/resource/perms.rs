@@ -93,32 +93,6 @@ impl PermSpec {
         }
     }
 
-    /// Adds owner/group/mode field changes between the live stat and the spec.
-    pub fn diff(
-        &self,
-        accounts: &Accounts,
-        live: Option<&Stat>,
-        default_mode: u32,
-        change: &mut Change,
-    ) {
-        self.diff_named(accounts, live, default_mode, change, "");
-    }
-
-    /// As `diff`, with field names prefixed (for entries of a copied tree).
-    pub fn diff_named(
-        &self,
-        accounts: &Accounts,
-        live: Option<&Stat>,
-        default_mode: u32,
-        change: &mut Change,
-        prefix: &str,
-    ) {
-        let owners = self.observe(accounts, &Catalog::new(Vec::new()), live);
-        for op in self.changes(&owners, live, default_mode) {
-            op.describe(prefix, change);
-        }
-    }
-
     /// Pure: the owner/group/mode operations between the live stat (None: to be
     /// created) and the spec; `default_mode` is what a new object gets unmanaged. A
     /// name the target does not know yet (a user declared in this run) never matches.
