@@ -867,3 +867,308 @@ impl Contract for Directory {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FileKind::{Directory as Dir, File as Regular, Symlink};
+
+    fn dir(ensure: Ensure, source: bool, mode: Option<u32>) -> Directory {
+        Directory {
+            id: ResourceId::new("directory", "/srv/site".to_string()),
+            meta: Meta::default(),
+            path: "/srv/site".into(),
+            ensure,
+            perms: PermSpec {
+                mode,
+                ..PermSpec::default()
+            },
+            source: source.then(|| TreeSource::Target("/opt/site".into())),
+            file_mode: None,
+            dir_mode: None,
+            purge: source,
+        }
+    }
+
+    fn stat(kind: FileKind, mode: u32, nlink: u64) -> Option<Stat> {
+        Some(Stat {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 4,
+            nlink,
+        })
+    }
+
+    fn entry(rel: &str) -> Entry {
+        Entry {
+            rel: rel.into(),
+            content: Some(Body::Whole(b"new\n".to_vec())),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn seen_entry(rel: &str, live: Option<Stat>) -> EntrySeen {
+        EntrySeen {
+            entry: entry(rel),
+            live,
+            owners: Owners::default(),
+            content: None,
+            temps: Vec::new(),
+            widening: Vec::new(),
+            shown: format!("/r/srv/site/{rel}"),
+        }
+    }
+
+    fn seen(live: Option<Stat>, entries: Vec<EntrySeen>) -> Observed {
+        Observed {
+            live,
+            entries,
+            shown: "/r/srv/site".into(),
+            ..Observed::default()
+        }
+    }
+
+    fn copy(rels: &[&str]) -> Op {
+        Op::CopyTree {
+            entries: rels.iter().map(|r| entry(r)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_diff_of_a_directory_is_its_typed_operations_or_a_refusal() {
+        type Case = (
+            &'static str,
+            Directory,
+            Observed,
+            Result<(Action, Vec<Op>), &'static str>,
+        );
+        let mode = |from, to| Op::Perm(PermOp::Mode { from, to });
+        let cases: Vec<Case> = vec![
+            (
+                "created with the default mode",
+                dir(Ensure::Present, false, None),
+                seen(None, vec![]),
+                Ok((Action::Create, vec![Op::Create, mode(None, 0o755)])),
+            ),
+            (
+                "in sync: nothing",
+                dir(Ensure::Present, false, Some(0o755)),
+                seen(stat(Dir, 0o755, 2), vec![]),
+                Ok((Action::None, vec![])),
+            ),
+            (
+                "mode differs",
+                dir(Ensure::Present, false, Some(0o700)),
+                seen(stat(Dir, 0o755, 2), vec![]),
+                Ok((Action::Update, vec![mode(Some(0o755), 0o700)])),
+            ),
+            (
+                "a symlink without a source is refused",
+                dir(Ensure::Present, false, None),
+                seen(stat(Symlink, 0o777, 1), vec![]),
+                Err("only when it has a `source:`"),
+            ),
+            (
+                "a symlink with a source is replaced by a copy",
+                dir(Ensure::Present, true, None),
+                Observed {
+                    link_target: Some("/opt/v1".into()),
+                    ..seen(stat(Symlink, 0o777, 1), vec![seen_entry("a", None)])
+                },
+                Ok((
+                    Action::Update,
+                    vec![
+                        Op::ReplaceSymlink {
+                            target: "/opt/v1".into(),
+                        },
+                        mode(None, 0o755),
+                        copy(&["a"]),
+                    ],
+                )),
+            ),
+            (
+                "a file at the path is refused",
+                dir(Ensure::Present, false, None),
+                seen(stat(Regular, 0o644, 1), vec![]),
+                Err("is a file, not a directory"),
+            ),
+            (
+                "absent: removed",
+                dir(Ensure::Absent, false, None),
+                seen(stat(Dir, 0o755, 2), vec![]),
+                Ok((Action::Delete, vec![Op::Remove])),
+            ),
+            (
+                "absent: a file at the path is not removed",
+                dir(Ensure::Absent, false, None),
+                seen(stat(Regular, 0o644, 1), vec![]),
+                Err("not removing it"),
+            ),
+            (
+                "absent and gone: nothing",
+                dir(Ensure::Absent, false, None),
+                seen(None, vec![]),
+                Ok((Action::None, vec![])),
+            ),
+            (
+                "a copy in sync: nothing, not even the copy",
+                dir(Ensure::Present, true, None),
+                seen(
+                    stat(Dir, 0o755, 2),
+                    vec![seen_entry("a", stat(Regular, 0o644, 1))],
+                ),
+                Ok((Action::None, vec![])),
+            ),
+            (
+                "a missing entry is added, and the tree copied",
+                dir(Ensure::Present, true, None),
+                seen(stat(Dir, 0o755, 2), vec![seen_entry("a", None)]),
+                Ok((
+                    Action::Update,
+                    vec![
+                        Op::AddEntry {
+                            rel: "a".into(),
+                            dir: false,
+                        },
+                        copy(&["a"]),
+                    ],
+                )),
+            ),
+            (
+                "an entry whose content differs is written, its mode set",
+                dir(Ensure::Present, true, None),
+                seen(
+                    stat(Dir, 0o755, 2),
+                    vec![EntrySeen {
+                        content: Some(ContentSeen {
+                            from: Some("sha256:old".into()),
+                            to: "sha256:new".into(),
+                            shown: None,
+                        }),
+                        temps: vec!["/srv/site/.a.tmp".into()],
+                        ..seen_entry("a", stat(Regular, 0o600, 1))
+                    }],
+                ),
+                Ok((
+                    Action::Update,
+                    vec![
+                        Op::WriteEntry {
+                            rel: "a".into(),
+                            from: "sha256:old".into(),
+                            to: "sha256:new".into(),
+                            shown: None,
+                        },
+                        Op::EntryPerm {
+                            prefix: "a: ".into(),
+                            op: PermOp::Mode {
+                                from: Some(0o600),
+                                to: 0o644,
+                            },
+                        },
+                        Op::SweepTemps {
+                            rel: "a".into(),
+                            temps: vec!["/srv/site/.a.tmp".into()],
+                        },
+                        copy(&["a"]),
+                    ],
+                )),
+            ),
+            (
+                "a directory where the source has a file is refused",
+                dir(Ensure::Present, true, None),
+                seen(
+                    stat(Dir, 0o755, 2),
+                    vec![seen_entry("a", stat(Dir, 0o755, 2))],
+                ),
+                Err("is a directory, expected a file"),
+            ),
+            (
+                "a hardlinked entry is not changed",
+                dir(Ensure::Present, true, None),
+                seen(
+                    stat(Dir, 0o755, 2),
+                    vec![seen_entry("a", stat(Regular, 0o600, 3))],
+                ),
+                Err("3 hard links"),
+            ),
+            (
+                "purge removes what the source lacks; a leftover copy is removed",
+                dir(Ensure::Present, true, None),
+                Observed {
+                    live_names: vec!["a".into(), "stray".into()],
+                    temp_copy: Some("/srv/.site.reconcile-new".into()),
+                    ..seen(
+                        stat(Dir, 0o755, 2),
+                        vec![seen_entry("a", stat(Regular, 0o644, 1))],
+                    )
+                },
+                Ok((
+                    Action::Update,
+                    vec![
+                        Op::RemoveTempCopy {
+                            temp: "/srv/.site.reconcile-new".into(),
+                        },
+                        Op::Purge {
+                            rel: "stray".into(),
+                        },
+                        copy(&["a"]),
+                    ],
+                )),
+            ),
+        ];
+        for (name, d, observed, want) in cases {
+            match (d.diff(&observed, &DepView::none()), want) {
+                (Ok(got), Ok((action, ops))) => {
+                    assert_eq!((got.action, got.ops), (action, ops), "{name}")
+                }
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn directory_operations_are_described_as_the_plan_showed_them() {
+        let d = dir(Ensure::Present, true, None);
+        let mut c = Change::new(d.id.clone(), false);
+        for op in [
+            Op::ReplaceSymlink {
+                target: "/opt/v1".into(),
+            },
+            Op::AddEntry {
+                rel: "conf".into(),
+                dir: true,
+            },
+            Op::EntryPerm {
+                prefix: "conf/: ".into(),
+                op: PermOp::Mode {
+                    from: Some(0o700),
+                    to: 0o755,
+                },
+            },
+            Op::Purge { rel: "old".into() },
+            copy(&["a"]),
+        ] {
+            d.describe(&op, &mut c);
+        }
+        let s = |v: &str| Some(v.to_string());
+        let fields: Vec<(String, Option<String>, Option<String>)> = c
+            .fields
+            .iter()
+            .map(|f| (f.field.to_string(), f.before.clone(), f.after.clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("type".into(), s("symlink → /opt/v1"), s("directory (copy)")),
+                ("conf/".into(), None, s("directory")),
+                ("conf/: mode".into(), s("0700"), s("0755")),
+                ("old".into(), s("present"), None),
+            ]
+        );
+    }
+}

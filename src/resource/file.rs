@@ -224,3 +224,326 @@ impl Contract for File {
         self.file.apply(ctx.host, ops)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{FileKind, Stat};
+    use crate::plan::{Action, ContentDiff};
+    use crate::resource::managed_file::ContentSeen;
+    use crate::resource::perms::{Owners, PermOp};
+
+    struct Case {
+        name: &'static str,
+        ensure: Ensure,
+        backup: bool,
+        hardlinks: bool,
+        mode: Option<u32>,
+        seen: Seen,
+        want: Result<(Action, Vec<Op>), &'static str>,
+    }
+
+    fn file(c: &Case) -> File {
+        File {
+            id: ResourceId::new("file", "/etc/app.conf".to_string()),
+            meta: Meta::default(),
+            ensure: c.ensure,
+            file: ManagedFile {
+                path: "/etc/app.conf".into(),
+                content: Some(Content::Bytes(Arc::from(&b"new\n"[..]))),
+                perms: PermSpec {
+                    mode: c.mode,
+                    ..PermSpec::default()
+                },
+                default_mode: 0o644,
+                validate: None,
+                origin: Origin::Unknown,
+                backup: c.backup,
+                hardlinks_allowed: c.hardlinks,
+                secret: false,
+            },
+        }
+    }
+
+    fn stat(kind: FileKind, mode: u32, nlink: u64) -> Option<Stat> {
+        Some(Stat {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 4,
+            nlink,
+        })
+    }
+
+    fn seen(live: Option<Stat>) -> Seen {
+        Seen {
+            live,
+            shown: "/r/etc/app.conf".into(),
+            ..Seen::default()
+        }
+    }
+
+    fn differs(from: Option<&str>) -> Option<ContentSeen> {
+        Some(ContentSeen {
+            from: from.map(str::to_string),
+            to: "sha256:new".into(),
+            shown: Some(ContentDiff::Text("-old\n+new\n".into())),
+        })
+    }
+
+    fn write(from: Option<&str>) -> Op {
+        Op::Write {
+            from: from.map(str::to_string),
+            to: "sha256:new".into(),
+            shown: Some(ContentDiff::Text("-old\n+new\n".into())),
+        }
+    }
+
+    fn case(name: &'static str, seen: Seen, want: Result<(Action, Vec<Op>), &'static str>) -> Case {
+        Case {
+            name,
+            ensure: Ensure::Present,
+            backup: false,
+            hardlinks: false,
+            mode: None,
+            seen,
+            want,
+        }
+    }
+
+    #[test]
+    fn the_diff_of_a_file_is_its_typed_operations_or_a_refusal() {
+        use FileKind::{Directory, File as Regular, Symlink};
+        let cases = vec![
+            case(
+                "created with its content and the default mode",
+                Seen {
+                    content: differs(None),
+                    ..seen(None)
+                },
+                Ok((
+                    Action::Create,
+                    vec![
+                        write(None),
+                        Op::Perm(PermOp::Mode {
+                            from: None,
+                            to: 0o644,
+                        }),
+                    ],
+                )),
+            ),
+            case(
+                "in sync: nothing",
+                seen(stat(Regular, 0o644, 1)),
+                Ok((Action::None, vec![])),
+            ),
+            case(
+                "content differs: one write",
+                Seen {
+                    content: differs(Some("sha256:old")),
+                    ..seen(stat(Regular, 0o644, 1))
+                },
+                Ok((Action::Update, vec![write(Some("sha256:old"))])),
+            ),
+            Case {
+                backup: true,
+                ..case(
+                    "content differs with backup: a backup, then the write",
+                    Seen {
+                        content: differs(Some("sha256:old")),
+                        ..seen(stat(Regular, 0o644, 1))
+                    },
+                    Ok((Action::Update, vec![Op::Backup, write(Some("sha256:old"))])),
+                )
+            },
+            Case {
+                mode: Some(0o600),
+                ..case(
+                    "mode differs: set in place",
+                    seen(stat(Regular, 0o644, 1)),
+                    Ok((
+                        Action::Update,
+                        vec![Op::Perm(PermOp::Mode {
+                            from: Some(0o644),
+                            to: 0o600,
+                        })],
+                    )),
+                )
+            },
+            case(
+                "a hardlinked file is not changed",
+                Seen {
+                    content: differs(Some("sha256:old")),
+                    ..seen(stat(Regular, 0o644, 2))
+                },
+                Err("2 hard links"),
+            ),
+            case(
+                "a hardlinked file in sync is no problem",
+                seen(stat(Regular, 0o644, 2)),
+                Ok((Action::None, vec![])),
+            ),
+            Case {
+                hardlinks: true,
+                ..case(
+                    "hardlinks: allow writes it",
+                    Seen {
+                        content: differs(Some("sha256:old")),
+                        ..seen(stat(Regular, 0o644, 2))
+                    },
+                    Ok((Action::Update, vec![write(Some("sha256:old"))])),
+                )
+            },
+            case(
+                "a directory at the path is refused",
+                Seen {
+                    refused: Some(Directory),
+                    ..seen(stat(Directory, 0o755, 2))
+                },
+                Err("is a directory; a file resource will not replace or follow it"),
+            ),
+            case(
+                "an unknown owner is a plan error",
+                Seen {
+                    owners: Owners {
+                        unknown: Some("owner `app` is not a user".into()),
+                        ..Owners::default()
+                    },
+                    content: differs(None),
+                    ..seen(None)
+                },
+                Err("owner `app` is not a user"),
+            ),
+            case(
+                "rejected by the validator",
+                Seen {
+                    rejected: Some("validation failed, apply would refuse this content".into()),
+                    content: differs(Some("sha256:old")),
+                    ..seen(stat(Regular, 0o644, 1))
+                },
+                Err("validation failed"),
+            ),
+            case(
+                "leftover temps are swept",
+                Seen {
+                    temps: vec!["/etc/.app.conf.tmp1".into()],
+                    ..seen(stat(Regular, 0o644, 1))
+                },
+                Ok((
+                    Action::Update,
+                    vec![Op::SweepTemps {
+                        temps: vec!["/etc/.app.conf.tmp1".into()],
+                    }],
+                )),
+            ),
+            Case {
+                ensure: Ensure::Absent,
+                ..case(
+                    "absent and gone: nothing",
+                    seen(None),
+                    Ok((Action::None, vec![])),
+                )
+            },
+            Case {
+                ensure: Ensure::Absent,
+                ..case(
+                    "absent: removed, showing what goes",
+                    Seen {
+                        removed: Some(ContentDiff::Text("-old\n".into())),
+                        ..seen(stat(Regular, 0o644, 1))
+                    },
+                    Ok((
+                        Action::Delete,
+                        vec![Op::Remove {
+                            shown: Some(ContentDiff::Text("-old\n".into())),
+                        }],
+                    )),
+                )
+            },
+            Case {
+                ensure: Ensure::Absent,
+                ..case(
+                    "absent: a symlink at the path is removed",
+                    seen(stat(Symlink, 0o777, 1)),
+                    Ok((Action::Delete, vec![Op::Remove { shown: None }])),
+                )
+            },
+            Case {
+                ensure: Ensure::Absent,
+                ..case(
+                    "absent and gone, temps left: swept",
+                    Seen {
+                        temps: vec!["/etc/.app.conf.tmp1".into()],
+                        ..seen(None)
+                    },
+                    Ok((
+                        Action::Update,
+                        vec![Op::SweepTemps {
+                            temps: vec!["/etc/.app.conf.tmp1".into()],
+                        }],
+                    )),
+                )
+            },
+        ];
+        for c in cases {
+            let got = file(&c).diff(&c.seen, &DepView::none());
+            match (got, &c.want) {
+                (Ok(d), Ok((action, ops))) => {
+                    assert_eq!((d.action, &d.ops), (*action, ops), "{}", c.name)
+                }
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{}: {e}", c.name),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn file_operations_are_described_as_the_plan_showed_them() {
+        let fields = |secret: bool, ops: &[Op]| {
+            let mut c = Change::new(ResourceId::new("file", "/x".to_string()), secret);
+            for op in ops {
+                ManagedFile::describe(op, &mut c);
+            }
+            let fields: Vec<(String, Option<String>, Option<String>)> = c
+                .fields
+                .iter()
+                .map(|f| (f.field.to_string(), f.before.clone(), f.after.clone()))
+                .collect();
+            (fields, c.diff)
+        };
+        let ops = [
+            Op::Backup,
+            write(Some("sha256:old")),
+            Op::Perm(PermOp::Owner {
+                from: Some("root".into()),
+                to: "app".into(),
+            }),
+            Op::Perm(PermOp::Mode {
+                from: Some(0o644),
+                to: 0o600,
+            }),
+            Op::SweepTemps {
+                temps: vec!["/.x.tmp".into()],
+            },
+        ];
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            fields(false, &ops),
+            (
+                vec![
+                    ("content".into(), s("sha256:old"), s("sha256:new")),
+                    ("owner".into(), s("root"), s("app")),
+                    ("mode".into(), s("0644"), s("0600")),
+                    ("temp file /.x.tmp".into(), s("left by a killed run"), None),
+                ],
+                s("-old\n+new\n")
+            )
+        );
+        let (secret, _) = fields(true, &ops[1..2]);
+        assert_eq!(
+            secret,
+            vec![("content".into(), s("(sensitive)"), s("(sensitive)"))]
+        );
+    }
+}

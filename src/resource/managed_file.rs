@@ -249,7 +249,8 @@ pub struct Seen {
     /// Why the plan-time validator rejected the content that would be written (or
     /// could not run), as the plan error says it.
     pub rejected: Option<String>,
-    /// The path as errors show it (with the root in front).
+    /// The path as errors show it (with the root in front), when the diff may refuse
+    /// it (something other than a file there, or a file with other hard links).
     pub shown: String,
     /// Fingerprints of the live and desired state, for stale saved plans.
     pub live_fp: String,
@@ -316,7 +317,11 @@ impl ManagedFile {
                 .chain(temps.iter().map(|t| t.as_bytes())),
             ),
             temps,
-            shown: host.show(&self.path),
+            // Only a refusal shows the path: a no-op formats none.
+            shown: stat
+                .filter(|s| s.kind != FileKind::File || s.nlink > 1)
+                .map(|_| host.show(&self.path))
+                .unwrap_or_default(),
             ..Seen::default()
         };
         if let Some(st) = stat.filter(|s| s.kind != FileKind::File) {
