@@ -22,7 +22,7 @@ use super::group::{
     read_login_defs, read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
     Group,
 };
-use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// A password hash that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -743,7 +743,15 @@ impl Resource for User {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Account(self.name.clone())]
+    }
+
+    fn removes(&self) -> bool {
+        self.state == Ensure::Absent
+    }
+
+    fn needs(&self) -> Vec<Need> {
         if self.state == Ensure::Absent {
             // Removing an account needs none of its groups.
             return Vec::new();
@@ -753,7 +761,7 @@ impl Resource for User {
         std::iter::once(primary)
             .filter(|g| g.parse::<u32>().is_err())
             .chain(self.groups.iter().flatten().cloned())
-            .map(|g| AutoDep::one(ResourceId::new("group", g)))
+            .map(Need::group)
             .collect()
     }
 
@@ -1262,12 +1270,7 @@ mod tests {
             "{}",
             change.warnings[0]
         );
-        let deps: Vec<String> = u
-            .auto_requires()
-            .iter()
-            .map(|d| d.candidates[0].to_string())
-            .collect();
-        assert_eq!(deps, vec!["group[intelluxe-prod]"]);
+        assert_eq!(u.needs(), vec![Need::group("intelluxe-prod")]);
     }
 
     #[test]
