@@ -487,7 +487,7 @@ fn finish(change: Change, errors: Vec<String>) -> Result<Change, ResourceError> 
 }
 
 /// All declared groups, for cross-resource checks.
-pub(crate) fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
+fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
     catalog
         .resources
         .iter()
@@ -509,6 +509,14 @@ impl Resource for Group {
 
     fn removes(&self) -> bool {
         self.state == Ensure::Absent
+    }
+
+    fn group_gid(&self) -> Option<u32> {
+        self.gid.as_ref().map(|(g, _)| *g)
+    }
+
+    fn group_members(&self) -> Option<(&[String], &Span)> {
+        self.members.as_ref().map(|(m, s)| (m.as_slice(), s))
     }
 
     // No `needs`: members are not edges, since a user may have this group as its

@@ -58,6 +58,7 @@ pub enum Provide {
 const PROVIDE_KINDS: usize = 5;
 const PATH: usize = 0;
 const DIRECTORY: usize = 1;
+const GROUP: usize = 3;
 
 impl Provide {
     fn key(&self) -> (usize, &str) {
@@ -65,7 +66,7 @@ impl Provide {
             Provide::Path(p) => (PATH, p),
             Provide::Directory(p) => (DIRECTORY, p),
             Provide::Account(n) => (2, n),
-            Provide::Group(n) => (3, n),
+            Provide::Group(n) => (GROUP, n),
             Provide::Unit(n) => (4, n),
         }
     }
@@ -221,6 +222,17 @@ impl Catalog {
         }
     }
 
+    /// The declared groups, by name, with the resource providing each, in declaration
+    /// order.
+    pub fn groups(&self) -> Vec<(&String, &dyn Resource)> {
+        let mut out: Vec<(&String, usize)> =
+            self.providers[GROUP].iter().map(|(n, &i)| (n, i)).collect();
+        out.sort_by_key(|&(_, i)| i);
+        out.into_iter()
+            .map(|(n, i)| (n, self.resources[i].as_ref()))
+            .collect()
+    }
+
     /// Whether a declared resource provides a directory at `path`.
     pub fn declares_directory(&self, path: &str) -> bool {
         self.provider(DIRECTORY, path).is_some()
@@ -305,6 +317,17 @@ pub trait Resource: Send + Sync + Debug + Any {
     /// Declared `state: absent`: the resource removes what it would provide.
     fn removes(&self) -> bool {
         false
+    }
+
+    /// For a resource that provides a group: the gid it gives it, if it says.
+    fn group_gid(&self) -> Option<u32> {
+        None
+    }
+
+    /// For a resource that provides a group: the exact member list it decides, with
+    /// where it is declared, if it decides one.
+    fn group_members(&self) -> Option<(&[String], &Span)> {
+        None
     }
 
     /// Checks against the other declared resources, before anything is observed.
