@@ -3,6 +3,10 @@
 //! Adding a kind means one new file here and one line in [`KINDS`]: the file holds the
 //! kind's decoder (manifest → typed spec), its read-only `plan` (observe, then a pure
 //! diff) and its `apply`.
+//!
+//! Kinds never name each other: a resource says what it provides and what it needs
+//! ([`Provide`], [`Need`]), the catalog indexes the providers once, and the graph
+//! turns every need a declared resource provides into an automatic edge.
 
 pub mod directory;
 pub mod file;
