@@ -16,8 +16,8 @@ use crate::plan::{content_diff, diff_limit, fingerprint, size_summary, Action, C
 use super::file::{body_hash, TEMP_FIELD};
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
-    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
-    PlanCtx, Resource, ResourceError,
+    implied_parents, observe_below_declared, parent_dir_need, ApplyCtx, Ensure, Meta, Need,
+    PlanCtx, Provide, Resource, ResourceError,
 };
 
 #[derive(Debug, Clone)]
@@ -365,10 +365,21 @@ impl Resource for Directory {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = vec![parent_dir_dep(&self.path)];
-        deps.extend(self.perms.auto_requires());
-        deps
+    fn provides(&self) -> Vec<Provide> {
+        vec![
+            Provide::Path(self.path.clone()),
+            Provide::Directory(self.path.clone()),
+        ]
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut needs = vec![parent_dir_need(&self.path)];
+        needs.extend(self.perms.needs());
+        needs
+    }
+
+    fn removes(&self) -> bool {
+        self.ensure == Ensure::Absent
     }
 
     fn managed_path(&self) -> Option<&str> {

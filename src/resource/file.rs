@@ -17,8 +17,8 @@ use crate::plan::{
 
 use super::perms::{stat_fingerprint, PermSpec};
 use super::{
-    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
-    PlanCtx, Resource, ResourceError,
+    implied_parents, observe_below_declared, parent_dir_need, ApplyCtx, Ensure, Meta, Need,
+    PlanCtx, Provide, Resource, ResourceError,
 };
 
 #[derive(Debug, Clone)]
@@ -480,13 +480,21 @@ impl Resource for File {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = vec![parent_dir_dep(&self.path)];
-        deps.extend(self.perms.auto_requires());
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Path(self.path.clone())]
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut needs = vec![parent_dir_need(&self.path)];
+        needs.extend(self.perms.needs());
         if let Some(Content::TargetFile(src)) = &self.content {
-            deps.push(AutoDep::one(ResourceId::new("file", src.clone())));
+            needs.push(Need::path(src.clone()));
         }
-        deps
+        needs
+    }
+
+    fn removes(&self) -> bool {
+        self.ensure == Ensure::Absent
     }
 
     fn managed_path(&self) -> Option<&str> {

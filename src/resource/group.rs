@@ -15,8 +15,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
-use super::user::User;
-use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// Longest name useradd/groupadd accept.
 pub const MAX_NAME_LEN: usize = 32;
@@ -437,11 +436,10 @@ impl Group {
 
     /// A user this group's removal waits for: declared absent and required by us.
     fn removed_first(&self, catalog: &Catalog, user: &str) -> bool {
-        let uid = ResourceId::new("user", user);
-        let absent = catalog
-            .typed::<User>(&uid)
-            .is_some_and(|u| u.state == Ensure::Absent);
-        absent && self.meta.requires.iter().any(|(id, _)| *id == uid)
+        let Some(r) = declared_account(catalog, user) else {
+            return false;
+        };
+        r.removes() && self.meta.requires.iter().any(|(id, _)| id == r.id())
     }
 
     fn desired_fingerprint(&self) -> String {
@@ -471,9 +469,13 @@ impl Group {
 }
 
 fn declared_present_user(catalog: &Catalog, name: &str) -> bool {
-    catalog
-        .typed::<User>(&ResourceId::new("user", name))
-        .is_some_and(|u| u.state == Ensure::Present)
+    declared_account(catalog, name).is_some_and(|r| !r.removes())
+}
+
+/// The declared resource that provides the account `name`, whatever its kind.
+fn declared_account<'c>(catalog: &'c Catalog, name: &str) -> Option<&'c dyn Resource> {
+    let j = catalog.provider_for(&Need::account(name))?;
+    Some(catalog.resources[j].as_ref())
 }
 
 fn finish(change: Change, errors: Vec<String>) -> Result<Change, ResourceError> {
@@ -485,7 +487,7 @@ fn finish(change: Change, errors: Vec<String>) -> Result<Change, ResourceError> 
 }
 
 /// All declared groups, for cross-resource checks.
-pub(crate) fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
+fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
     catalog
         .resources
         .iter()
@@ -501,12 +503,25 @@ impl Resource for Group {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        // Members are not edges: a user may have this group as its primary group,
-        // which would make a cycle. A member that does not exist yet is added by its
-        // own user resource when it is created.
-        Vec::new()
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Group(self.name.clone())]
     }
+
+    fn removes(&self) -> bool {
+        self.state == Ensure::Absent
+    }
+
+    fn group_gid(&self) -> Option<u32> {
+        self.gid.as_ref().map(|(g, _)| *g)
+    }
+
+    fn group_members(&self) -> Option<(&[String], &Span)> {
+        self.members.as_ref().map(|(m, s)| (m.as_slice(), s))
+    }
+
+    // No `needs`: members are not edges, since a user may have this group as its
+    // primary group, which would make a cycle. A member that does not exist yet is
+    // added by its own user resource when it is created.
 
     fn validate(&self, catalog: &Catalog) -> Vec<Diagnostic> {
         let mut out = Vec::new();
@@ -535,9 +550,7 @@ impl Resource for Group {
         }
         if let Some((members, span)) = &self.members {
             for m in members {
-                let absent = catalog
-                    .typed::<User>(&ResourceId::new("user", m.as_str()))
-                    .is_some_and(|u| u.state == Ensure::Absent);
+                let absent = declared_account(catalog, m).is_some_and(|r| r.removes());
                 if absent {
                     out.push(
                         Diagnostic::error(

@@ -18,11 +18,10 @@ use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, sha256_hex, Action, Change, SENSITIVE};
 
 use super::group::{
-    account_id, at, declared_groups, decode_names, field_span, id_change_warning, owned_paths,
-    read_login_defs, read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
-    Group,
+    account_id, at, decode_names, field_span, id_change_warning, owned_paths, read_login_defs,
+    read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
 };
-use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// A password hash that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -359,8 +358,10 @@ impl User {
         self.spans.get(field).unwrap_or(&self.span)
     }
 
-    fn declared_group<'c>(&self, catalog: &'c Catalog, name: &str) -> Option<&'c Group> {
-        catalog.typed::<Group>(&ResourceId::new("group", name))
+    /// The declared resource that provides the group `name`, whatever its kind.
+    fn declared_group<'c>(&self, catalog: &'c Catalog, name: &str) -> Option<&'c dyn Resource> {
+        let j = catalog.provider_for(&Need::group(name))?;
+        Some(catalog.resources[j].as_ref())
     }
 
     /// A group (name or numeric gid) that exists on the target or is declared present.
@@ -368,29 +369,31 @@ impl User {
         match g.parse::<u32>() {
             Ok(gid) => {
                 accounts.group_by_gid(gid).is_some()
-                    || declared_groups(catalog).any(|d| {
-                        d.state == Ensure::Present && d.gid.as_ref().is_some_and(|(x, _)| *x == gid)
-                    })
+                    || catalog
+                        .groups()
+                        .into_iter()
+                        .any(|(_, d)| !d.removes() && d.group_gid() == Some(gid))
             }
             Err(_) => {
                 accounts.group(g).is_some()
                     || self
                         .declared_group(catalog, g)
-                        .is_some_and(|d| d.state == Ensure::Present)
+                        .is_some_and(|d| !d.removes())
             }
         }
     }
 
     /// Declared groups that list this user in their `members`.
     fn member_of_declared<'c>(&self, catalog: &'c Catalog) -> Vec<&'c String> {
-        declared_groups(catalog)
-            .filter(|g| g.state == Ensure::Present)
-            .filter(|g| {
-                g.members
-                    .as_ref()
+        catalog
+            .groups()
+            .into_iter()
+            .filter(|(_, g)| !g.removes())
+            .filter(|(_, g)| {
+                g.group_members()
                     .is_some_and(|(m, _)| m.contains(&self.name))
             })
-            .map(|g| &g.name)
+            .map(|(name, _)| name)
             .collect()
     }
 
@@ -743,7 +746,15 @@ impl Resource for User {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Account(self.name.clone())]
+    }
+
+    fn removes(&self) -> bool {
+        self.state == Ensure::Absent
+    }
+
+    fn needs(&self) -> Vec<Need> {
         if self.state == Ensure::Absent {
             // Removing an account needs none of its groups.
             return Vec::new();
@@ -753,7 +764,7 @@ impl Resource for User {
         std::iter::once(primary)
             .filter(|g| g.parse::<u32>().is_err())
             .chain(self.groups.iter().flatten().cloned())
-            .map(|g| AutoDep::one(ResourceId::new("group", g)))
+            .map(Need::group)
             .collect()
     }
 
@@ -768,10 +779,7 @@ impl Resource for User {
         let mut named: Vec<(&str, &String)> = self.group.iter().map(|g| ("group", g)).collect();
         named.extend(self.groups.iter().flatten().map(|g| ("groups", g)));
         for (field, g) in named {
-            if self
-                .declared_group(catalog, g)
-                .is_some_and(|d| d.state == Ensure::Absent)
-            {
+            if self.declared_group(catalog, g).is_some_and(|d| d.removes()) {
                 out.push(err(
                     field,
                     self.span_of(field),
@@ -803,7 +811,7 @@ impl Resource for User {
         for g in self.groups.iter().flatten() {
             let exact = self
                 .declared_group(catalog, g)
-                .and_then(|d| d.members.as_ref());
+                .and_then(|d| d.group_members());
             if let Some((members, span)) = exact {
                 if !members.contains(&self.name) {
                     out.push(
@@ -1262,12 +1270,7 @@ mod tests {
             "{}",
             change.warnings[0]
         );
-        let deps: Vec<String> = u
-            .auto_requires()
-            .iter()
-            .map(|d| d.candidates[0].to_string())
-            .collect();
-        assert_eq!(deps, vec!["group[intelluxe-prod]"]);
+        assert_eq!(u.needs(), vec![Need::group("intelluxe-prod")]);
     }
 
     #[test]
