@@ -116,10 +116,20 @@ pub(crate) fn run_tool(cmd: &Cmd, secrets: &[&str]) -> Result<Output, ResourceEr
     };
     match cmd.run() {
         Ok(out) if out.success() => Ok(out),
-        Ok(out) => Err(ResourceError::Host(HostError::Command {
+        Ok(out) => Err(ResourceError::Tool {
+            tool: cmd.program.clone(),
             command: shown,
-            reason: redact(out.reason()),
-        })),
+            code: out.status,
+            // What [`Output::reason`] shows: stderr, else stdout.
+            stderr: super::excerpt(&redact(
+                if out.stderr.trim().is_empty() {
+                    out.stdout.trim()
+                } else {
+                    out.stderr.trim()
+                }
+                .to_string(),
+            )),
+        }),
         Err(HostError::Command { reason, .. }) => Err(ResourceError::Host(HostError::Command {
             command: shown,
             reason: redact(reason),
@@ -1161,5 +1171,43 @@ pub(crate) mod tests {
             .unwrap_or_default();
         assert!(err.contains("exit code 3"), "{err}");
         assert!(!err.contains("secret-hash"), "{err}");
+    }
+
+    #[test]
+    fn a_long_tool_output_is_cut_to_an_excerpt_at_a_character_boundary() {
+        let long = "é".repeat(3000);
+        let cut = super::super::excerpt(&long);
+        assert!(
+            cut.len() <= super::super::EXCERPT + "…".len(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::super::excerpt("short"), "short");
+    }
+
+    #[test]
+    fn a_failed_shadow_tool_is_a_typed_error_with_its_exit_code_and_redacted_stderr() {
+        let cmd = Cmd::new("/bin/sh").args([
+            "-c",
+            "echo \"useradd: secret-hash is in use\" >&2; exit 9",
+            "secret-hash",
+        ]);
+        let e = run_tool(&cmd, &["secret-hash"])
+            .err()
+            .unwrap_or_else(|| panic!("the tool failed"));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("secret-hash"), "{shown}");
+        assert!(shown.contains("exit code 9: useradd: "), "{shown}");
+        match e {
+            ResourceError::Tool {
+                tool, code, stderr, ..
+            } => {
+                assert_eq!(tool, "/bin/sh");
+                assert_eq!(code, Some(9));
+                assert!(stderr.starts_with("useradd: "), "{stderr}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
