@@ -307,7 +307,8 @@ pub struct Declared {
     pub available: BTreeSet<String>,
     /// A group named like the account is declared.
     pub own_group: bool,
-    /// Declared groups that list the account in their `members`.
+    /// Declared groups that list the account in their `members` (looked up for an
+    /// account that does not exist yet: the only one that needs them).
     pub member_of: Vec<String>,
     /// Managed paths that name the account's current uid as owner (for a uid change).
     pub owned_paths: Vec<String>,
@@ -710,14 +711,21 @@ impl User {
             (Some(u), Some(new)) if u.uid != new => owned_paths(catalog, &self.name, u.uid, true),
             _ => Vec::new(),
         };
-        Declared {
-            available,
-            own_group: self.declared_group(catalog, &self.name).is_some(),
-            member_of: self
+        // Only a new account joins the declared groups listing it itself (a group
+        // adds an existing member); the lookup scans the catalog, so it is skipped
+        // for accounts that exist.
+        let member_of = match (accounts.user(&self.name), self.state) {
+            (None, Ensure::Present) => self
                 .member_of_declared(catalog)
                 .into_iter()
                 .cloned()
                 .collect(),
+            _ => Vec::new(),
+        };
+        Declared {
+            available,
+            own_group: self.declared_group(catalog, &self.name).is_some(),
+            member_of,
             owned_paths,
         }
     }
