@@ -2,6 +2,8 @@
 //! and /etc/gshadow and changed with `groupadd`/`groupmod`/`groupdel` (`--prefix`
 //! when the root is not `/`), so locking and file formats stay the shadow tools' job.
 //!
+//! On the typed contract like `user`: observe → [`Observed`], a pure diff → [`Op`]s.
+//!
 //! Also holds what `user` shares with it: account names, running the tools, messages.
 
 use std::any::Any;

@@ -1,7 +1,11 @@
 //! The `user` kind: a local account of the target root, observed from its
 //! /etc/passwd, /etc/group and /etc/shadow (never the machine's NSS) and changed with
 //! `useradd`/`usermod`/`userdel` (`--prefix` when the root is not `/`; a uid change
-//! chrooted with `--root`, see `update`).
+//! chrooted with `--root`, see `modify`).
+//!
+//! On the typed contract: `observe` reads the host and gathers what other declarations
+//! say into [`Observed`]; the pure `diff` turns it into [`Op`]s, which `describe`
+//! renders for the plan and `apply_ops` carries out.
 //!
 //! Passwords are only ever crypt hashes (or `!`/`*`), never shown: not in plans,
 //! errors, logs or `{:?}` output.
