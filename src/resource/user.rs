@@ -381,7 +381,7 @@ pub enum Op {
     SetPassword(Secret),
     Lock,
     Unlock,
-    /// `userdel`, then what `remove_home` deletes (decided by [`home_kept_because`]).
+    /// `userdel`, then what `remove_home` deletes (decided by `home_kept_because`).
     Delete {
         uid: u32,
         home: Option<String>,
