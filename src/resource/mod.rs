@@ -114,9 +114,47 @@ impl Need {
 pub enum ResourceError {
     #[error(transparent)]
     Host(#[from] HostError),
+    /// A tool a kind runs (a shadow tool, ...) exited with an error: which tool, the
+    /// command line as shown (secrets redacted), the exit code (`None`: killed by a
+    /// signal) and an excerpt of what it said.
+    #[error("`{command}` failed: {}", tool_failure(*code, stderr))]
+    Tool {
+        tool: String,
+        command: String,
+        code: Option<i32>,
+        stderr: String,
+    },
     #[error("{0}")]
     Failed(String),
 }
+
+/// How a failed tool's exit reads in messages: "exit code 4: useradd: ...".
+fn tool_failure(code: Option<i32>, said: &str) -> String {
+    let how = match code {
+        Some(c) => format!("exit code {c}"),
+        None => "killed by a signal".to_string(),
+    };
+    if said.is_empty() {
+        how
+    } else {
+        format!("{how}: {said}")
+    }
+}
+
+/// At most [`EXCERPT`] bytes of a tool's output, cut at a character boundary.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT {
+        return text.to_string();
+    }
+    let mut end = EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// How much of a failed tool's output an error keeps.
+pub const EXCERPT: usize = 4096;
 
 /// A declaration whose id an earlier one already has, and that earlier one's index.
 pub type Repeated = (Box<dyn Resource>, usize);
