@@ -154,8 +154,8 @@ pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
                 notifies[i].push(j);
             }
         }
-        for dep in r.auto_requires() {
-            if let Some(j) = dep.candidates.iter().find_map(|c| catalog.index_of(c)) {
+        for need in r.needs() {
+            if let Some(j) = catalog.provider_for(&need) {
                 add(&mut dag, j, i, EdgeKind::Auto);
             }
         }
@@ -317,7 +317,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::plan::Change;
-    use crate::resource::{ApplyCtx, Meta, PlanCtx, Resource, ResourceError};
+    use crate::resource::{ApplyCtx, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
     #[derive(Debug)]
     struct Linted {
@@ -354,5 +354,203 @@ mod tests {
         })]);
         let warnings = build(&catalog).map(|(_, w)| w.0.len()).unwrap_or(0);
         assert_eq!(warnings, 1);
+    }
+
+    /// A resource of no particular kind: what it provides and needs is all the
+    /// engine sees, which is the point (a `package` kind would look the same).
+    #[derive(Debug)]
+    struct Fake {
+        id: ResourceId,
+        meta: Meta,
+        provides: Vec<Provide>,
+        needs: Vec<Need>,
+    }
+
+    impl Resource for Fake {
+        fn id(&self) -> &ResourceId {
+            &self.id
+        }
+        fn meta(&self) -> &Meta {
+            &self.meta
+        }
+        fn provides(&self) -> Vec<Provide> {
+            self.provides.clone()
+        }
+        fn needs(&self) -> Vec<Need> {
+            self.needs.clone()
+        }
+        fn plan(&self, _: &PlanCtx) -> Result<Change, ResourceError> {
+            Ok(Change::new(self.id.clone(), false))
+        }
+        fn apply(&self, _: &ApplyCtx, _: &Change) -> Result<(), ResourceError> {
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    fn fake(id: &str, provides: &[Provide], needs: &[Need]) -> Box<dyn Resource> {
+        Box::new(Fake {
+            id: ResourceId::parse(id).unwrap_or_else(|| panic!("bad id {id}")),
+            meta: Meta::default(),
+            provides: provides.to_vec(),
+            needs: needs.to_vec(),
+        })
+    }
+
+    fn dir(path: &str) -> Box<dyn Resource> {
+        fake(
+            &format!("directory[{path}]"),
+            &[Provide::Path(path.into()), Provide::Directory(path.into())],
+            &[Need::DirectoryAbove(path.into())],
+        )
+    }
+
+    /// The automatic edges as "from -> to", sorted.
+    fn auto_edges(resources: Vec<Box<dyn Resource>>) -> Vec<String> {
+        let catalog = Catalog::new(resources);
+        let graph = match build(&catalog) {
+            Ok((g, _)) => g,
+            Err(d) => panic!("{d:?}"),
+        };
+        let mut out: Vec<String> = graph
+            .dag
+            .raw_edges()
+            .iter()
+            .filter(|e| e.weight == EdgeKind::Auto)
+            .map(|e| {
+                format!(
+                    "{} -> {}",
+                    catalog.resources[graph.dag[e.source()]].id(),
+                    catalog.resources[graph.dag[e.target()]].id()
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn needs_are_matched_to_what_declared_resources_provide() {
+        let file = |needs: &[Need]| {
+            fake(
+                "file[/srv/app/conf/app.ini]",
+                &[Provide::Path("/srv/app/conf/app.ini".into())],
+                needs,
+            )
+        };
+        let near = &[Need::DirectoryAbove("/srv/app/conf/app.ini".into())];
+        type Case = (&'static str, Vec<Box<dyn Resource>>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                "the nearest declared ancestor directory, not every one",
+                vec![dir("/srv"), dir("/srv/app"), file(near)],
+                vec![
+                    "directory[/srv/app] -> file[/srv/app/conf/app.ini]",
+                    "directory[/srv] -> directory[/srv/app]",
+                ],
+            ),
+            (
+                "an ancestor declared later in the manifests still counts",
+                vec![file(near), dir("/srv/app/conf")],
+                vec!["directory[/srv/app/conf] -> file[/srv/app/conf/app.ini]"],
+            ),
+            (
+                "a file at an ancestor is no directory to be created in",
+                vec![
+                    fake("file[/srv]", &[Provide::Path("/srv".into())], &[]),
+                    file(near),
+                ],
+                vec![],
+            ),
+            (
+                "owner and group",
+                vec![
+                    fake("user[app]", &[Provide::Account("app".into())], &[]),
+                    fake("group[app]", &[Provide::Group("app".into())], &[]),
+                    file(&[Need::account("app"), Need::group("app")]),
+                ],
+                vec![
+                    "group[app] -> file[/srv/app/conf/app.ini]",
+                    "user[app] -> file[/srv/app/conf/app.ini]",
+                ],
+            ),
+            (
+                "an account that is only on the target is no edge",
+                vec![
+                    fake("group[app]", &[Provide::Group("app".into())], &[]),
+                    file(&[Need::account("app")]),
+                ],
+                vec![],
+            ),
+            (
+                "an account is not a group of the same name",
+                vec![
+                    fake("user[app]", &[Provide::Account("app".into())], &[]),
+                    file(&[Need::group("app")]),
+                ],
+                vec![],
+            ),
+            (
+                "any kind that provides the need will do",
+                vec![
+                    fake(
+                        "package[app]",
+                        &[
+                            Provide::Path("/usr/bin/app".into()),
+                            Provide::Account("app".into()),
+                            Provide::Unit("app.service".into()),
+                        ],
+                        &[],
+                    ),
+                    file(&[Need::account("app"), Need::path("/usr/bin/app")]),
+                    fake("unit[app.timer]", &[], &[Need::unit("app.service")]),
+                ],
+                vec![
+                    "package[app] -> file[/srv/app/conf/app.ini]",
+                    "package[app] -> unit[app.timer]",
+                ],
+            ),
+            (
+                "an exact directory need does not look above",
+                vec![dir("/srv"), file(&[Need::directory("/srv/app")])],
+                vec![],
+            ),
+            (
+                "a resource named on purpose",
+                vec![
+                    fake("unit[a.service]", &[], &[]),
+                    file(&[Need::Resource(ResourceId::new("unit", "a.service"))]),
+                ],
+                vec!["unit[a.service] -> file[/srv/app/conf/app.ini]"],
+            ),
+        ];
+        for (what, resources, want) in cases {
+            assert_eq!(auto_edges(resources), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_path_provided_twice_is_still_a_path_conflict() {
+        use crate::resource::PathConflict;
+        let catalog = Catalog::new(vec![
+            fake("file[/etc/x]", &[Provide::Path("/etc/x".into())], &[]),
+            fake("symlink[/etc/x]", &[Provide::Path("/etc/x".into())], &[]),
+            fake("file[/etc/x/y]", &[Provide::Path("/etc/x/y".into())], &[]),
+            dir("/etc/d"),
+            fake("file[/etc/d/z]", &[Provide::Path("/etc/d/z".into())], &[]),
+        ]);
+        assert_eq!(
+            catalog.path_conflicts(),
+            vec![
+                (1, 0, PathConflict::SamePath),
+                (2, 0, PathConflict::BelowNonDirectory)
+            ]
+        );
+        assert_eq!(
+            catalog.provider_of(&Provide::Path("/etc/x".into())),
+            Some(0)
+        );
     }
 }

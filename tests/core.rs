@@ -1144,3 +1144,38 @@ fn a_file_path_with_glob_characters_is_planned_with_a_warning() {
         json.all()
     );
 }
+
+#[test]
+fn a_changed_file_inside_a_shipped_tree_makes_a_saved_plan_stale() {
+    let s = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(outside.path().join("keep"), "outside\n").unwrap_or_else(|e| panic!("{e}"));
+    let outside_before = support::sandbox::snapshot(outside.path());
+    s.manifest("files/tree/top", "top\n");
+    s.manifest("files/tree/sub/deep", "one\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - directory: /opt/tree\n    source: files/tree\n",
+    );
+    let plan_path = s.manifests.join("site.plan").display().to_string();
+    s.run("plan", &["site.yaml", "--out", &plan_path])
+        .assert_code(0);
+    let before = s.snapshot();
+    s.manifest("files/tree/sub/deep", "two\n");
+    let stale = s.run("apply", &[&plan_path]);
+    stale.assert_code(1);
+    assert!(
+        stale
+            .stderr()
+            .contains("manifests, templates or variables changed"),
+        "{}",
+        stale.all()
+    );
+    assert_eq!(s.snapshot(), before, "nothing applied from a stale plan");
+    assert!(!s.path("/opt/tree").exists());
+    assert_eq!(support::sandbox::snapshot(outside.path()), outside_before);
+    // Applying the manifests as they are now copies the changed tree, and a plan
+    // after it has nothing left to do.
+    s.converge(&["site.yaml"]);
+    assert_eq!(s.read("/opt/tree/sub/deep"), "two\n");
+}

@@ -749,3 +749,69 @@ fn a_symlinked_account_file_is_refused_before_any_tool_runs() {
     assert_eq!(support::sandbox::snapshot(outside.path()), before);
     assert_eq!(s.snapshot(), root_before);
 }
+
+#[test]
+fn a_gshadow_that_drifted_alone_is_made_exact_and_the_next_plan_is_empty() {
+    if !can_apply("a_gshadow_that_drifted_alone_is_made_exact_and_the_next_plan_is_empty") {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    // /etc/group says justin alone; /etc/gshadow also lets daemon in.
+    let gshadow = s
+        .read("/etc/gshadow")
+        .replace("sudo:*::justin", "sudo:*::justin,daemon");
+    let p = s.put("/etc/gshadow", gshadow.as_bytes());
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        .unwrap_or_else(|e| panic!("chmod: {e}"));
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - group: sudo\n    members: [justin]\n",
+    );
+    let plan = s.run("plan", &["--detailed-exitcode", "site.yaml"]);
+    plan.assert_code(2);
+    assert!(
+        plan.stdout()
+            .contains("members (gshadow): daemon,justin → justin"),
+        "{}",
+        plan.all()
+    );
+    s.converge(&["site.yaml"]);
+    assert_eq!(
+        line(&s, "/etc/gshadow", "sudo").as_deref(),
+        Some("sudo:*::justin")
+    );
+    assert_eq!(
+        line(&s, "/etc/group", "sudo").map(|l| l.ends_with(":justin")),
+        Some(true)
+    );
+    machine.assert_unchanged();
+}
+
+#[test]
+fn removing_an_account_deletes_its_own_mail_spool_and_no_one_elses() {
+    if !can_apply("removing_an_account_deletes_its_own_mail_spool_and_no_one_elses") {
+        return;
+    }
+    let machine = MachineFiles::record();
+    let s = sandbox();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    uid: 3100\n    create_home: false\n  - user: dave\n    uid: 3101\n    create_home: false\n",
+    );
+    s.converge(&["site.yaml"]);
+    let bob = s.put("/var/mail/bob", b"bob's mail\n");
+    std::os::unix::fs::chown(&bob, Some(3100), Some(3100)).unwrap_or_else(|e| panic!("{e}"));
+    // A spool by dave's name that dave does not own is not his to lose.
+    s.put("/var/mail/dave", b"root's file\n");
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: bob\n    state: absent\n    remove_home: true\n  - user: dave\n    state: absent\n    remove_home: true\n",
+    );
+    s.converge(&["site.yaml"]);
+    assert!(!s.path("/var/mail/bob").exists());
+    assert_eq!(s.read("/var/mail/dave"), "root's file\n");
+    assert_eq!(line(&s, "/etc/passwd", "bob"), None);
+    assert_eq!(line(&s, "/etc/passwd", "dave"), None);
+    machine.assert_unchanged();
+}

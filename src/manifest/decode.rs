@@ -60,6 +60,45 @@ impl Decoder {
         self.inputs.update(bytes);
     }
 
+    /// Records a shipped folder, everything below it, in the inputs: names, types,
+    /// permission bits and file content, in name order. What cannot be read is left
+    /// for the plan to report; symlinks are not followed (planning refuses them).
+    pub fn record_tree(&mut self, dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            self.record_input(&dir.display().to_string(), b"unreadable");
+            return;
+        };
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let shown = path.display().to_string();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                self.record_input(&shown, b"unreadable");
+                continue;
+            };
+            let kind = if meta.file_type().is_symlink() {
+                "symlink"
+            } else if meta.is_dir() {
+                "dir"
+            } else {
+                "file"
+            };
+            self.record_input(&shown, format!("{kind} {:o}", meta.mode()).as_bytes());
+            match kind {
+                "dir" => self.record_tree(&path),
+                "file" => match read_input(&path, None) {
+                    Ok(bytes) => self.record_input(&shown, &bytes),
+                    Err(e) => self.record_input(&shown, e.as_bytes()),
+                },
+                _ => {}
+            }
+        }
+    }
+
     /// Where a relative template is found: `templates/` beside the manifest first,
     /// then the manifest's folder itself.
     pub fn template_path(&self, rel: &str) -> PathBuf {
@@ -497,7 +536,14 @@ impl<'a> Fields<'a> {
             d.error(&span, key, format!("`{src}` must not contain `..`"));
             None
         } else {
-            Some((SourceRef::Shipped(d.shipped_path(&src)), span))
+            let path = d.shipped_path(&src);
+            if path.is_dir() {
+                // A shipped folder is read when planning, not here; its content still
+                // belongs to the plan's inputs, or a saved plan would apply a tree
+                // edited since it was reviewed.
+                d.record_tree(&path);
+            }
+            Some((SourceRef::Shipped(path), span))
         }
     }
 

@@ -19,8 +19,8 @@ use super::contract::{self, Contract, DepView, Diff};
 use super::managed_file::{body_hash, ContentSeen, TEMP_FIELD};
 use super::perms::{stat_fingerprint, Owners, PermOp, PermSpec};
 use super::{
-    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
-    PlanCtx, Resource, ResourceError,
+    implied_parents, observe_below_declared, parent_dir_need, ApplyCtx, Ensure, Meta, Need,
+    PlanCtx, Provide, Resource, ResourceError,
 };
 
 #[derive(Debug, Clone)]
@@ -369,10 +369,21 @@ impl Resource for Directory {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = vec![parent_dir_dep(&self.path)];
-        deps.extend(self.perms.auto_requires());
-        deps
+    fn provides(&self) -> Vec<Provide> {
+        vec![
+            Provide::Path(self.path.clone()),
+            Provide::Directory(self.path.clone()),
+        ]
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut needs = vec![parent_dir_need(&self.path)];
+        needs.extend(self.perms.needs());
+        needs
+    }
+
+    fn removes(&self) -> bool {
+        self.ensure == Ensure::Absent
     }
 
     fn managed_path(&self) -> Option<&str> {

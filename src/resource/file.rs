@@ -13,7 +13,9 @@ use super::contract::{self, Contract, DepView, Diff};
 pub use super::managed_file::{body_hash, Content, Origin, TEMP_FIELD};
 use super::managed_file::{is_block, ManagedFile, Op, Seen};
 use super::perms::PermSpec;
-use super::{parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{
+    parent_dir_need, ApplyCtx, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError,
+};
 
 #[derive(Debug)]
 pub struct File {
@@ -170,13 +172,21 @@ impl Resource for File {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = vec![parent_dir_dep(&self.file.path)];
-        deps.extend(self.file.perms.auto_requires());
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Path(self.file.path.clone())]
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut needs = vec![parent_dir_need(&self.file.path)];
+        needs.extend(self.file.perms.needs());
         if let Some(Content::TargetFile(src)) = &self.file.content {
-            deps.push(AutoDep::one(ResourceId::new("file", src.clone())));
+            needs.push(Need::path(src.clone()));
         }
-        deps
+        needs
+    }
+
+    fn removes(&self) -> bool {
+        self.ensure == Ensure::Absent
     }
 
     fn managed_path(&self) -> Option<&str> {

@@ -2,6 +2,8 @@
 //! and /etc/gshadow and changed with `groupadd`/`groupmod`/`groupdel` (`--prefix`
 //! when the root is not `/`), so locking and file formats stay the shadow tools' job.
 //!
+//! On the typed contract like `user`: observe → [`Observed`], a pure diff → [`Op`]s.
+//!
 //! Also holds what `user` shares with it: account names, running the tools, messages.
 
 use std::any::Any;
@@ -15,8 +17,8 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
-use super::user::User;
-use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::contract::{self, Contract, DepView, Diff};
+use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// Longest name useradd/groupadd accept.
 pub const MAX_NAME_LEN: usize = 32;
@@ -115,10 +117,20 @@ pub(crate) fn run_tool(cmd: &Cmd, secrets: &[&str]) -> Result<Output, ResourceEr
     };
     match cmd.run() {
         Ok(out) if out.success() => Ok(out),
-        Ok(out) => Err(ResourceError::Host(HostError::Command {
+        Ok(out) => Err(ResourceError::Tool {
+            tool: cmd.program.clone(),
             command: shown,
-            reason: redact(out.reason()),
-        })),
+            code: out.status,
+            // What [`Output::reason`] shows: stderr, else stdout.
+            stderr: super::excerpt(&redact(
+                if out.stderr.trim().is_empty() {
+                    out.stdout.trim()
+                } else {
+                    out.stderr.trim()
+                }
+                .to_string(),
+            )),
+        }),
         Err(HostError::Command { reason, .. }) => Err(ResourceError::Host(HostError::Command {
             command: shown,
             reason: redact(reason),
@@ -278,170 +290,12 @@ pub fn decode(
 }
 
 impl Group {
-    /// Pure: the desired group against the target's accounts (and gshadow, when the
-    /// target has one) → the change, or the problems that refuse it.
-    pub fn diff(
-        &self,
-        accounts: &Accounts,
-        gshadow: Option<&[GshadowEntry]>,
-        defs: &LoginDefs,
-        catalog: &Catalog,
-    ) -> Result<Change, ResourceError> {
-        let mut change = Change::new(self.id.clone(), self.meta.secret);
-        let observed = accounts.group(&self.name);
-        let mut errors = Vec::new();
-        change.live = match observed {
-            Some(g) => {
-                let members = show_list(&g.members);
-                fingerprint([
-                    g.name.as_bytes(),
-                    g.gid.to_string().as_bytes(),
-                    members.as_bytes(),
-                ])
-            }
-            None => fingerprint([b"absent".as_slice()]),
-        };
-        change.desired = self.desired_fingerprint();
-
-        if self.state == Ensure::Absent {
-            if let Some(g) = observed {
-                let primary_of: Vec<&str> = accounts
-                    .users
-                    .iter()
-                    .filter(|u| u.gid == g.gid)
-                    .map(|u| u.name.as_str())
-                    .filter(|u| !self.removed_first(catalog, u))
-                    .collect();
-                if !primary_of.is_empty() {
-                    errors.push(at(
-                        &self.span,
-                        "state",
-                        format!(
-                            "cannot remove group `{}`: it is the primary group of {} on the target; \
-                             give those users another group, or declare them `state: absent` and \
-                             add them to this group's `requires`",
-                            self.name,
-                            primary_of.join(", ")
-                        ),
-                    ));
-                }
-                change.action = Action::Delete;
-                change.secret_field("gid", Some(g.gid.to_string()), None);
-            }
-            return finish(change, errors);
-        }
-
-        if let Some((gid, span)) = &self.gid {
-            let taken: Vec<&str> = accounts
-                .groups
-                .iter()
-                .filter(|g| g.gid == *gid && g.name != self.name)
-                .map(|g| g.name.as_str())
-                .collect();
-            if !taken.is_empty() {
-                errors.push(at(
-                    span,
-                    "gid",
-                    format!(
-                        "gid {gid} is already used by group `{}` on the target",
-                        taken.join("`, `")
-                    ),
-                ));
-            }
-        }
-        if let Some((members, span)) = &self.members {
-            for m in members {
-                if accounts.user(m).is_none() && !declared_present_user(catalog, m) {
-                    errors.push(at(
-                        span,
-                        "members",
-                        format!(
-                            "member `{m}` is neither an account on the target nor a declared user"
-                        ),
-                    ));
-                }
-            }
-        }
-
-        match observed {
-            None => {
-                change.action = Action::Create;
-                if let Some((gid, span)) = &self.gid {
-                    change.secret_field("gid", None, Some(gid.to_string()));
-                    let (lo, hi) = defs.sys_gid_range();
-                    if self.system && !(lo..=hi).contains(gid) {
-                        change.warnings.push(format!(
-                            "{span}: `system: true` but gid {gid} is outside the target's system range \
-                             {lo}-{hi} (SYS_GID_MIN/SYS_GID_MAX in /etc/login.defs)"
-                        ));
-                    }
-                } else {
-                    change.notes.push("gid chosen by groupadd".into());
-                }
-                if let Some((members, _)) = &self.members {
-                    change.secret_field("members", None, Some(show_list(members)));
-                }
-            }
-            Some(g) => {
-                if let Some((gid, _)) = &self.gid {
-                    if g.gid != *gid {
-                        change.secret_field("gid", Some(g.gid.to_string()), Some(gid.to_string()));
-                    }
-                }
-                if let Some((members, _)) = &self.members {
-                    let want: BTreeSet<&String> = members.iter().collect();
-                    let have: BTreeSet<&String> = g.members.iter().collect();
-                    if want != have {
-                        change.secret_field(
-                            "members",
-                            Some(show_list(&g.members)),
-                            Some(show_list(members)),
-                        );
-                    } else if let Some(sg) =
-                        gshadow.and_then(|s| s.iter().find(|s| s.name == self.name))
-                    {
-                        // A gshadow that drifted alone still gives its members
-                        // password-free `newgrp`. Names that are no account grant
-                        // nothing and the tools cannot name them: not compared.
-                        let known = |m: &&String| accounts.user(m).is_some();
-                        let shadowed: BTreeSet<&String> = sg.members.iter().filter(known).collect();
-                        let want: BTreeSet<&String> = want.iter().copied().filter(known).collect();
-                        if shadowed != want {
-                            change.secret_field(
-                                "members (gshadow)",
-                                Some(show_list(&sg.members)),
-                                Some(show_list(members)),
-                            );
-                        }
-                    }
-                }
-                if !change.fields.is_empty() {
-                    change.action = Action::Update;
-                }
-            }
-        }
-        if let (Some((members, _)), true) = (&self.members, change.is_change()) {
-            let later: Vec<&String> = members
-                .iter()
-                .filter(|m| accounts.user(m).is_none())
-                .collect();
-            if !later.is_empty() {
-                change.notes.push(format!(
-                    "{} not on the target yet: each joins when its user resource creates it",
-                    show_list(later.iter().copied())
-                ));
-            }
-        }
-        finish(change, errors)
-    }
-
     /// A user this group's removal waits for: declared absent and required by us.
     fn removed_first(&self, catalog: &Catalog, user: &str) -> bool {
-        let uid = ResourceId::new("user", user);
-        let absent = catalog
-            .typed::<User>(&uid)
-            .is_some_and(|u| u.state == Ensure::Absent);
-        absent && self.meta.requires.iter().any(|(id, _)| *id == uid)
+        let Some(r) = declared_account(catalog, user) else {
+            return false;
+        };
+        r.removes() && self.meta.requires.iter().any(|(id, _)| id == r.id())
     }
 
     fn desired_fingerprint(&self) -> String {
@@ -471,21 +325,25 @@ impl Group {
 }
 
 fn declared_present_user(catalog: &Catalog, name: &str) -> bool {
-    catalog
-        .typed::<User>(&ResourceId::new("user", name))
-        .is_some_and(|u| u.state == Ensure::Present)
+    declared_account(catalog, name).is_some_and(|r| !r.removes())
 }
 
-fn finish(change: Change, errors: Vec<String>) -> Result<Change, ResourceError> {
+/// The declared resource that provides the account `name`, whatever its kind.
+fn declared_account<'c>(catalog: &'c Catalog, name: &str) -> Option<&'c dyn Resource> {
+    let j = catalog.provider_for(&Need::account(name))?;
+    Some(catalog.resources[j].as_ref())
+}
+
+pub(crate) fn finish<T>(diff: Diff<T>, errors: Vec<String>) -> Result<Diff<T>, ResourceError> {
     if errors.is_empty() {
-        Ok(change)
+        Ok(diff)
     } else {
         Err(ResourceError::Failed(errors.join("\n")))
     }
 }
 
 /// All declared groups, for cross-resource checks.
-pub(crate) fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
+fn declared_groups(catalog: &Catalog) -> impl Iterator<Item = &Group> {
     catalog
         .resources
         .iter()
@@ -501,12 +359,25 @@ impl Resource for Group {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        // Members are not edges: a user may have this group as its primary group,
-        // which would make a cycle. A member that does not exist yet is added by its
-        // own user resource when it is created.
-        Vec::new()
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Group(self.name.clone())]
     }
+
+    fn removes(&self) -> bool {
+        self.state == Ensure::Absent
+    }
+
+    fn group_gid(&self) -> Option<u32> {
+        self.gid.as_ref().map(|(g, _)| *g)
+    }
+
+    fn group_members(&self) -> Option<(&[String], &Span)> {
+        self.members.as_ref().map(|(m, s)| (m.as_slice(), s))
+    }
+
+    // No `needs`: members are not edges, since a user may have this group as its
+    // primary group, which would make a cycle. A member that does not exist yet is
+    // added by its own user resource when it is created.
 
     fn validate(&self, catalog: &Catalog) -> Vec<Diagnostic> {
         let mut out = Vec::new();
@@ -535,9 +406,7 @@ impl Resource for Group {
         }
         if let Some((members, span)) = &self.members {
             for m in members {
-                let absent = catalog
-                    .typed::<User>(&ResourceId::new("user", m.as_str()))
-                    .is_some_and(|u| u.state == Ensure::Absent);
+                let absent = declared_account(catalog, m).is_some_and(|r| r.removes());
                 if absent {
                     out.push(
                         Diagnostic::error(
@@ -552,7 +421,117 @@ impl Resource for Group {
         out
     }
 
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        contract::observe(self, ctx)
+    }
+
+    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
+        contract::diff(self, state, deps)
+    }
+
+    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+        contract::apply(self, ctx, change)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// What observing found for one group: the target's accounts, its gshadow (when the
+/// members are managed) and login.defs, and what the other declarations say.
+pub struct Observed {
+    pub accounts: Accounts,
+    /// The target's /etc/gshadow, when it has one and the members are managed.
+    pub gshadow: Option<Vec<GshadowEntry>>,
+    pub defs: LoginDefs,
+    /// Users on the target whose primary group this is, that are declared absent and
+    /// required by this group: removed before it.
+    pub removed_first: BTreeSet<String>,
+    /// Members that are declared as present users (created in this run if missing).
+    pub declared_members: BTreeSet<String>,
+    /// Managed paths that name the current gid as their group (for a gid change).
+    pub owned_paths: Vec<String>,
+}
+
+impl Group {
+    /// The declarations' part of the state: everything the diff needs from the
+    /// catalog, so that the diff itself reads neither the host nor the catalog.
+    pub(crate) fn observed(
+        &self,
+        accounts: Accounts,
+        gshadow: Option<Vec<GshadowEntry>>,
+        defs: LoginDefs,
+        catalog: &Catalog,
+    ) -> Observed {
+        let live = accounts.group(&self.name);
+        let removed_first = live
+            .map(|g| {
+                accounts
+                    .users
+                    .iter()
+                    .filter(|u| u.gid == g.gid && self.removed_first(catalog, &u.name))
+                    .map(|u| u.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let declared_members = self
+            .members
+            .iter()
+            .flat_map(|(m, _)| m)
+            .filter(|m| declared_present_user(catalog, m))
+            .cloned()
+            .collect();
+        let owned_paths = match (live, &self.gid) {
+            (Some(g), Some((new, _))) if g.gid != *new => {
+                owned_paths(catalog, &self.name, g.gid, false)
+            }
+            _ => Vec::new(),
+        };
+        Observed {
+            accounts,
+            gshadow,
+            defs,
+            removed_first,
+            declared_members,
+            owned_paths,
+        }
+    }
+}
+
+/// One thing `groupadd`/`groupmod`/`usermod`/`groupdel` do for a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `groupadd`, then the declared members that exist join.
+    Create {
+        gid: Option<u32>,
+        system: bool,
+        members: Option<Vec<String>>,
+    },
+    SetGid {
+        from: u32,
+        to: u32,
+    },
+    /// The member list of /etc/group made exact (and gshadow with it).
+    SetMembers {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    /// /etc/group is right but /etc/gshadow drifted alone.
+    SyncGshadow {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    Delete {
+        gid: u32,
+    },
+}
+
+impl Contract for Group {
+    type State = Observed;
+    type Op = Op;
+
+    fn observe(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
         let gshadow = match (&self.members, self.state) {
             (Some(_), Ensure::Present) => match read_text(ctx.host, "/etc/gshadow")? {
                 Some(text) => Some(parse_gshadow(&text).map_err(|e| HostError::Path {
@@ -564,54 +543,243 @@ impl Resource for Group {
             _ => None,
         };
         let defs = read_login_defs(ctx.host)?;
-        let mut change = self.diff(ctx.accounts, gshadow.as_deref(), &defs, ctx.catalog)?;
-        if let (Some((new, _)), Some(g)) = (&self.gid, ctx.accounts.group(&self.name)) {
-            if change.changes_field("gid") && g.gid != *new {
-                let paths = owned_paths(ctx.catalog, &self.name, g.gid, false);
-                change
-                    .warnings
-                    .push(id_change_warning("gid", &self.name, g.gid, *new, &paths));
-            }
-        }
-        Ok(change)
+        Ok(self.observed(ctx.accounts.clone(), gshadow, defs, ctx.catalog))
     }
 
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        let _serial = tools_lock();
-        match change.action {
-            Action::None => Ok(()),
-            Action::Delete => {
-                run_tool(&shadow_tool(ctx.host, "groupdel").arg(&self.name), &[])?;
-                Ok(())
+    /// The desired group against the target's accounts (and gshadow, when the target
+    /// has one) → the operations, or the problems that refuse them.
+    fn diff(&self, o: &Observed, _deps: &DepView) -> Result<Diff<Op>, ResourceError> {
+        let accounts = &o.accounts;
+        let observed = accounts.group(&self.name);
+        let live = match observed {
+            Some(g) => {
+                let members = show_list(&g.members);
+                fingerprint([
+                    g.name.as_bytes(),
+                    g.gid.to_string().as_bytes(),
+                    members.as_bytes(),
+                ])
             }
-            Action::Create => {
-                let mut cmd = shadow_tool(ctx.host, "groupadd");
+            None => fingerprint([b"absent".as_slice()]),
+        };
+        let mut d = Diff::new(live, self.desired_fingerprint());
+        let mut errors = Vec::new();
+
+        if self.state == Ensure::Absent {
+            if let Some(g) = observed {
+                let primary_of: Vec<&str> = accounts
+                    .users
+                    .iter()
+                    .filter(|u| u.gid == g.gid)
+                    .map(|u| u.name.as_str())
+                    .filter(|u| !o.removed_first.contains(*u))
+                    .collect();
+                if !primary_of.is_empty() {
+                    errors.push(at(
+                        &self.span,
+                        "state",
+                        format!(
+                            "cannot remove group `{}`: it is the primary group of {} on the target; \
+                             give those users another group, or declare them `state: absent` and \
+                             add them to this group's `requires`",
+                            self.name,
+                            primary_of.join(", ")
+                        ),
+                    ));
+                }
+                d.op(Action::Delete, Op::Delete { gid: g.gid });
+            }
+            return finish(d, errors);
+        }
+
+        if let Some((gid, span)) = &self.gid {
+            let taken: Vec<&str> = accounts
+                .groups
+                .iter()
+                .filter(|g| g.gid == *gid && g.name != self.name)
+                .map(|g| g.name.as_str())
+                .collect();
+            if !taken.is_empty() {
+                errors.push(at(
+                    span,
+                    "gid",
+                    format!(
+                        "gid {gid} is already used by group `{}` on the target",
+                        taken.join("`, `")
+                    ),
+                ));
+            }
+        }
+        if let Some((members, span)) = &self.members {
+            for m in members {
+                if accounts.user(m).is_none() && !o.declared_members.contains(m) {
+                    errors.push(at(
+                        span,
+                        "members",
+                        format!(
+                            "member `{m}` is neither an account on the target nor a declared user"
+                        ),
+                    ));
+                }
+            }
+        }
+
+        match observed {
+            None => {
+                if let Some((gid, span)) = &self.gid {
+                    let (lo, hi) = o.defs.sys_gid_range();
+                    if self.system && !(lo..=hi).contains(gid) {
+                        d.warnings.push(format!(
+                            "{span}: `system: true` but gid {gid} is outside the target's system range \
+                             {lo}-{hi} (SYS_GID_MIN/SYS_GID_MAX in /etc/login.defs)"
+                        ));
+                    }
+                } else {
+                    d.notes.push("gid chosen by groupadd".into());
+                }
+                d.op(
+                    Action::Create,
+                    Op::Create {
+                        gid: self.gid.as_ref().map(|(g, _)| *g),
+                        system: self.system,
+                        members: self.members.as_ref().map(|(m, _)| m.clone()),
+                    },
+                );
+            }
+            Some(g) => {
                 if let Some((gid, _)) = &self.gid {
-                    cmd = cmd.arg("--gid").arg(gid.to_string());
+                    if g.gid != *gid {
+                        d.op(
+                            Action::Update,
+                            Op::SetGid {
+                                from: g.gid,
+                                to: *gid,
+                            },
+                        );
+                        d.warnings.push(id_change_warning(
+                            "gid",
+                            &self.name,
+                            g.gid,
+                            *gid,
+                            &o.owned_paths,
+                        ));
+                    }
                 }
-                if self.system {
-                    cmd = cmd.arg("--system");
+                if let Some((members, _)) = &self.members {
+                    let want: BTreeSet<&String> = members.iter().collect();
+                    let have: BTreeSet<&String> = g.members.iter().collect();
+                    if want != have {
+                        d.op(
+                            Action::Update,
+                            Op::SetMembers {
+                                from: g.members.clone(),
+                                to: members.clone(),
+                            },
+                        );
+                    } else if let Some(sg) = o
+                        .gshadow
+                        .as_deref()
+                        .and_then(|s| s.iter().find(|s| s.name == self.name))
+                    {
+                        // A gshadow that drifted alone still gives its members
+                        // password-free `newgrp`. Names that are no account grant
+                        // nothing and the tools cannot name them: not compared.
+                        let known = |m: &&String| accounts.user(m).is_some();
+                        let shadowed: BTreeSet<&String> = sg.members.iter().filter(known).collect();
+                        let want: BTreeSet<&String> = want.iter().copied().filter(known).collect();
+                        if shadowed != want {
+                            d.op(
+                                Action::Update,
+                                Op::SyncGshadow {
+                                    from: sg.members.clone(),
+                                    to: members.clone(),
+                                },
+                            );
+                        }
+                    }
                 }
-                run_tool(&cmd.arg(&self.name), &[])?;
-                self.sync_members(ctx.host)
             }
-            Action::Update => {
-                if let (Some((gid, _)), true) = (&self.gid, change.changes_field("gid")) {
+        }
+        if let (Some((members, _)), true) = (&self.members, d.action != Action::None) {
+            let later: Vec<&String> = members
+                .iter()
+                .filter(|m| accounts.user(m).is_none())
+                .collect();
+            if !later.is_empty() {
+                d.notes.push(format!(
+                    "{} not on the target yet: each joins when its user resource creates it",
+                    show_list(later.iter().copied())
+                ));
+            }
+        }
+        finish(d, errors)
+    }
+
+    fn describe(&self, op: &Op, change: &mut Change) {
+        match op {
+            Op::Create { gid, members, .. } => {
+                if let Some(gid) = gid {
+                    change.secret_field("gid", None, Some(gid.to_string()));
+                }
+                if let Some(members) = members {
+                    change.secret_field("members", None, Some(show_list(members)));
+                }
+            }
+            Op::SetGid { from, to } => {
+                change.secret_field("gid", Some(from.to_string()), Some(to.to_string()))
+            }
+            Op::SetMembers { from, to } => {
+                change.secret_field("members", Some(show_list(from)), Some(show_list(to)))
+            }
+            Op::SyncGshadow { from, to } => change.secret_field(
+                "members (gshadow)",
+                Some(show_list(from)),
+                Some(show_list(to)),
+            ),
+            Op::Delete { gid } => change.secret_field("gid", Some(gid.to_string()), None),
+        }
+    }
+
+    fn apply_ops(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        let _serial = tools_lock();
+        let mut synced = false;
+        for op in ops {
+            match op {
+                Op::Delete { .. } => {
+                    run_tool(&shadow_tool(ctx.host, "groupdel").arg(&self.name), &[])?;
+                }
+                Op::Create {
+                    gid,
+                    system,
+                    members,
+                } => {
+                    let mut cmd = shadow_tool(ctx.host, "groupadd");
+                    if let Some(gid) = gid {
+                        cmd = cmd.arg("--gid").arg(gid.to_string());
+                    }
+                    if *system {
+                        cmd = cmd.arg("--system");
+                    }
+                    run_tool(&cmd.arg(&self.name), &[])?;
+                    if let Some(members) = members {
+                        self.sync_members(ctx.host, members)?;
+                    }
+                }
+                Op::SetGid { to, .. } => {
                     let cmd = shadow_tool(ctx.host, "groupmod")
                         .arg("--gid")
-                        .arg(gid.to_string());
+                        .arg(to.to_string());
                     run_tool(&cmd.arg(&self.name), &[])?;
                 }
-                if change.changes_field("members") || change.changes_field("members (gshadow)") {
-                    self.sync_members(ctx.host)?;
+                // Either makes /etc/group and /etc/gshadow exact together: once is enough.
+                Op::SetMembers { to, .. } | Op::SyncGshadow { to, .. } if !synced => {
+                    self.sync_members(ctx.host, to)?;
+                    synced = true;
                 }
-                Ok(())
+                Op::SetMembers { .. } | Op::SyncGshadow { .. } => {}
             }
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        Ok(())
     }
 }
 
@@ -637,10 +805,7 @@ impl Group {
     /// in step, where `groupadd/groupmod --users` (shadow 4.13) write /etc/group only.
     /// Declared members that do not exist yet are left to their user resource, which
     /// joins this group when it creates the account.
-    fn sync_members(&self, host: &Host) -> Result<(), ResourceError> {
-        let Some((want, _)) = &self.members else {
-            return Ok(());
-        };
+    fn sync_members(&self, host: &Host, want: &[String]) -> Result<(), ResourceError> {
         let accounts = host.accounts()?;
         let in_group: BTreeSet<String> = accounts
             .group(&self.name)
@@ -760,12 +925,124 @@ pub(crate) mod tests {
         (Catalog::new(res), id)
     }
 
-    fn plan_of(text: &str) -> Result<Change, ResourceError> {
+    /// The plan's change for the first group of `text`, on the fixture accounts.
+    fn plan_with(text: &str, gshadow: Option<&str>) -> Result<Change, ResourceError> {
         let (catalog, id) = one_group(text);
         let g = catalog
             .typed::<Group>(&id)
             .unwrap_or_else(|| panic!("no group"));
-        g.diff(&accounts(), None, &defs(), &catalog)
+        let gs = gshadow.map(|t| parse_gshadow(t).unwrap_or_default());
+        let o = g.observed(accounts(), gs, defs(), &catalog);
+        contract::diff(g, Box::new(o), &DepView::none())
+    }
+
+    fn plan_of(text: &str) -> Result<Change, ResourceError> {
+        plan_with(text, None)
+    }
+
+    /// The operations alone.
+    fn ops_of(text: &str, gshadow: Option<&str>) -> Result<Vec<Op>, ResourceError> {
+        let (catalog, id) = one_group(text);
+        let g = catalog
+            .typed::<Group>(&id)
+            .unwrap_or_else(|| panic!("no group"));
+        let gs = gshadow.map(|t| parse_gshadow(t).unwrap_or_default());
+        let o = g.observed(accounts(), gs, defs(), &catalog);
+        g.diff(&o, &DepView::none()).map(|d| d.ops)
+    }
+
+    #[test]
+    fn the_diff_of_a_group_is_its_operations_or_a_refusal() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Result<Vec<Op>, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "- group: intelluxe-prod\n  gid: 2001\n  system: true\n  members: []\n",
+                None,
+                Ok(vec![]),
+            ),
+            (
+                "- group: intelluxe-prod\n  gid: 2002\n",
+                None,
+                Ok(vec![Op::SetGid {
+                    from: 2001,
+                    to: 2002,
+                }]),
+            ),
+            (
+                "- group: intelluxe\n  members: [justin]\n",
+                None,
+                Ok(vec![Op::SetMembers {
+                    from: names(&["justin", "intelluxe-service"]),
+                    to: names(&["justin"]),
+                }]),
+            ),
+            (
+                "- group: sudo\n  members: [justin]\n",
+                Some("sudo:*::justin,daemon\n"),
+                Ok(vec![Op::SyncGshadow {
+                    from: names(&["justin", "daemon"]),
+                    to: names(&["justin"]),
+                }]),
+            ),
+            (
+                "- group: sudo\n  members: [justin]\n",
+                Some("sudo:*::justin,mallory\n"),
+                Ok(vec![]),
+            ),
+            (
+                "- group: ops\n  gid: 2500\n  system: true\n  members: [justin]\n",
+                None,
+                Ok(vec![Op::Create {
+                    gid: Some(2500),
+                    system: true,
+                    members: Some(names(&["justin"])),
+                }]),
+            ),
+            (
+                "- group: users\n  state: absent\n",
+                None,
+                Ok(vec![Op::Delete { gid: 100 }]),
+            ),
+            ("- group: nosuch\n  state: absent\n", None, Ok(vec![])),
+            (
+                "- group: intelluxe-prod\n  state: absent\n",
+                None,
+                Err("primary group of intelluxe-service"),
+            ),
+            ("- group: ops\n  gid: 27\n", None, Err("`sudo`")),
+            ("- group: ops\n  members: [ghost]\n", None, Err("ghost")),
+        ];
+        for (text, gshadow, want) in cases {
+            match (ops_of(text, gshadow), want) {
+                (Ok(ops), Ok(want)) => assert_eq!(ops, want, "{text}"),
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_secret_group_describes_its_operations_without_values() {
+        let (res, _) = decode_all("- group: ops\n  gid: 2500\n");
+        let g = res[0]
+            .as_any()
+            .downcast_ref::<Group>()
+            .unwrap_or_else(|| panic!("no group"));
+        let mut c = Change::new(g.id.clone(), true);
+        g.describe(
+            &Op::SetMembers {
+                from: vec!["a".into()],
+                to: vec!["b".into()],
+            },
+            &mut c,
+        );
+        assert_eq!(c.fields[0].field, "members");
+        assert_eq!(c.fields[0].after.as_deref(), Some(crate::plan::SENSITIVE));
     }
 
     #[test]
@@ -816,22 +1093,13 @@ pub(crate) mod tests {
 
     #[test]
     fn gshadow_drift_is_shown() {
-        let (catalog, id) = one_group("- group: sudo\n  members: [justin]\n");
-        let g = catalog
-            .typed::<Group>(&id)
-            .unwrap_or_else(|| panic!("no group"));
-        let gs = parse_gshadow("sudo:*::justin,daemon\n").unwrap_or_default();
-        let c = g
-            .diff(&accounts(), Some(&gs), &defs(), &catalog)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let text = "- group: sudo\n  members: [justin]\n";
+        let c = plan_with(text, Some("sudo:*::justin,daemon\n")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.fields[0].field, "members (gshadow)");
         assert_eq!(c.fields[0].before.as_deref(), Some("daemon,justin"));
         // A name that is no account grants nothing: not drift.
-        let gs = parse_gshadow("sudo:*::justin,mallory\n").unwrap_or_default();
-        let c = g
-            .diff(&accounts(), Some(&gs), &defs(), &catalog)
-            .map(|c| c.action);
+        let c = plan_with(text, Some("sudo:*::justin,mallory\n")).map(|c| c.action);
         assert_eq!(c, Ok(Action::None));
     }
 
@@ -918,5 +1186,43 @@ pub(crate) mod tests {
             .unwrap_or_default();
         assert!(err.contains("exit code 3"), "{err}");
         assert!(!err.contains("secret-hash"), "{err}");
+    }
+
+    #[test]
+    fn a_long_tool_output_is_cut_to_an_excerpt_at_a_character_boundary() {
+        let long = "é".repeat(3000);
+        let cut = super::super::excerpt(&long);
+        assert!(
+            cut.len() <= super::super::EXCERPT + "…".len(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::super::excerpt("short"), "short");
+    }
+
+    #[test]
+    fn a_failed_shadow_tool_is_a_typed_error_with_its_exit_code_and_redacted_stderr() {
+        let cmd = Cmd::new("/bin/sh").args([
+            "-c",
+            "echo \"useradd: secret-hash is in use\" >&2; exit 9",
+            "secret-hash",
+        ]);
+        let e = run_tool(&cmd, &["secret-hash"])
+            .err()
+            .unwrap_or_else(|| panic!("the tool failed"));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("secret-hash"), "{shown}");
+        assert!(shown.contains("exit code 9: useradd: "), "{shown}");
+        match e {
+            ResourceError::Tool {
+                tool, code, stderr, ..
+            } => {
+                assert_eq!(tool, "/bin/sh");
+                assert_eq!(code, Some(9));
+                assert!(stderr.starts_with("useradd: "), "{stderr}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

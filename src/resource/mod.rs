@@ -3,6 +3,10 @@
 //! Adding a kind means one new file here and one line in [`KINDS`]: the file holds the
 //! kind's decoder (manifest → typed spec), its read-only `plan` (observe, then a pure
 //! diff) and its `apply`.
+//!
+//! Kinds never name each other: a resource says what it provides and what it needs
+//! ([`Provide`], [`Need`]), the catalog indexes the providers once, and the graph
+//! turns every need a declared resource provides into an automatic edge.
 
 pub mod contract;
 pub mod directory;
@@ -16,6 +20,7 @@ pub mod unit;
 pub mod user;
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt::Debug;
 
 use crate::diag::{Diagnostic, Span};
@@ -38,17 +43,71 @@ pub struct Meta {
     pub tags: Vec<String>,
 }
 
-/// An automatic dependency: the first of `candidates` that is declared becomes an edge.
-#[derive(Debug, Clone)]
-pub struct AutoDep {
-    pub candidates: Vec<ResourceId>,
+/// Something a declared resource makes exist on the target, which other resources
+/// can need. Kinds meet through these, never through each other's ids or types: a
+/// kind that provides paths or accounts (a package's files, its system users) gets
+/// the edges from every resource that needs them without an edit to those kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Provide {
+    /// A filesystem object at this path, of any type.
+    Path(String),
+    /// A directory at this path (also provided as a `Path`).
+    Directory(String),
+    /// A user account, by name.
+    Account(String),
+    /// A group, by name.
+    Group(String),
+    /// A systemd unit, by its unit name (`x.service`).
+    Unit(String),
 }
 
-impl AutoDep {
-    pub fn one(id: ResourceId) -> AutoDep {
-        AutoDep {
-            candidates: vec![id],
+/// How many kinds of [`Provide`] there are: the catalog keeps one index per kind.
+const PROVIDE_KINDS: usize = 5;
+const PATH: usize = 0;
+const DIRECTORY: usize = 1;
+const GROUP: usize = 3;
+
+impl Provide {
+    fn key(&self) -> (usize, &str) {
+        match self {
+            Provide::Path(p) => (PATH, p),
+            Provide::Directory(p) => (DIRECTORY, p),
+            Provide::Account(n) => (2, n),
+            Provide::Group(n) => (GROUP, n),
+            Provide::Unit(n) => (4, n),
         }
+    }
+}
+
+/// What a resource needs before it can be applied; the engine turns each need that a
+/// declared resource provides into an automatic edge. A need nobody declares (an
+/// account that is only on the target) is no edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Exactly this capability.
+    Exact(Provide),
+    /// The nearest declared directory above this path (the directory the object is
+    /// created in, or the closest one above it that something creates).
+    DirectoryAbove(String),
+    /// A resource named on purpose by its id (`restart_on`).
+    Resource(ResourceId),
+}
+
+impl Need {
+    pub fn path(p: impl Into<String>) -> Need {
+        Need::Exact(Provide::Path(p.into()))
+    }
+    pub fn directory(p: impl Into<String>) -> Need {
+        Need::Exact(Provide::Directory(p.into()))
+    }
+    pub fn account(n: impl Into<String>) -> Need {
+        Need::Exact(Provide::Account(n.into()))
+    }
+    pub fn group(n: impl Into<String>) -> Need {
+        Need::Exact(Provide::Group(n.into()))
+    }
+    pub fn unit(n: impl Into<String>) -> Need {
+        Need::Exact(Provide::Unit(n.into()))
     }
 }
 
@@ -56,9 +115,47 @@ impl AutoDep {
 pub enum ResourceError {
     #[error(transparent)]
     Host(#[from] HostError),
+    /// A tool a kind runs (a shadow tool, ...) exited with an error: which tool, the
+    /// command line as shown (secrets redacted), the exit code (`None`: killed by a
+    /// signal) and an excerpt of what it said.
+    #[error("`{command}` failed: {}", tool_failure(*code, stderr))]
+    Tool {
+        tool: String,
+        command: String,
+        code: Option<i32>,
+        stderr: String,
+    },
     #[error("{0}")]
     Failed(String),
 }
+
+/// How a failed tool's exit reads in messages: "exit code 4: useradd: ...".
+fn tool_failure(code: Option<i32>, said: &str) -> String {
+    let how = match code {
+        Some(c) => format!("exit code {c}"),
+        None => "killed by a signal".to_string(),
+    };
+    if said.is_empty() {
+        how
+    } else {
+        format!("{how}: {said}")
+    }
+}
+
+/// At most [`EXCERPT`] bytes of a tool's output, cut at a character boundary.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT {
+        return text.to_string();
+    }
+    let mut end = EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// How much of a failed tool's output an error keeps.
+pub const EXCERPT: usize = 4096;
 
 /// A declaration whose id an earlier one already has, and that earlier one's index.
 pub type Repeated = (Box<dyn Resource>, usize);
@@ -75,6 +172,8 @@ pub enum PathConflict {
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
     index: IdMap<usize>,
+    /// For each kind of [`Provide`], its names and the first resource providing each.
+    providers: [HashMap<String, usize>; PROVIDE_KINDS],
 }
 
 impl Catalog {
@@ -97,10 +196,20 @@ impl Catalog {
                 }
             }
         }
+        let mut providers: [HashMap<String, usize>; PROVIDE_KINDS] = Default::default();
+        for (i, r) in unique.iter().enumerate() {
+            for p in r.provides() {
+                let (kind, name) = p.key();
+                if !providers[kind].contains_key(name) {
+                    providers[kind].insert(name.to_string(), i);
+                }
+            }
+        }
         (
             Catalog {
                 resources: unique,
                 index,
+                providers,
             },
             repeated,
         )
@@ -111,34 +220,72 @@ impl Catalog {
     /// replaced by a symlink replaced by a file...), and nothing can live below a
     /// path that is declared as a file, symlink or unit file.
     pub fn path_conflicts(&self) -> Vec<(usize, usize, PathConflict)> {
-        let mut first: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(self.resources.len());
         let mut conflicts = Vec::new();
+        let paths = |r: &dyn Resource| {
+            r.provides().into_iter().filter_map(|p| match p {
+                Provide::Path(p) => Some(p),
+                _ => None,
+            })
+        };
         for (i, r) in self.resources.iter().enumerate() {
-            if let Some(path) = r.managed_path() {
-                match first.entry(path) {
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        conflicts.push((i, *e.get(), PathConflict::SamePath));
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(i);
-                    }
+            for path in paths(r.as_ref()) {
+                if let Some(j) = self.provider_of(&Provide::Path(path)).filter(|&j| j != i) {
+                    conflicts.push((i, j, PathConflict::SamePath));
                 }
             }
         }
         for (i, r) in self.resources.iter().enumerate() {
-            let Some(path) = r.managed_path() else {
-                continue;
-            };
-            let below = crate::manifest::decode::ancestors(path).find_map(|a| {
-                let &j = first.get(a)?;
-                (self.resources[j].id().kind != "directory").then_some(j)
-            });
-            if let Some(j) = below {
-                conflicts.push((i, j, PathConflict::BelowNonDirectory));
+            for path in paths(r.as_ref()) {
+                let below = crate::manifest::decode::ancestors(&path).find_map(|a| {
+                    let j = self.provider(PATH, a)?;
+                    (self.provider(DIRECTORY, a) != Some(j)).then_some(j)
+                });
+                if let Some(j) = below {
+                    conflicts.push((i, j, PathConflict::BelowNonDirectory));
+                }
             }
         }
         conflicts
+    }
+
+    fn provider(&self, kind: usize, name: &str) -> Option<usize> {
+        self.providers[kind].get(name).copied()
+    }
+
+    /// The first declared resource that provides `p`.
+    pub fn provider_of(&self, p: &Provide) -> Option<usize> {
+        let (kind, name) = p.key();
+        self.provider(kind, name)
+    }
+
+    /// The declared resource that meets `need`, if any.
+    pub fn provider_for(&self, need: &Need) -> Option<usize> {
+        match need {
+            Need::Exact(p) => self.provider_of(p),
+            Need::DirectoryAbove(path) => self.directory_above(path),
+            Need::Resource(id) => self.index_of(id),
+        }
+    }
+
+    /// The declared groups, by name, with the resource providing each, in declaration
+    /// order.
+    pub fn groups(&self) -> Vec<(&String, &dyn Resource)> {
+        let mut out: Vec<(&String, usize)> =
+            self.providers[GROUP].iter().map(|(n, &i)| (n, i)).collect();
+        out.sort_by_key(|&(_, i)| i);
+        out.into_iter()
+            .map(|(n, i)| (n, self.resources[i].as_ref()))
+            .collect()
+    }
+
+    /// Whether a declared resource provides a directory at `path`.
+    pub fn declares_directory(&self, path: &str) -> bool {
+        self.provider(DIRECTORY, path).is_some()
+    }
+
+    /// The nearest declared directory strictly above `path`.
+    pub fn directory_above(&self, path: &str) -> Option<usize> {
+        crate::manifest::decode::ancestors(path).find_map(|a| self.provider(DIRECTORY, a))
     }
 
     pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {
@@ -201,9 +348,31 @@ pub trait Resource: Send + Sync + Debug + Any {
 
     fn meta(&self) -> &Meta;
 
-    /// Dependencies that need no declaration (parent directory, owner, ...).
-    fn auto_requires(&self) -> Vec<AutoDep> {
+    /// What this resource makes exist, for others to need (see [`Provide`]).
+    fn provides(&self) -> Vec<Provide> {
         Vec::new()
+    }
+
+    /// What must be in place first: each one a declared resource provides becomes an
+    /// automatic edge (parent directory, owner, the program a unit runs, ...).
+    fn needs(&self) -> Vec<Need> {
+        Vec::new()
+    }
+
+    /// Declared `state: absent`: the resource removes what it would provide.
+    fn removes(&self) -> bool {
+        false
+    }
+
+    /// For a resource that provides a group: the gid it gives it, if it says.
+    fn group_gid(&self) -> Option<u32> {
+        None
+    }
+
+    /// For a resource that provides a group: the exact member list it decides, with
+    /// where it is declared, if it decides one.
+    fn group_members(&self) -> Option<(&[String], &Span)> {
+        None
     }
 
     /// Checks against the other declared resources, before anything is observed.
@@ -367,27 +536,16 @@ impl Ensure {
     }
 }
 
-/// Parent directories of `path` that are declared as `directory` resources.
-pub fn declared_parent(catalog: &Catalog, path: &str) -> Option<ResourceId> {
-    crate::manifest::decode::ancestors(path)
-        .map(|p| ResourceId::new("directory", p))
-        .find(|id| catalog.contains(id))
-}
-
 /// Automatic edge to the nearest declared ancestor directory.
-pub fn parent_dir_dep(path: &str) -> AutoDep {
-    AutoDep {
-        candidates: crate::manifest::decode::ancestors(path)
-            .map(|p| ResourceId::new("directory", p))
-            .collect(),
-    }
+pub fn parent_dir_need(path: &str) -> Need {
+    Need::DirectoryAbove(path.to_string())
 }
 
 /// True when an ancestor of `path` is a symlink today that a declared `directory`
 /// will replace (the runbook's symlink-to-copy): below it, nothing exists yet.
 fn under_replaced_symlink(ctx: &PlanCtx, path: &str) -> bool {
     crate::manifest::decode::ancestors(path).any(|a| {
-        ctx.catalog.contains(&ResourceId::new("directory", a))
+        ctx.catalog.declares_directory(a)
             && matches!(ctx.host.lstat(a), Ok(Some(st)) if st.kind == crate::host::FileKind::Symlink)
     })
 }
@@ -416,7 +574,7 @@ pub fn implied_parents(ctx: &PlanCtx, path: &str) -> Result<Vec<String>, Resourc
         .filter(|p| {
             let declared_here_or_above = std::iter::once(p.as_str())
                 .chain(crate::manifest::decode::ancestors(p))
-                .any(|a| ctx.catalog.contains(&ResourceId::new("directory", a)));
+                .any(|a| ctx.catalog.declares_directory(a));
             !declared_here_or_above
         })
         .map(|p| format!("directory {p} (root:root 0755)"))

@@ -4,11 +4,10 @@
 use crate::diag::Span;
 use crate::host::accounts::Accounts;
 use crate::host::{Perms, Stat};
-use crate::id::ResourceId;
 use crate::manifest::decode::{format_mode, Decoder, Fields};
 use crate::plan::Change;
 
-use super::{AutoDep, Catalog, ResourceError};
+use super::{Catalog, Need, ResourceError};
 
 #[derive(Debug, Clone, Default)]
 pub struct PermSpec {
@@ -34,23 +33,23 @@ impl PermSpec {
         self.group.as_ref().map(|(g, _)| g.as_str())
     }
 
-    /// An owned path depends on its declared user and group.
-    pub fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = Vec::new();
+    /// An owned path needs its owner's account and its group.
+    pub fn needs(&self) -> Vec<Need> {
+        let mut needs = Vec::new();
         if let Some(o) = self.owner().filter(|o| o.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("user", o)));
+            needs.push(Need::account(o));
         }
         if let Some(g) = self.group().filter(|g| g.parse::<u32>().is_err()) {
-            deps.push(AutoDep::one(ResourceId::new("group", g)));
+            needs.push(Need::group(g));
         }
-        deps
+        needs
     }
 
     /// Refuses owners that neither exist on the target nor are declared.
     pub fn check_known(&self, accounts: &Accounts, catalog: &Catalog) -> Result<(), ResourceError> {
         if let Some(o) = self.owner() {
-            let known =
-                accounts.resolve_uid(o).is_some() || catalog.contains(&ResourceId::new("user", o));
+            let known = accounts.resolve_uid(o).is_some()
+                || catalog.provider_for(&Need::account(o)).is_some();
             if !known {
                 return Err(ResourceError::Failed(format!(
                     "owner `{o}` is not a user on the target (its /etc/passwd) and no user[{o}] is declared"
@@ -58,8 +57,8 @@ impl PermSpec {
             }
         }
         if let Some(g) = self.group() {
-            let known =
-                accounts.resolve_gid(g).is_some() || catalog.contains(&ResourceId::new("group", g));
+            let known = accounts.resolve_gid(g).is_some()
+                || catalog.provider_for(&Need::group(g)).is_some();
             if !known {
                 return Err(ResourceError::Failed(format!(
                     "group `{g}` is not a group on the target (its /etc/group) and no group[{g}] is declared"

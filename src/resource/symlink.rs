@@ -11,8 +11,8 @@ use crate::plan::{fingerprint, Action, Change};
 use super::contract::{self, Contract, DepView, Diff};
 use super::perms::stat_fingerprint;
 use super::{
-    implied_parents, observe_below_declared, parent_dir_dep, ApplyCtx, AutoDep, Ensure, Meta,
-    PlanCtx, Resource, ResourceError,
+    implied_parents, observe_below_declared, parent_dir_need, ApplyCtx, Ensure, Meta, Need,
+    PlanCtx, Provide, Resource, ResourceError,
 };
 
 #[derive(Debug)]
@@ -86,8 +86,16 @@ impl Resource for Symlink {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        vec![parent_dir_dep(&self.path)]
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Path(self.path.clone())]
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        vec![parent_dir_need(&self.path)]
+    }
+
+    fn removes(&self) -> bool {
+        self.ensure == Ensure::Absent
     }
 
     fn managed_path(&self) -> Option<&str> {

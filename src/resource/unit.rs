@@ -32,8 +32,8 @@ use crate::manifest::yaml::{Node, Value};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
 use super::{
-    implied_parents, parent_dir_dep, ApplyCtx, AutoDep, Catalog, Meta, PlanCtx, Purpose, Resource,
-    ResourceError,
+    implied_parents, parent_dir_need, ApplyCtx, Catalog, Meta, Need, PlanCtx, Provide, Purpose,
+    Resource, ResourceError,
 };
 
 /// Where reconcile writes units: the administrator's directory, which overrides
@@ -1328,7 +1328,7 @@ impl Unit {
                             .next()
                             .unwrap_or(rest)
                             .to_string();
-                        let managed = catalog.contains(&ResourceId::new("file", program.clone()));
+                        let managed = catalog.provider_for(&Need::path(program.clone())).is_some();
                         if !managed && !exists(&program) {
                             f.warnings.push(format!(
                                 "{program} does not exist on the target and no file[{program}] is declared: {} will fail to start",
@@ -2092,10 +2092,21 @@ impl Resource for Unit {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
-        let mut deps = vec![parent_dir_dep(&self.path)];
+    fn provides(&self) -> Vec<Provide> {
+        let mut out = Vec::new();
+        if self.content.is_some() {
+            out.push(Provide::Path(self.path.clone()));
+        }
+        if self.dropin.is_none() {
+            out.push(Provide::Unit(self.unit.clone()));
+        }
+        out
+    }
+
+    fn needs(&self) -> Vec<Need> {
+        let mut deps = vec![parent_dir_need(&self.path)];
         for (id, _) in &self.restart_on {
-            deps.push(AutoDep::one(id.clone()));
+            deps.push(Need::Resource(id.clone()));
         }
         let Some(c) = &self.content else {
             return deps;
@@ -2112,20 +2123,23 @@ impl Resource for Unit {
             let triggered = unit_value(e, section, "Unit")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{stem}.service"));
-            deps.push(AutoDep::one(ResourceId::new("unit", triggered)));
+            deps.push(Need::unit(triggered));
         }
         let section = type_section(ty).unwrap_or("Service");
         for key in EXEC_KEYS {
             for v in unit_values(e, section, key) {
                 if let Some(p) = exec_program(v).filter(|p| p.starts_with('/')) {
-                    deps.push(AutoDep::one(ResourceId::new("file", p)));
+                    deps.push(Need::path(p));
                 }
             }
         }
         // A declared account is created before the unit that runs as it.
         for (_, name, _, is_user) in self.named_accounts() {
-            let kind = if is_user { "user" } else { "group" };
-            deps.push(AutoDep::one(ResourceId::new(kind, name)));
+            deps.push(if is_user {
+                Need::account(name)
+            } else {
+                Need::group(name)
+            });
         }
         // The service fails to set up its namespace when one of these is missing.
         for key in ["ReadWritePaths", "ReadOnlyPaths", "WorkingDirectory"] {
@@ -2133,10 +2147,7 @@ impl Resource for Unit {
                 for p in v.split_whitespace() {
                     let p = p.trim_start_matches(['-', '+', '~']);
                     if p.starts_with('/') {
-                        deps.push(AutoDep::one(ResourceId::new(
-                            "directory",
-                            p.trim_end_matches('/'),
-                        )));
+                        deps.push(Need::directory(p.trim_end_matches('/')));
                     }
                 }
             }
@@ -2144,7 +2155,7 @@ impl Resource for Unit {
         // A missing EnvironmentFile= fails the start (unless marked optional with `-`).
         for v in unit_values(e, section, "EnvironmentFile") {
             if v.starts_with('/') {
-                deps.push(AutoDep::one(ResourceId::new("file", v)));
+                deps.push(Need::path(v));
             }
         }
         deps
@@ -2163,12 +2174,16 @@ impl Resource for Unit {
                 );
             }
         }
-        if self.content.is_some() && catalog.contains(&ResourceId::new("file", self.path.clone())) {
+        let other = catalog
+            .provider_for(&Need::path(self.path.clone()))
+            .map(|j| catalog.resources[j].id())
+            .filter(|id| **id != self.id);
+        if let (Some(_), Some(other)) = (&self.content, other) {
             out.push(Diagnostic::error(
                 self.meta.span.clone(),
                 format!(
-                    "{} is managed twice: by {} and by file[{}]",
-                    self.path, self.id, self.path
+                    "{} is managed twice: by {} and by {other}",
+                    self.path, self.id
                 ),
             ));
         }

@@ -1,7 +1,11 @@
 //! The `user` kind: a local account of the target root, observed from its
 //! /etc/passwd, /etc/group and /etc/shadow (never the machine's NSS) and changed with
 //! `useradd`/`usermod`/`userdel` (`--prefix` when the root is not `/`; a uid change
-//! chrooted with `--root`, see `update`).
+//! chrooted with `--root`, see `modify`).
+//!
+//! On the typed contract: `observe` reads the host and gathers what other declarations
+//! say into [`Observed`]; the pure `diff` turns it into [`Op`]s, which `describe`
+//! renders for the plan and `apply_ops` carries out.
 //!
 //! Passwords are only ever crypt hashes (or `!`/`*`), never shown: not in plans,
 //! errors, logs or `{:?}` output.
@@ -11,18 +15,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Diagnostic, Span};
 use crate::host::accounts::Accounts;
+use crate::host::parse::passwd::PasswdEntry;
 use crate::host::parse::shadow::{parse_shadow, LoginDefs, ShadowEntry};
 use crate::host::{Cmd, FileKind, Host, HostError, Perms, Stat};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, sha256_hex, Action, Change, SENSITIVE};
 
+use super::contract::{self, Contract, DepView, Diff};
 use super::group::{
-    account_id, at, declared_groups, decode_names, field_span, id_change_warning, owned_paths,
+    account_id, at, decode_names, field_span, finish, id_change_warning, owned_paths,
     read_login_defs, read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
-    Group,
 };
-use super::{ApplyCtx, AutoDep, Catalog, Ensure, Meta, PlanCtx, Resource, ResourceError};
+use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// A password hash that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -277,15 +282,110 @@ pub fn decode(
     }))
 }
 
-/// What the target holds for one account, beyond /etc/passwd.
-#[derive(Debug, Default)]
-pub struct Observed<'a> {
+/// What observing found for one account: the target's accounts, its shadow (when the
+/// password or lock is managed), login.defs, the home and shell, and what the other
+/// declarations say. The diff reads nothing else.
+#[derive(Default)]
+pub struct Observed {
+    pub accounts: Accounts,
     /// The target's /etc/shadow, when the password or lock is managed and it exists.
-    pub shadow: Option<&'a [ShadowEntry]>,
+    pub shadow: Option<Vec<ShadowEntry>>,
+    pub defs: LoginDefs,
     /// Whether the account's (desired or current) home exists, when that matters.
     pub home_exists: Option<bool>,
     /// Who owns the current home, when `remove_home` would delete it (`None`: missing).
     pub home_owner: Option<u32>,
+    /// The declared login shell is not on the target.
+    pub shell_missing: bool,
+    /// The account's mail spool, when `remove_home` deletes it and the account owns it.
+    pub spool: Option<String>,
+    pub declared: Declared,
+}
+
+/// What the other declarations say about one account, gathered while observing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The groups the account names (`group`, `groups`) that are on the target or
+    /// declared present.
+    pub available: BTreeSet<String>,
+    /// A group named like the account is declared.
+    pub own_group: bool,
+    /// Declared groups that list the account in their `members` (looked up for an
+    /// account that does not exist yet: the only one that needs them).
+    pub member_of: Vec<String>,
+    /// Managed paths that name the account's current uid as owner (for a uid change).
+    pub owned_paths: Vec<String>,
+}
+
+/// A new account as `useradd` makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub uid: Option<u32>,
+    /// The primary group, as the plan shows it and `--gid` names it.
+    pub group: String,
+    /// No such group on the target: `--user-group` makes it.
+    pub user_group: bool,
+    /// The account's own `groups`.
+    pub groups: Vec<String>,
+    /// Declared groups that list the account in their `members`: joined when they
+    /// exist by the time useradd runs (looked up under the tools' lock, since nothing
+    /// orders them before the account); one created later adds the account itself.
+    pub member_of: Vec<String>,
+    pub shell: Option<String>,
+    pub home: Option<String>,
+    pub comment: Option<String>,
+    pub system: bool,
+    pub create_home: bool,
+    /// The manifest gives a password (shown as a change, never as a value).
+    pub password_given: bool,
+    /// The shadow password field written (lock included); `None`: useradd's `!`.
+    pub shadow: Option<Secret>,
+}
+
+/// One thing `useradd`/`usermod`/`userdel` (or the host's walk, for homes) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create(Box<NewAccount>),
+    SetUid {
+        from: u32,
+        to: u32,
+    },
+    SetPrimaryGroup {
+        from: String,
+        to: String,
+    },
+    SetGroups {
+        from: Vec<String>,
+        to: Vec<String>,
+        /// Only joins: the others are kept.
+        append: bool,
+    },
+    SetShell {
+        from: String,
+        to: String,
+    },
+    SetHome {
+        from: String,
+        to: String,
+    },
+    SetComment {
+        from: String,
+        to: String,
+    },
+    /// A missing home of an existing account, made through the host's walk.
+    CreateHome {
+        home: String,
+    },
+    /// The shadow password field as written, lock included.
+    SetPassword(Secret),
+    Lock,
+    Unlock,
+    /// `userdel`, then what `remove_home` deletes (decided by `home_kept_because`).
+    Delete {
+        uid: u32,
+        home: Option<String>,
+        spool: Option<String>,
+    },
 }
 
 /// Why a home is not deleted with its account, or `None` when it is. `userdel -r`
@@ -359,8 +459,10 @@ impl User {
         self.spans.get(field).unwrap_or(&self.span)
     }
 
-    fn declared_group<'c>(&self, catalog: &'c Catalog, name: &str) -> Option<&'c Group> {
-        catalog.typed::<Group>(&ResourceId::new("group", name))
+    /// The declared resource that provides the group `name`, whatever its kind.
+    fn declared_group<'c>(&self, catalog: &'c Catalog, name: &str) -> Option<&'c dyn Resource> {
+        let j = catalog.provider_for(&Need::group(name))?;
+        Some(catalog.resources[j].as_ref())
     }
 
     /// A group (name or numeric gid) that exists on the target or is declared present.
@@ -368,29 +470,31 @@ impl User {
         match g.parse::<u32>() {
             Ok(gid) => {
                 accounts.group_by_gid(gid).is_some()
-                    || declared_groups(catalog).any(|d| {
-                        d.state == Ensure::Present && d.gid.as_ref().is_some_and(|(x, _)| *x == gid)
-                    })
+                    || catalog
+                        .groups()
+                        .into_iter()
+                        .any(|(_, d)| !d.removes() && d.group_gid() == Some(gid))
             }
             Err(_) => {
                 accounts.group(g).is_some()
                     || self
                         .declared_group(catalog, g)
-                        .is_some_and(|d| d.state == Ensure::Present)
+                        .is_some_and(|d| !d.removes())
             }
         }
     }
 
     /// Declared groups that list this user in their `members`.
     fn member_of_declared<'c>(&self, catalog: &'c Catalog) -> Vec<&'c String> {
-        declared_groups(catalog)
-            .filter(|g| g.state == Ensure::Present)
-            .filter(|g| {
-                g.members
-                    .as_ref()
+        catalog
+            .groups()
+            .into_iter()
+            .filter(|(_, g)| !g.removes())
+            .filter(|(_, g)| {
+                g.group_members()
                     .is_some_and(|(m, _)| m.contains(&self.name))
             })
-            .map(|g| &g.name)
+            .map(|(name, _)| name)
             .collect()
     }
 
@@ -463,258 +567,6 @@ impl User {
         ];
         fingerprint(std::iter::once(self.name.as_bytes()).chain(parts.iter().map(|p| p.as_bytes())))
     }
-
-    /// Pure: the desired account against the target's accounts → the change, or the
-    /// problems that refuse it (each naming its manifest place).
-    pub fn diff(
-        &self,
-        accounts: &Accounts,
-        observed: &Observed,
-        defs: &LoginDefs,
-        catalog: &Catalog,
-    ) -> Result<Change, ResourceError> {
-        let mut change = Change::new(self.id.clone(), self.meta.secret);
-        change.desired = self.desired_fingerprint();
-        let entry = accounts.user(&self.name);
-        let current_groups: Vec<String> = accounts
-            .groups
-            .iter()
-            .filter(|g| g.members.contains(&self.name))
-            .map(|g| g.name.clone())
-            .collect();
-        let current_pw = self.current_password(accounts, observed.shadow);
-        change.live = match entry {
-            Some(u) => {
-                let pw = current_pw
-                    .map(|p| sha256_hex(p.as_bytes()))
-                    .unwrap_or_default();
-                let line = format!(
-                    "{}:{}:{}:{}:{}:{}",
-                    u.name, u.uid, u.gid, u.gecos, u.home, u.shell
-                );
-                fingerprint([
-                    line.as_bytes(),
-                    show_list(&current_groups).as_bytes(),
-                    pw.as_bytes(),
-                ])
-            }
-            None => fingerprint([b"absent".as_slice()]),
-        };
-        let mut errors = Vec::new();
-
-        if self.state == Ensure::Absent {
-            if let Some(u) = entry {
-                change.action = Action::Delete;
-                change.secret_field("uid", Some(u.uid.to_string()), None);
-                if self.remove_home {
-                    match home_kept_because(
-                        accounts,
-                        &self.name,
-                        &u.home,
-                        u.uid,
-                        observed.home_owner,
-                    ) {
-                        None => change.warnings.push(format!(
-                            "home {} and the mail spool of `{}` are deleted (remove_home: true)",
-                            u.home, self.name
-                        )),
-                        Some(why) => change.notes.push(format!(
-                            "home {} is kept although remove_home: true: {why}; the mail spool \
-                             of `{}` is deleted",
-                            u.home, self.name
-                        )),
-                    }
-                } else {
-                    change
-                        .notes
-                        .push(format!("home {} is kept (remove_home: false)", u.home));
-                }
-            }
-            return finish(change, errors);
-        }
-
-        if let Some(uid) = self.uid {
-            let taken: Vec<&str> = accounts
-                .users
-                .iter()
-                .filter(|u| u.uid == uid && u.name != self.name)
-                .map(|u| u.name.as_str())
-                .collect();
-            if !taken.is_empty() {
-                errors.push(at(
-                    self.span_of("uid"),
-                    "uid",
-                    format!(
-                        "uid {uid} is already used by account `{}` on the target",
-                        taken.join("`, `")
-                    ),
-                ));
-            }
-        }
-        if let Some(g) = &self.group {
-            if !self.group_available(accounts, catalog, g) {
-                errors.push(at(
-                    self.span_of("group"),
-                    "group",
-                    format!("primary group `{g}` is neither declared nor present on the target"),
-                ));
-            }
-        }
-        for g in self.groups.iter().flatten() {
-            if !self.group_available(accounts, catalog, g) {
-                errors.push(at(
-                    self.span_of("groups"),
-                    "groups",
-                    format!("group `{g}` is neither declared nor present on the target"),
-                ));
-            }
-        }
-        let want_pw = match self.want_password(entry.and(current_pw)) {
-            Ok(w) => w,
-            Err(msg) => {
-                errors.push(at(self.span_of("locked"), "locked", msg));
-                None
-            }
-        };
-
-        match entry {
-            None => {
-                change.action = Action::Create;
-                if let Some(uid) = self.uid {
-                    change.secret_field("uid", None, Some(uid.to_string()));
-                    let (lo, hi) = defs.sys_uid_range();
-                    if self.system && !(lo..=hi).contains(&uid) {
-                        change.warnings.push(format!(
-                            "{}: `system: true` but uid {uid} is outside the target's system range {lo}-{hi} \
-                             (SYS_UID_MIN/SYS_UID_MAX in /etc/login.defs)",
-                            self.span_of("uid")
-                        ));
-                    }
-                } else {
-                    change.notes.push("uid chosen by useradd".into());
-                }
-                match &self.group {
-                    Some(g) => change.secret_field("group", None, Some(g.clone())),
-                    None if accounts.group(&self.name).is_some()
-                        || self.declared_group(catalog, &self.name).is_some() =>
-                    {
-                        change.secret_field("group", None, Some(self.name.clone()));
-                    }
-                    None => {
-                        change.secret_field("group", None, Some(self.name.clone()));
-                        change.implied.push(format!(
-                            "group {} (gid chosen by useradd; declare `group:` to choose)",
-                            self.name
-                        ));
-                    }
-                }
-                let mut joins: BTreeSet<String> = self.groups.iter().flatten().cloned().collect();
-                joins.extend(self.member_of_declared(catalog).into_iter().cloned());
-                if !joins.is_empty() {
-                    change.secret_field("groups", None, Some(show_list(&joins)));
-                }
-                for (field, value) in [
-                    ("shell", &self.shell),
-                    ("home", &self.home),
-                    ("comment", &self.comment),
-                ] {
-                    if let Some(v) = value {
-                        change.secret_field(field, None, Some(v.clone()));
-                    }
-                }
-                change.secret_field("create_home", None, Some(self.create_home.to_string()));
-                if self.password.is_some() {
-                    change.field("password", None, Some(SENSITIVE.into()));
-                }
-                if let Some(w) = &want_pw {
-                    change.secret_field("locked", None, Some(w.starts_with('!').to_string()));
-                }
-            }
-            Some(u) => {
-                if let Some(uid) = self.uid {
-                    if u.uid != uid {
-                        change.secret_field("uid", Some(u.uid.to_string()), Some(uid.to_string()));
-                    }
-                }
-                if let Some(g) = &self.group {
-                    let same = match g.parse::<u32>() {
-                        Ok(gid) => u.gid == gid,
-                        Err(_) => accounts.group_by_gid(u.gid).is_some_and(|x| x.name == *g),
-                    };
-                    if !same {
-                        change.secret_field(
-                            "group",
-                            Some(accounts.group_name(u.gid)),
-                            Some(g.clone()),
-                        );
-                    }
-                }
-                if let Some(want) = &self.groups {
-                    let have: BTreeSet<&String> = current_groups.iter().collect();
-                    let mut target: BTreeSet<&String> = want.iter().collect();
-                    if self.append {
-                        target.extend(have.iter().copied());
-                    }
-                    if target != have {
-                        change.secret_field(
-                            "groups",
-                            Some(show_list(have.iter().copied())),
-                            Some(show_list(target.iter().copied())),
-                        );
-                    }
-                }
-                for (field, want, have) in [
-                    ("shell", &self.shell, &u.shell),
-                    ("home", &self.home, &u.home),
-                    ("comment", &self.comment, &u.gecos),
-                ] {
-                    if let Some(w) = want {
-                        if w != have {
-                            change.secret_field(field, Some(have.clone()), Some(w.clone()));
-                        }
-                    }
-                }
-                if self.create_home_given && self.create_home && observed.home_exists == Some(false)
-                {
-                    let home = self.home.as_deref().unwrap_or(&u.home);
-                    change.secret_field(
-                        "home directory",
-                        Some("missing".into()),
-                        Some(format!("{home} (created)")),
-                    );
-                }
-                if let (Some(want), Some(cur)) = (&want_pw, current_pw) {
-                    let open = |s: &str| {
-                        s.strip_prefix('!')
-                            .map(str::to_string)
-                            .unwrap_or_else(|| s.to_string())
-                    };
-                    if open(want) != open(cur) {
-                        change.field("password", Some(SENSITIVE.into()), Some(SENSITIVE.into()));
-                    }
-                    if want.starts_with('!') != cur.starts_with('!') {
-                        change.secret_field(
-                            "locked",
-                            Some(cur.starts_with('!').to_string()),
-                            Some(want.starts_with('!').to_string()),
-                        );
-                    }
-                }
-                if !change.fields.is_empty() {
-                    change.action = Action::Update;
-                }
-            }
-        }
-        finish(change, errors)
-    }
-}
-
-fn finish(change: Change, errors: Vec<String>) -> Result<Change, ResourceError> {
-    if errors.is_empty() {
-        Ok(change)
-    } else {
-        Err(ResourceError::Failed(errors.join("\n")))
-    }
 }
 
 fn declared_users(catalog: &Catalog) -> impl Iterator<Item = &User> {
@@ -743,7 +595,15 @@ impl Resource for User {
         &self.meta
     }
 
-    fn auto_requires(&self) -> Vec<AutoDep> {
+    fn provides(&self) -> Vec<Provide> {
+        vec![Provide::Account(self.name.clone())]
+    }
+
+    fn removes(&self) -> bool {
+        self.state == Ensure::Absent
+    }
+
+    fn needs(&self) -> Vec<Need> {
         if self.state == Ensure::Absent {
             // Removing an account needs none of its groups.
             return Vec::new();
@@ -753,7 +613,7 @@ impl Resource for User {
         std::iter::once(primary)
             .filter(|g| g.parse::<u32>().is_err())
             .chain(self.groups.iter().flatten().cloned())
-            .map(|g| AutoDep::one(ResourceId::new("group", g)))
+            .map(Need::group)
             .collect()
     }
 
@@ -768,10 +628,7 @@ impl Resource for User {
         let mut named: Vec<(&str, &String)> = self.group.iter().map(|g| ("group", g)).collect();
         named.extend(self.groups.iter().flatten().map(|g| ("groups", g)));
         for (field, g) in named {
-            if self
-                .declared_group(catalog, g)
-                .is_some_and(|d| d.state == Ensure::Absent)
-            {
+            if self.declared_group(catalog, g).is_some_and(|d| d.removes()) {
                 out.push(err(
                     field,
                     self.span_of(field),
@@ -803,7 +660,7 @@ impl Resource for User {
         for g in self.groups.iter().flatten() {
             let exact = self
                 .declared_group(catalog, g)
-                .and_then(|d| d.members.as_ref());
+                .and_then(|d| d.group_members());
             if let Some((members, span)) = exact {
                 if !members.contains(&self.name) {
                     out.push(
@@ -835,69 +692,16 @@ impl Resource for User {
         out
     }
 
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
-        let manages_pw =
-            self.state == Ensure::Present && (self.password.is_some() || self.locked.is_some());
-        let shadow = if manages_pw {
-            read_shadow(ctx.host)?
-        } else {
-            None
-        };
-        let entry = ctx.accounts.user(&self.name);
-        let home_exists = match (entry, self.create_home_given && self.create_home) {
-            (Some(u), true) => {
-                let home = self.home.as_deref().unwrap_or(&u.home);
-                Some(ctx.host.lstat(home)?.is_some())
-            }
-            _ => None,
-        };
-        let home_owner = match (entry, self.state) {
-            (Some(u), Ensure::Absent) if self.remove_home => {
-                refuse_linked_home(ctx.host, &u.home)?.map(|s| s.uid)
-            }
-            _ => None,
-        };
-        if entry.is_none() && self.state == Ensure::Present && self.create_home {
-            let home = match &self.home {
-                Some(h) => h.clone(),
-                None => default_home(ctx.host, &self.name)?,
-            };
-            refuse_linked_home(ctx.host, &home)?;
-        }
-        let observed = Observed {
-            shadow: shadow.as_deref(),
-            home_exists,
-            home_owner,
-        };
-        let defs = read_login_defs(ctx.host)?;
-        let mut change = self.diff(ctx.accounts, &observed, &defs, ctx.catalog)?;
-        if let (Some(shell), Ensure::Present) = (&self.shell, self.state) {
-            if !shell_exists(ctx.host, shell) {
-                change.warnings.push(format!(
-                    "shell {shell} does not exist on the target: logins as `{}` will fail",
-                    self.name
-                ));
-            }
-        }
-        if let (Some(new), Some(u)) = (self.uid, entry) {
-            if u.uid != new && change.changes_field("uid") {
-                let paths = owned_paths(ctx.catalog, &self.name, u.uid, true);
-                change
-                    .warnings
-                    .push(id_change_warning("uid", &self.name, u.uid, new, &paths));
-            }
-        }
-        Ok(change)
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        contract::observe(self, ctx)
+    }
+
+    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
+        contract::diff(self, state, deps)
     }
 
     fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        let _serial = tools_lock();
-        match change.action {
-            Action::None => Ok(()),
-            Action::Delete => self.delete(ctx),
-            Action::Create => self.create(ctx),
-            Action::Update => self.update(ctx, change),
-        }
+        contract::apply(self, ctx, change)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -906,168 +710,633 @@ impl Resource for User {
 }
 
 impl User {
-    fn create(&self, ctx: &ApplyCtx) -> Result<(), ResourceError> {
-        let accounts = ctx.host.accounts()?;
+    /// The declarations' part of the state: what the diff needs from the catalog.
+    pub(crate) fn declared(&self, accounts: &Accounts, catalog: &Catalog) -> Declared {
+        let available = self
+            .group
+            .iter()
+            .chain(self.groups.iter().flatten())
+            .filter(|g| self.group_available(accounts, catalog, g))
+            .cloned()
+            .collect();
+        let owned_paths = match (accounts.user(&self.name), self.uid) {
+            (Some(u), Some(new)) if u.uid != new => owned_paths(catalog, &self.name, u.uid, true),
+            _ => Vec::new(),
+        };
+        // Only a new account joins the declared groups listing it itself (a group
+        // adds an existing member); the lookup scans the catalog, so it is skipped
+        // for accounts that exist.
+        let member_of = match (accounts.user(&self.name), self.state) {
+            (None, Ensure::Present) => self
+                .member_of_declared(catalog)
+                .into_iter()
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        Declared {
+            available,
+            own_group: self.declared_group(catalog, &self.name).is_some(),
+            member_of,
+            owned_paths,
+        }
+    }
+
+    fn live_fingerprint(&self, o: &Observed, current_groups: &[String]) -> String {
+        match o.accounts.user(&self.name) {
+            Some(u) => {
+                let pw = self
+                    .current_password(&o.accounts, o.shadow.as_deref())
+                    .map(|p| sha256_hex(p.as_bytes()))
+                    .unwrap_or_default();
+                let line = format!(
+                    "{}:{}:{}:{}:{}:{}",
+                    u.name, u.uid, u.gid, u.gecos, u.home, u.shell
+                );
+                fingerprint([
+                    line.as_bytes(),
+                    show_list(current_groups).as_bytes(),
+                    pw.as_bytes(),
+                ])
+            }
+            None => fingerprint([b"absent".as_slice()]),
+        }
+    }
+
+    /// The removal: `userdel`, and the home only when it is safe to delete.
+    fn diff_removal(&self, o: &Observed, d: &mut Diff<Op>) {
+        let Some(u) = o.accounts.user(&self.name) else {
+            return;
+        };
+        let mut home = None;
+        if self.remove_home {
+            match home_kept_because(&o.accounts, &self.name, &u.home, u.uid, o.home_owner) {
+                None => {
+                    d.warnings.push(format!(
+                        "home {} and the mail spool of `{}` are deleted (remove_home: true)",
+                        u.home, self.name
+                    ));
+                    home = Some(u.home.clone());
+                }
+                Some(why) => d.notes.push(format!(
+                    "home {} is kept although remove_home: true: {why}; the mail spool \
+                     of `{}` is deleted",
+                    u.home, self.name
+                )),
+            }
+        } else {
+            d.notes
+                .push(format!("home {} is kept (remove_home: false)", u.home));
+        }
+        d.op(
+            Action::Delete,
+            Op::Delete {
+                uid: u.uid,
+                home,
+                spool: o.spool.clone().filter(|_| self.remove_home),
+            },
+        );
+    }
+
+    /// What `useradd` is given for an account that does not exist yet.
+    fn diff_creation(&self, o: &Observed, want_pw: Option<String>, d: &mut Diff<Op>) {
+        if let Some(uid) = self.uid {
+            let (lo, hi) = o.defs.sys_uid_range();
+            if self.system && !(lo..=hi).contains(&uid) {
+                d.warnings.push(format!(
+                    "{}: `system: true` but uid {uid} is outside the target's system range {lo}-{hi} \
+                     (SYS_UID_MIN/SYS_UID_MAX in /etc/login.defs)",
+                    self.span_of("uid")
+                ));
+            }
+        } else {
+            d.notes.push("uid chosen by useradd".into());
+        }
+        let own_group_on_target = o.accounts.group(&self.name).is_some();
+        if self.group.is_none() && !own_group_on_target && !o.declared.own_group {
+            d.implied.push(format!(
+                "group {} (gid chosen by useradd; declare `group:` to choose)",
+                self.name
+            ));
+        }
+        d.op(
+            Action::Create,
+            Op::Create(Box::new(NewAccount {
+                uid: self.uid,
+                group: self.group.clone().unwrap_or_else(|| self.name.clone()),
+                // Explicit either way, whatever USERGROUPS_ENAB says.
+                user_group: self.group.is_none() && !own_group_on_target,
+                groups: self.groups.clone().unwrap_or_default(),
+                member_of: o.declared.member_of.clone(),
+                shell: self.shell.clone(),
+                home: self.home.clone(),
+                comment: self.comment.clone(),
+                system: self.system,
+                create_home: self.create_home,
+                password_given: self.password.is_some(),
+                shadow: want_pw.map(Secret),
+            })),
+        );
+    }
+
+    /// What `usermod` (and the host's walk, for a missing home) changes.
+    fn diff_update(
+        &self,
+        o: &Observed,
+        u: &PasswdEntry,
+        current_groups: &[String],
+        want_pw: Option<String>,
+        d: &mut Diff<Op>,
+    ) {
+        let accounts = &o.accounts;
+        if let Some(uid) = self.uid {
+            if u.uid != uid {
+                d.op(
+                    Action::Update,
+                    Op::SetUid {
+                        from: u.uid,
+                        to: uid,
+                    },
+                );
+            }
+        }
+        if let Some(g) = &self.group {
+            let same = match g.parse::<u32>() {
+                Ok(gid) => u.gid == gid,
+                Err(_) => accounts.group_by_gid(u.gid).is_some_and(|x| x.name == *g),
+            };
+            if !same {
+                d.op(
+                    Action::Update,
+                    Op::SetPrimaryGroup {
+                        from: accounts.group_name(u.gid),
+                        to: g.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(want) = &self.groups {
+            let have: BTreeSet<&String> = current_groups.iter().collect();
+            let mut target: BTreeSet<&String> = want.iter().collect();
+            if self.append {
+                target.extend(have.iter().copied());
+            }
+            if target != have {
+                d.op(
+                    Action::Update,
+                    Op::SetGroups {
+                        from: have.into_iter().cloned().collect(),
+                        to: target.into_iter().cloned().collect(),
+                        append: self.append,
+                    },
+                );
+            }
+        }
+        let changed = |want: &Option<String>, have: &String| {
+            want.as_ref()
+                .filter(|w| *w != have)
+                .map(|w| (have.clone(), w.clone()))
+        };
+        if let Some((from, to)) = changed(&self.shell, &u.shell) {
+            d.op(Action::Update, Op::SetShell { from, to });
+        }
+        if let Some((from, to)) = changed(&self.home, &u.home) {
+            d.op(Action::Update, Op::SetHome { from, to });
+        }
+        if let Some((from, to)) = changed(&self.comment, &u.gecos) {
+            d.op(Action::Update, Op::SetComment { from, to });
+        }
+        if self.create_home_given && self.create_home && o.home_exists == Some(false) {
+            let home = self.home.as_deref().unwrap_or(&u.home);
+            d.op(
+                Action::Update,
+                Op::CreateHome {
+                    home: home.to_string(),
+                },
+            );
+        }
+        let current_pw = self.current_password(accounts, o.shadow.as_deref());
+        if let (Some(want), Some(cur)) = (want_pw, current_pw) {
+            let open = |s: &str| s.strip_prefix('!').unwrap_or(s).to_string();
+            let lock_changes = want.starts_with('!') != cur.starts_with('!');
+            let lock = want.starts_with('!');
+            if open(&want) != open(cur) {
+                // The lock is part of the field written: one --password does both.
+                d.op(Action::Update, Op::SetPassword(Secret(want)));
+            }
+            if lock_changes {
+                d.op(Action::Update, if lock { Op::Lock } else { Op::Unlock });
+            }
+        }
+    }
+}
+
+impl Contract for User {
+    type State = Observed;
+    type Op = Op;
+
+    fn observe(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
+        let host = ctx.host;
+        let present = self.state == Ensure::Present;
+        let shadow = if present && (self.password.is_some() || self.locked.is_some()) {
+            read_shadow(host)?
+        } else {
+            None
+        };
+        let entry = ctx.accounts.user(&self.name);
+        let home_exists = match (entry, self.create_home_given && self.create_home) {
+            (Some(u), true) => {
+                let home = self.home.as_deref().unwrap_or(&u.home);
+                Some(host.lstat(home)?.is_some())
+            }
+            _ => None,
+        };
+        let home_owner = match (entry, self.state) {
+            (Some(u), Ensure::Absent) if self.remove_home => {
+                refuse_linked_home(host, &u.home)?.map(|s| s.uid)
+            }
+            _ => None,
+        };
+        if entry.is_none() && present && self.create_home {
+            let home = match &self.home {
+                Some(h) => h.clone(),
+                None => default_home(host, &self.name)?,
+            };
+            refuse_linked_home(host, &home)?;
+        }
+        let defs = read_login_defs(host)?;
+        let spool = match (entry, self.state) {
+            (Some(u), Ensure::Absent) if self.remove_home => {
+                let spool = format!(
+                    "{}/{}",
+                    defs.get("MAIL_DIR")
+                        .filter(|d| d.starts_with('/') && !d.split('/').any(|c| c == ".."))
+                        .unwrap_or("/var/mail")
+                        .trim_end_matches('/'),
+                    self.name
+                );
+                host.lstat(&spool)?
+                    .is_some_and(|s| s.uid == u.uid)
+                    .then_some(spool)
+            }
+            _ => None,
+        };
+        let shell_missing = match (&self.shell, present) {
+            (Some(shell), true) => !shell_exists(host, shell),
+            _ => false,
+        };
+        Ok(Observed {
+            accounts: ctx.accounts.clone(),
+            shadow,
+            defs,
+            home_exists,
+            home_owner,
+            shell_missing,
+            spool,
+            declared: self.declared(ctx.accounts, ctx.catalog),
+        })
+    }
+
+    /// The desired account against what was observed → the operations, or the
+    /// problems that refuse them (each naming its manifest place).
+    fn diff(&self, o: &Observed, _deps: &DepView) -> Result<Diff<Op>, ResourceError> {
+        let accounts = &o.accounts;
+        let entry = accounts.user(&self.name);
+        let current_groups: Vec<String> = accounts
+            .groups
+            .iter()
+            .filter(|g| g.members.contains(&self.name))
+            .map(|g| g.name.clone())
+            .collect();
+        let mut d = Diff::new(
+            self.live_fingerprint(o, &current_groups),
+            self.desired_fingerprint(),
+        );
+        let mut errors = Vec::new();
+
+        if self.state == Ensure::Absent {
+            self.diff_removal(o, &mut d);
+            return finish(d, errors);
+        }
+
+        if let Some(uid) = self.uid {
+            let taken: Vec<&str> = accounts
+                .users
+                .iter()
+                .filter(|u| u.uid == uid && u.name != self.name)
+                .map(|u| u.name.as_str())
+                .collect();
+            if !taken.is_empty() {
+                errors.push(at(
+                    self.span_of("uid"),
+                    "uid",
+                    format!(
+                        "uid {uid} is already used by account `{}` on the target",
+                        taken.join("`, `")
+                    ),
+                ));
+            }
+        }
+        if let Some(g) = &self.group {
+            if !o.declared.available.contains(g) {
+                errors.push(at(
+                    self.span_of("group"),
+                    "group",
+                    format!("primary group `{g}` is neither declared nor present on the target"),
+                ));
+            }
+        }
+        for g in self.groups.iter().flatten() {
+            if !o.declared.available.contains(g) {
+                errors.push(at(
+                    self.span_of("groups"),
+                    "groups",
+                    format!("group `{g}` is neither declared nor present on the target"),
+                ));
+            }
+        }
+        let current_pw = self.current_password(accounts, o.shadow.as_deref());
+        let want_pw = match self.want_password(entry.and(current_pw)) {
+            Ok(w) => w,
+            Err(msg) => {
+                errors.push(at(self.span_of("locked"), "locked", msg));
+                None
+            }
+        };
+
+        match entry {
+            None => self.diff_creation(o, want_pw, &mut d),
+            Some(u) => self.diff_update(o, u, &current_groups, want_pw, &mut d),
+        }
+        if o.shell_missing {
+            if let Some(shell) = &self.shell {
+                d.warnings.push(format!(
+                    "shell {shell} does not exist on the target: logins as `{}` will fail",
+                    self.name
+                ));
+            }
+        }
+        if let Some(&Op::SetUid { from, to }) =
+            d.ops.iter().find(|op| matches!(op, Op::SetUid { .. }))
+        {
+            d.warnings.push(id_change_warning(
+                "uid",
+                &self.name,
+                from,
+                to,
+                &o.declared.owned_paths,
+            ));
+        }
+        finish(d, errors)
+    }
+
+    fn describe(&self, op: &Op, change: &mut Change) {
+        let lock = |change: &mut Change, locked: bool| {
+            change.secret_field(
+                "locked",
+                Some((!locked).to_string()),
+                Some(locked.to_string()),
+            )
+        };
+        match op {
+            Op::Create(new) => {
+                if let Some(uid) = new.uid {
+                    change.secret_field("uid", None, Some(uid.to_string()));
+                }
+                change.secret_field("group", None, Some(new.group.clone()));
+                if !new.groups.is_empty() || !new.member_of.is_empty() {
+                    let all = new.groups.iter().chain(&new.member_of);
+                    change.secret_field("groups", None, Some(show_list(all)));
+                }
+                for (field, value) in [
+                    ("shell", &new.shell),
+                    ("home", &new.home),
+                    ("comment", &new.comment),
+                ] {
+                    if let Some(v) = value {
+                        change.secret_field(field, None, Some(v.clone()));
+                    }
+                }
+                change.secret_field("create_home", None, Some(new.create_home.to_string()));
+                if new.password_given {
+                    change.field("password", None, Some(SENSITIVE.into()));
+                }
+                if let Some(w) = &new.shadow {
+                    change.secret_field(
+                        "locked",
+                        None,
+                        Some(w.expose().starts_with('!').to_string()),
+                    );
+                }
+            }
+            Op::SetUid { from, to } => {
+                change.secret_field("uid", Some(from.to_string()), Some(to.to_string()))
+            }
+            Op::SetPrimaryGroup { from, to } => {
+                change.secret_field("group", Some(from.clone()), Some(to.clone()))
+            }
+            Op::SetGroups { from, to, .. } => {
+                change.secret_field("groups", Some(show_list(from)), Some(show_list(to)))
+            }
+            Op::SetShell { from, to } => {
+                change.secret_field("shell", Some(from.clone()), Some(to.clone()))
+            }
+            Op::SetHome { from, to } => {
+                change.secret_field("home", Some(from.clone()), Some(to.clone()))
+            }
+            Op::SetComment { from, to } => {
+                change.secret_field("comment", Some(from.clone()), Some(to.clone()))
+            }
+            Op::CreateHome { home } => change.secret_field(
+                "home directory",
+                Some("missing".into()),
+                Some(format!("{home} (created)")),
+            ),
+            Op::SetPassword(_) => {
+                change.field("password", Some(SENSITIVE.into()), Some(SENSITIVE.into()))
+            }
+            Op::Lock => lock(change, true),
+            Op::Unlock => lock(change, false),
+            Op::Delete { uid, .. } => change.secret_field("uid", Some(uid.to_string()), None),
+        }
+    }
+
+    fn apply_ops(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        let _serial = tools_lock();
+        let mut modify = Vec::new();
+        for op in ops {
+            match op {
+                Op::Create(new) => self.create(ctx, new)?,
+                Op::Delete { uid, home, spool } => {
+                    self.delete(ctx, *uid, home.as_deref(), spool.as_deref())?
+                }
+                other => modify.push(other),
+            }
+        }
+        if !modify.is_empty() {
+            self.modify(ctx, &modify)?;
+        }
+        Ok(())
+    }
+}
+
+impl User {
+    fn create(&self, ctx: &ApplyCtx, new: &NewAccount) -> Result<(), ResourceError> {
         let mut cmd = shadow_tool(ctx.host, "useradd");
         if !ctx.host.is_machine_root() {
             // lastlog/faillog are not prefix-aware everywhere: keep off the machine's.
             cmd = cmd.arg("--no-log-init");
         }
-        if let Some(uid) = self.uid {
+        if let Some(uid) = new.uid {
             cmd = cmd.arg("--uid").arg(uid.to_string());
         }
-        cmd = match &self.group {
-            Some(g) => cmd.arg("--gid").arg(g),
-            // Explicit either way, whatever USERGROUPS_ENAB says.
-            None if accounts.group(&self.name).is_some() => cmd.arg("--gid").arg(&self.name),
-            None => cmd.arg("--user-group"),
+        cmd = if new.user_group {
+            cmd.arg("--user-group")
+        } else {
+            cmd.arg("--gid").arg(&new.group)
         };
-        let mut joins: BTreeSet<&String> = self.groups.iter().flatten().collect();
-        // Declared groups listing us could not add us before we existed.
-        joins.extend(
-            self.member_of_declared(ctx.catalog)
-                .into_iter()
-                .filter(|g| accounts.group(g).is_some()),
-        );
-        if !joins.is_empty() {
-            cmd = cmd.arg("--groups").arg(
-                joins
-                    .into_iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+        let mut join: BTreeSet<&String> = new.groups.iter().collect();
+        if !new.member_of.is_empty() {
+            // Declared groups listing us could not add us before we existed.
+            let accounts = ctx.host.accounts()?;
+            join.extend(new.member_of.iter().filter(|g| accounts.group(g).is_some()));
         }
-        if let Some(shell) = &self.shell {
+        if !join.is_empty() {
+            let join: Vec<&str> = join.into_iter().map(String::as_str).collect();
+            cmd = cmd.arg("--groups").arg(join.join(","));
+        }
+        if let Some(shell) = &new.shell {
             cmd = cmd.arg("--shell").arg(shell);
         }
-        if let Some(home) = &self.home {
+        if let Some(home) = &new.home {
             cmd = cmd.arg("--home-dir").arg(home);
         }
         // useradd's own home creation follows symlinks (a symlinked /home under the
         // root would put the home, chowned to the new uid, outside it): the home is
         // made afterwards through the host's symlink-refusing walk.
         cmd = cmd.arg("--no-create-home");
-        if self.system {
+        if new.system {
             cmd = cmd.arg("--system");
         }
-        if let Some(c) = &self.comment {
+        if let Some(c) = &new.comment {
             cmd = cmd.arg("--comment").arg(c);
         }
-        let want = self.want_password(None).map_err(ResourceError::Failed)?;
-        let secret = want.clone().unwrap_or_default();
-        if let Some(w) = want.filter(|w| w != "!") {
-            cmd = cmd.arg("--password").arg(w);
+        let secret = new.shadow.as_ref().map(Secret::expose).unwrap_or_default();
+        if let Some(w) = new.shadow.as_ref().filter(|w| w.expose() != "!") {
+            cmd = cmd.arg("--password").arg(w.expose());
         }
-        run_tool(&cmd.arg(&self.name), &[secret.as_str()])?;
-        if self.create_home {
-            self.make_home(ctx, true)?;
+        run_tool(&cmd.arg(&self.name), &[secret])?;
+        if new.create_home {
+            self.make_home(ctx, new.home.as_deref(), true)?;
         }
         Ok(())
     }
 
     /// `userdel` without `--remove` (which follows symlinks), then the home and mail
-    /// spool deleted through the host's walk, when [`home_kept_because`] allows.
-    fn delete(&self, ctx: &ApplyCtx) -> Result<(), ResourceError> {
-        let accounts = ctx.host.accounts()?;
-        let gone = accounts.user(&self.name).map(|u| (u.home.clone(), u.uid));
+    /// spool the diff chose deleted through the host's walk, each checked again right
+    /// before: still not a symlink, still the account's.
+    fn delete(
+        &self,
+        ctx: &ApplyCtx,
+        uid: u32,
+        home: Option<&str>,
+        spool: Option<&str>,
+    ) -> Result<(), ResourceError> {
         let mut doomed = Vec::new();
-        if let (true, Some((home, uid))) = (self.remove_home, &gone) {
-            let owner = refuse_linked_home(ctx.host, home)?.map(|s| s.uid);
-            if home_kept_because(&accounts, &self.name, home, *uid, owner).is_none() {
-                doomed.push(home.clone());
+        if let Some(home) = home {
+            if refuse_linked_home(ctx.host, home)?.is_some_and(|s| s.uid == uid) {
+                doomed.push(home);
             }
-            let spool = format!(
-                "{}/{}",
-                read_login_defs(ctx.host)?
-                    .get("MAIL_DIR")
-                    .filter(|d| d.starts_with('/') && !d.split('/').any(|c| c == ".."))
-                    .unwrap_or("/var/mail")
-                    .trim_end_matches('/'),
-                self.name
-            );
-            if ctx.host.lstat(&spool)?.is_some_and(|s| s.uid == *uid) {
+        }
+        if let Some(spool) = spool {
+            if ctx.host.lstat(spool)?.is_some_and(|s| s.uid == uid) {
                 doomed.push(spool);
             }
         }
         run_tool(&shadow_tool(ctx.host, "userdel").arg(&self.name), &[])?;
         for path in doomed {
-            ctx.host.remove(&path)?;
+            ctx.host.remove(path)?;
         }
         Ok(())
     }
 
-    fn update(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
+    /// One `usermod` for the account's fields (a uid change under another root runs
+    /// on its own, chrooted), then a missing home.
+    fn modify(&self, ctx: &ApplyCtx, ops: &[&Op]) -> Result<(), ResourceError> {
         let mut args: Vec<String> = Vec::new();
         let mut set = |flag: &str, value: Option<String>| {
             args.push(flag.to_string());
             args.extend(value);
         };
-        let mut secret = String::new();
-        if let (Some(uid), true) = (self.uid, change.changes_field("uid")) {
-            if ctx.host.is_machine_root() {
-                set("--uid", Some(uid.to_string()));
-            } else {
-                // `usermod --prefix --uid` moves the lastlog/faillog records in the
-                // *machine's* /var/log (shadow 4.13 does not prefix them); chrooted
-                // with --root it moves the target's, and skips the machine's /proc
-                // busy check, which says nothing about the target.
-                let cmd = Cmd::new("usermod")
-                    .arg("--root")
-                    .arg(ctx.host.root().display().to_string())
-                    .arg("--uid")
-                    .arg(uid.to_string())
-                    .arg(&self.name);
-                run_tool(&cmd, &[])?;
+        let mut secret = "";
+        let mut home = None;
+        let sets_password = ops.iter().any(|op| matches!(op, Op::SetPassword(_)));
+        for op in ops {
+            match op {
+                Op::SetUid { to, .. } if ctx.host.is_machine_root() => {
+                    set("--uid", Some(to.to_string()))
+                }
+                Op::SetUid { to, .. } => {
+                    // `usermod --prefix --uid` moves the lastlog/faillog records in the
+                    // *machine's* /var/log (shadow 4.13 does not prefix them); chrooted
+                    // with --root it moves the target's, and skips the machine's /proc
+                    // busy check, which says nothing about the target.
+                    let cmd = Cmd::new("usermod")
+                        .arg("--root")
+                        .arg(ctx.host.root().display().to_string())
+                        .arg("--uid")
+                        .arg(to.to_string())
+                        .arg(&self.name);
+                    run_tool(&cmd, &[])?;
+                }
+                Op::SetPrimaryGroup { to, .. } => set("--gid", Some(to.clone())),
+                Op::SetGroups { from, to, append } => {
+                    let groups: Vec<&str> = to
+                        .iter()
+                        .filter(|g| !*append || !from.contains(g))
+                        .map(String::as_str)
+                        .collect();
+                    if *append {
+                        set("--append", None);
+                    }
+                    set("--groups", Some(groups.join(",")));
+                }
+                Op::SetShell { to, .. } => set("--shell", Some(to.clone())),
+                Op::SetHome { to, .. } => set("--home", Some(to.clone())),
+                Op::SetComment { to, .. } => set("--comment", Some(to.clone())),
+                Op::SetPassword(field) => {
+                    secret = field.expose();
+                    set("--password", Some(field.expose().to_string()));
+                }
+                // The password written carries the lock state already.
+                Op::Lock | Op::Unlock if sets_password => {}
+                Op::Lock => set("--lock", None),
+                Op::Unlock => set("--unlock", None),
+                Op::CreateHome { home: h } => home = Some(h.as_str()),
+                // Applied on their own by `apply_ops`.
+                Op::Create(_) | Op::Delete { .. } => {}
             }
-        }
-        if let (Some(g), true) = (&self.group, change.changes_field("group")) {
-            set("--gid", Some(g.clone()));
-        }
-        if let (Some(groups), true) = (&self.groups, change.changes_field("groups")) {
-            if self.append {
-                set("--append", None);
-            }
-            set("--groups", Some(groups.join(",")));
-        }
-        if let (Some(sh), true) = (&self.shell, change.changes_field("shell")) {
-            set("--shell", Some(sh.clone()));
-        }
-        if let (Some(h), true) = (&self.home, change.changes_field("home")) {
-            set("--home", Some(h.clone()));
-        }
-        if let (Some(c), true) = (&self.comment, change.changes_field("comment")) {
-            set("--comment", Some(c.clone()));
-        }
-        if change.changes_field("password") {
-            // The lock state is part of the field written, so one --password does both.
-            let accounts = ctx.host.accounts()?;
-            let shadow = read_shadow(ctx.host)?;
-            let current = self.current_password(&accounts, shadow.as_deref());
-            let want = self
-                .want_password(current)
-                .map_err(ResourceError::Failed)?
-                .unwrap_or_default();
-            secret.clone_from(&want);
-            set("--password", Some(want));
-        } else if change.changes_field("locked") {
-            let lock = self.locked == Some(true);
-            set(if lock { "--lock" } else { "--unlock" }, None);
         }
         if !args.is_empty() {
             let cmd = shadow_tool(ctx.host, "usermod").args(args).arg(&self.name);
-            run_tool(&cmd, &[secret.as_str()])?;
+            run_tool(&cmd, &[secret])?;
         }
-        if change.changes_field("home directory") {
-            self.make_home(ctx, false)?;
+        if let Some(home) = home {
+            self.make_home(ctx, Some(home), false)?;
         }
         Ok(())
     }
 
-    /// Creates a missing home, owned by the account, with the mode useradd would give
-    /// it; a new account's home gets the target's /etc/skel (as `useradd -m` would),
-    /// a recreated one stays empty. An existing home is left as it is.
-    fn make_home(&self, ctx: &ApplyCtx, with_skel: bool) -> Result<(), ResourceError> {
+    /// Creates a missing home (`home`, else the account's), owned by the account,
+    /// with the mode useradd would give it; a new account's home gets the target's
+    /// /etc/skel (as `useradd -m` would), a recreated one stays empty. An existing
+    /// home is left as it is.
+    fn make_home(
+        &self,
+        ctx: &ApplyCtx,
+        home: Option<&str>,
+        with_skel: bool,
+    ) -> Result<(), ResourceError> {
         let accounts = ctx.host.accounts()?;
         let Some(u) = accounts.user(&self.name) else {
             return Err(ResourceError::Failed(format!(
@@ -1075,20 +1344,20 @@ impl User {
                 self.name
             )));
         };
-        let home = self.home.clone().unwrap_or_else(|| u.home.clone());
+        let home = home.unwrap_or(&u.home);
         let defs = read_login_defs(ctx.host)?;
         let perms = Perms {
             uid: Some(u.uid),
             gid: Some(u.gid),
             mode: Some(defs.home_mode()),
         };
-        if refuse_linked_home(ctx.host, &home)?.is_some() {
+        if refuse_linked_home(ctx.host, home)?.is_some() {
             return Ok(());
         }
         let mut implied = Vec::new();
-        ctx.host.create_dir(&home, &perms, &mut implied)?;
+        ctx.host.create_dir(home, &perms, &mut implied)?;
         if with_skel && ctx.host.lstat("/etc/skel")?.map(|s| s.kind) == Some(FileKind::Directory) {
-            copy_skel(ctx.host, "/etc/skel", &home, u.uid, u.gid)?;
+            copy_skel(ctx.host, "/etc/skel", home, u.uid, u.gid)?;
         }
         Ok(())
     }
@@ -1145,30 +1414,38 @@ mod tests {
         Catalog::new(res)
     }
 
-    fn plan_in(
-        catalog: &Catalog,
-        name: &str,
-        observed: &Observed,
-    ) -> Result<Change, ResourceError> {
-        let u = catalog
-            .typed::<User>(&ResourceId::new("user", name))
-            .unwrap_or_else(|| panic!("no user {name}"));
-        u.diff(&accounts(), observed, &defs(), catalog)
+    fn user<'c>(c: &'c Catalog, name: &str) -> &'c User {
+        c.typed::<User>(&ResourceId::new("user", name))
+            .unwrap_or_else(|| panic!("no user {name}"))
+    }
+
+    /// What observing would find on a host with `accounts` and the fixture shadow.
+    fn observed_on(c: &Catalog, name: &str, accounts: Accounts) -> Observed {
+        Observed {
+            declared: user(c, name).declared(&accounts, c),
+            accounts,
+            shadow: Some(shadow()),
+            defs: defs(),
+            ..Observed::default()
+        }
+    }
+
+    /// The plan's change, described from the diff's operations.
+    fn plan_in(catalog: &Catalog, name: &str, observed: Observed) -> Result<Change, ResourceError> {
+        contract::diff(user(catalog, name), Box::new(observed), &DepView::none())
     }
 
     fn plan_of(text: &str) -> Result<Change, ResourceError> {
         let c = catalog(text);
         let name = c.resources[0].id().name.clone();
-        let sh = shadow();
-        plan_in(
-            &c,
-            &name,
-            &Observed {
-                shadow: Some(&sh),
-                home_exists: None,
-                home_owner: None,
-            },
-        )
+        plan_in(&c, &name, observed_on(&c, &name, accounts()))
+    }
+
+    fn ops_of(text: &str) -> Result<Vec<Op>, ResourceError> {
+        let c = catalog(text);
+        let name = c.resources[0].id().name.clone();
+        let o = observed_on(&c, &name, accounts());
+        user(&c, &name).diff(&o, &DepView::none()).map(|d| d.ops)
     }
 
     fn failed(r: Result<Change, ResourceError>) -> String {
@@ -1190,6 +1467,187 @@ mod tests {
   create_home: false
   system: true
 ";
+
+    #[test]
+    fn the_diff_of_a_user_is_its_operations_or_a_refusal() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let set = |from: &str, to: &str| (from.to_string(), to.to_string());
+        let other = "$y$j9T$0123456789abcdefghijkl$AbCdEfGhIjKlMnOpQrStUvWxYz0123456789./AbCdE";
+        let new = |groups: &[&str], member_of: &[&str]| NewAccount {
+            uid: Some(3000),
+            group: "svc".into(),
+            user_group: true,
+            groups: names(groups),
+            member_of: names(member_of),
+            shell: Some("/bin/sh".into()),
+            home: None,
+            comment: None,
+            system: false,
+            create_home: true,
+            password_given: false,
+            shadow: None,
+        };
+        let (sh, uid) = (set("/bin/false", "/usr/sbin/nologin"), (2000, 999));
+        let cases: Vec<(String, Result<Vec<Op>, &str>)> =
+            vec![
+            (
+                "- user: intelluxe-service\n  uid: 999\n  shell: /usr/sbin/nologin\n".into(),
+                Ok(vec![
+                    Op::SetUid {
+                        from: uid.0,
+                        to: uid.1,
+                    },
+                    Op::SetShell {
+                        from: sh.0,
+                        to: sh.1,
+                    },
+                ]),
+            ),
+            (
+                "- user: justin\n  groups: [sudo]\n  append: false\n".into(),
+                Ok(vec![Op::SetGroups {
+                    from: names(&["intelluxe", "sudo"]),
+                    to: names(&["sudo"]),
+                    append: false,
+                }]),
+            ),
+            (
+                "- user: justin\n  groups: [users]\n  append: true\n".into(),
+                Ok(vec![Op::SetGroups {
+                    from: names(&["intelluxe", "sudo"]),
+                    to: names(&["intelluxe", "sudo", "users"]),
+                    append: true,
+                }]),
+            ),
+            (
+                "- user: justin\n  group: sudo\n  home: /srv/j\n  comment: J\n".into(),
+                Ok(vec![
+                    Op::SetPrimaryGroup {
+                        from: "justin".into(),
+                        to: "sudo".into(),
+                    },
+                    Op::SetHome {
+                        from: "/home/justin".into(),
+                        to: "/srv/j".into(),
+                    },
+                    Op::SetComment {
+                        from: "Justin,,,".into(),
+                        to: "J".into(),
+                    },
+                ]),
+            ),
+            ("- user: justin\n  locked: true\n".into(), Ok(vec![])),
+            ("- user: justin\n  locked: false\n".into(), Ok(vec![Op::Unlock])),
+            (
+                format!("- user: justin\n  password: \"{other}\"\n"),
+                Ok(vec![Op::SetPassword(Secret(format!("!{other}")))]),
+            ),
+            (
+                format!("- user: justin\n  password: \"{other}\"\n  locked: false\n"),
+                Ok(vec![Op::SetPassword(Secret(other.into())), Op::Unlock]),
+            ),
+            (
+                "- user: justin\n  state: absent\n".into(),
+                Ok(vec![Op::Delete {
+                    uid: 1000,
+                    home: None,
+                    spool: None,
+                }]),
+            ),
+            ("- user: ghost\n  state: absent\n".into(), Ok(vec![])),
+            (
+                "- user: svc\n  uid: 3000\n  groups: [sudo]\n  append: true\n  shell: /bin/sh\n"
+                    .into(),
+                Ok(vec![Op::Create(Box::new(new(&["sudo"], &[])))]),
+            ),
+            (
+                "- user: svc\n  uid: 3000\n  shell: /bin/sh\n- group: ops\n  members: [svc]\n\
+                 - group: sudo\n  members: [justin, svc]\n"
+                    .into(),
+                Ok(vec![Op::Create(Box::new(new(&[], &["ops", "sudo"])))]),
+            ),
+            (
+                "- user: intelluxe-service\n  uid: 1000\n".into(),
+                Err("`justin`"),
+            ),
+            (
+                "- user: svc\n  group: nosuch\n".into(),
+                Err("neither declared nor present"),
+            ),
+            (
+                "- user: intelluxe-service\n  locked: false\n".into(),
+                Err("without any password"),
+            ),
+        ];
+        for (text, want) in cases {
+            match (ops_of(&text), want) {
+                (Ok(ops), Ok(want)) => assert_eq!(ops, want, "{text}"),
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_home_is_deleted_with_its_account_only_as_the_diff_decided() {
+        let cat = catalog("- user: justin\n  state: absent\n  remove_home: true\n");
+        let diff = |owner: Option<u32>, spool: Option<&str>| {
+            let o = Observed {
+                home_owner: owner,
+                spool: spool.map(str::to_string),
+                ..observed_on(&cat, "justin", accounts())
+            };
+            user(&cat, "justin")
+                .diff(&o, &DepView::none())
+                .map(|d| d.ops)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            diff(Some(1000), Some("/var/mail/justin")),
+            vec![Op::Delete {
+                uid: 1000,
+                home: Some("/home/justin".into()),
+                spool: Some("/var/mail/justin".into()),
+            }]
+        );
+        // Someone else's home is kept; the spool (checked owned while observing) goes.
+        assert_eq!(
+            diff(Some(0), Some("/var/mail/justin")),
+            vec![Op::Delete {
+                uid: 1000,
+                home: None,
+                spool: Some("/var/mail/justin".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn operations_never_print_a_password() {
+        let op = Op::SetPassword(Secret(HASH.into()));
+        let mut new = Box::new(NewAccount {
+            uid: None,
+            group: "a".into(),
+            user_group: true,
+            groups: Vec::new(),
+            member_of: Vec::new(),
+            shell: None,
+            home: None,
+            comment: None,
+            system: false,
+            create_home: false,
+            password_given: true,
+            shadow: Some(Secret(HASH.into())),
+        });
+        let shown = format!("{op:?} {:?}", Op::Create(new.clone()));
+        assert!(!shown.contains("Fq9xTn2rVw8kLmPz"), "{shown}");
+        new.shadow = None;
+        let c = catalog("- user: a\n");
+        let mut change = Change::new(ResourceId::new("user", "a"), false);
+        user(&c, "a").describe(&op, &mut change);
+        user(&c, "a").describe(&Op::Create(new), &mut change);
+        let json = serde_json::to_string(&change).unwrap_or_default();
+        assert!(!json.contains("Fq9xTn2rVw8kLmPz"), "{json}");
+    }
 
     #[test]
     fn passwords() {
@@ -1224,16 +1682,8 @@ mod tests {
     #[test]
     fn runbook_accounts_on_the_recorded_host_are_in_sync() {
         let c = catalog(RUNBOOK);
-        let sh = shadow();
-        let change = plan_in(
-            &c,
-            "intelluxe-service",
-            &Observed {
-                shadow: Some(&sh),
-                home_exists: None,
-                home_owner: None,
-            },
-        );
+        let o = observed_on(&c, "intelluxe-service", accounts());
+        let change = plan_in(&c, "intelluxe-service", o);
         let change = change.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(change.action, Action::None, "{change:?}");
     }
@@ -1244,10 +1694,8 @@ mod tests {
         let u = c
             .typed::<User>(&ResourceId::new("user", "intelluxe-service"))
             .unwrap_or_else(|| panic!("no user"));
-        let empty = Accounts::default();
-        let change = u
-            .diff(&empty, &Observed::default(), &defs(), &c)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let o = observed_on(&c, "intelluxe-service", Accounts::default());
+        let change = plan_in(&c, "intelluxe-service", o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(change.action, Action::Create);
         let group = change.fields.iter().find(|f| f.field == "group");
         assert_eq!(
@@ -1262,12 +1710,7 @@ mod tests {
             "{}",
             change.warnings[0]
         );
-        let deps: Vec<String> = u
-            .auto_requires()
-            .iter()
-            .map(|d| d.candidates[0].to_string())
-            .collect();
-        assert_eq!(deps, vec!["group[intelluxe-prod]"]);
+        assert_eq!(u.needs(), vec![Need::group("intelluxe-prod")]);
     }
 
     #[test]
@@ -1413,12 +1856,12 @@ mod tests {
             c.notes.iter().any(|n| n.contains("/home/justin is kept")),
             "{c:?}"
         );
+        let cat = catalog("- user: justin\n  state: absent\n  remove_home: true\n");
         let owned = Observed {
             home_owner: Some(1000),
-            ..Observed::default()
+            ..observed_on(&cat, "justin", accounts())
         };
-        let cat = catalog("- user: justin\n  state: absent\n  remove_home: true\n");
-        let c = plan_in(&cat, "justin", &owned).unwrap_or_else(|e| panic!("{e}"));
+        let c = plan_in(&cat, "justin", owned).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.warnings.iter().any(|n| n.contains("deleted")), "{c:?}");
         let c = plan_of("- user: ghost\n  state: absent\n");
         assert_eq!(c.map(|c| c.action), Ok(Action::None));
@@ -1452,13 +1895,14 @@ mod tests {
     #[test]
     fn missing_home_is_created_only_when_asked() {
         let c = catalog("- user: justin\n  create_home: true\n- user: intelluxe-service\n");
-        let missing = Observed {
+        let missing = |name: &str| Observed {
             home_exists: Some(false),
-            ..Observed::default()
+            ..observed_on(&c, name, accounts())
         };
-        let ch = plan_in(&c, "justin", &missing).unwrap_or_else(|e| panic!("{e}"));
+        let ch = plan_in(&c, "justin", missing("justin")).unwrap_or_else(|e| panic!("{e}"));
         assert!(ch.changes_field("home directory"));
-        let ch = plan_in(&c, "intelluxe-service", &missing).unwrap_or_else(|e| panic!("{e}"));
+        let ch = plan_in(&c, "intelluxe-service", missing("intelluxe-service"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ch.action, Action::None);
     }
 
@@ -1511,11 +1955,7 @@ mod tests {
     #[test]
     fn declared_member_joins_at_creation() {
         let c = catalog("- group: ops\n  members: [carol]\n- user: carol\n");
-        let u = c
-            .typed::<User>(&ResourceId::new("user", "carol"))
-            .unwrap_or_else(|| panic!("carol"));
-        let ch = u
-            .diff(&accounts(), &Observed::default(), &defs(), &c)
+        let ch = plan_in(&c, "carol", observed_on(&c, "carol", accounts()))
             .unwrap_or_else(|e| panic!("{e}"));
         let f = ch.fields.iter().find(|f| f.field == "groups");
         assert_eq!(f.and_then(|f| f.after.as_deref()), Some("ops"));
