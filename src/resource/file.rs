@@ -294,12 +294,12 @@ mod tests {
         }
     }
 
-    fn differs(from: Option<&str>) -> Option<ContentSeen> {
-        Some(ContentSeen {
+    fn differs(from: Option<&str>) -> Option<Box<ContentSeen>> {
+        Some(Box::new(ContentSeen {
             from: from.map(str::to_string),
             to: "sha256:new".into(),
             shown: Some(ContentDiff::Text("-old\n+new\n".into())),
-        })
+        }))
     }
 
     fn write(from: Option<&str>) -> Op {

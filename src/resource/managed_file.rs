@@ -237,8 +237,9 @@ pub struct Seen {
     /// Set when the path holds something the file will not replace (the diff refuses).
     pub refused: Option<FileKind>,
     /// The live content against the desired, when content is managed and differs or
-    /// the file is created; `None` when in sync or unmanaged.
-    pub content: Option<ContentSeen>,
+    /// the file is created; `None` when in sync or unmanaged. Boxed, as is rare: a
+    /// state is held for every resource between observing and diffing.
+    pub content: Option<Box<ContentSeen>>,
     /// What the plan shows of content that a removal deletes.
     pub removed: Option<ContentDiff>,
     pub owners: Owners,
@@ -375,14 +376,14 @@ impl ManagedFile {
                     },
                     None => content_diff(b"", b"", &self.path),
                 });
-                seen.content = Some(ContentSeen {
+                seen.content = Some(Box::new(ContentSeen {
                     from: None,
                     to: desired
                         .as_ref()
                         .map(Want::hash)
                         .unwrap_or_else(|| short_hash(b"")),
                     shown,
-                });
+                }));
                 if seen.owners.unknown.is_none() {
                     seen.rejected = self.validate_planned(host, desired.as_ref()).err();
                 }
@@ -397,11 +398,11 @@ impl ManagedFile {
                             _ => size_summary(old_size, new.size()),
                         }
                     });
-                    seen.content = Some(ContentSeen {
+                    seen.content = Some(Box::new(ContentSeen {
                         from: Some(live_body.map(body_hash).unwrap_or_else(|| short_hash(b""))),
                         to: new.hash(),
                         shown,
-                    });
+                    }));
                     if seen.owners.unknown.is_none() && !shared_inode {
                         seen.rejected = self.validate_planned(host, desired.as_ref()).err();
                     }
@@ -444,7 +445,7 @@ impl ManagedFile {
                 known()?;
                 validated()?;
                 d.implied.clone_from(&seen.implied);
-                let content = seen.content.clone().unwrap_or(ContentSeen {
+                let content = seen.content.as_deref().cloned().unwrap_or(ContentSeen {
                     from: None,
                     to: short_hash(b""),
                     shown: None,
