@@ -96,11 +96,16 @@ pub fn execute(
     jobs: usize,
     keep_changes: bool,
     on_done: &(dyn Fn(&Outcome) + Sync),
+    events: resource::EventSink,
 ) -> Vec<Outcome> {
     let catalog = &model.loaded.catalog;
     let graph = &model.graph;
     let n = catalog.len();
-    let ctx = ApplyCtx { host, catalog };
+    let ctx = ApplyCtx {
+        host,
+        catalog,
+        events,
+    };
     let mut notified_by: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (src, targets) in graph.notifies.iter().enumerate() {
         for &t in targets {
