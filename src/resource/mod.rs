@@ -19,13 +19,12 @@ pub mod unit;
 pub mod user;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt::Debug;
 
 use crate::diag::{Diagnostic, Span};
 use crate::host::accounts::Accounts;
 use crate::host::{Host, HostError};
-use crate::id::{IdMap, ResourceId};
+use crate::id::{IdMap, NameMap, ResourceId};
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::Change;
 
@@ -172,7 +171,7 @@ pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
     index: IdMap<usize>,
     /// For each kind of [`Provide`], its names and the first resource providing each.
-    providers: [HashMap<String, usize>; PROVIDE_KINDS],
+    providers: [NameMap<usize>; PROVIDE_KINDS],
 }
 
 impl Catalog {
@@ -195,7 +194,7 @@ impl Catalog {
                 }
             }
         }
-        let mut providers: [HashMap<String, usize>; PROVIDE_KINDS] = Default::default();
+        let mut providers: [NameMap<usize>; PROVIDE_KINDS] = Default::default();
         for (i, r) in unique.iter().enumerate() {
             for p in r.provides() {
                 let (kind, name) = p.key();
