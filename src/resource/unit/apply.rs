@@ -1,0 +1,169 @@
+//! Applying a unit's change: systemctl verbs, starts and their checks.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// Applying
+
+impl Unit {
+    /// Writes this resource's file (unmasking first when a mask link stands there).
+    pub(super) fn write_file(&self, host: &Host) -> Result<(), ResourceError> {
+        let Some(c) = &self.content else {
+            return Ok(());
+        };
+        if matches!(read_file_state(host, &self.path)?, FileState::Masked) {
+            host.remove(&self.path)?;
+        }
+        let mut implied = Vec::new();
+        host.write_atomic(
+            &self.path,
+            c.text.as_bytes(),
+            &self.perms(),
+            &mut implied,
+            None,
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn start_timeout(&self) -> Duration {
+        let from_unit = self.content.as_ref().and_then(|c| {
+            unit_value(&c.entries, "Service", "TimeoutStartSec")
+                .or_else(|| unit_value(&c.entries, "Service", "TimeoutSec"))
+                .and_then(time_span_secs)
+        });
+        Duration::from_secs(
+            from_unit
+                .unwrap_or(90)
+                .saturating_add(60)
+                .clamp(120, 6 * 3600),
+        )
+    }
+
+    /// Runs a state-changing systemctl verb; a failure carries the unit's journal.
+    pub(super) fn act(&self, host: &Host, verb: &str, extra: &[&str]) -> Result<(), ResourceError> {
+        let cmd = systemctl(host, Mode::Live)
+            .arg(verb)
+            .args(extra.iter().copied())
+            .arg(self.unit.clone())
+            .timeout(self.start_timeout());
+        let out = cmd.run()?;
+        if out.success() {
+            return Ok(());
+        }
+        Err(ResourceError::Failed(format!(
+            "`{}` failed: {}\nlast journal lines of {}:\n{}",
+            cmd.display(),
+            out.reason(),
+            self.unit,
+            journal_excerpt(&self.unit)
+        )))
+    }
+
+    /// After a start or restart: `systemctl start` (without `--no-block`) returns when
+    /// the start job is done (a oneshot has run, a notify service is ready, a simple
+    /// one has been forked and executed), so the state is read once, right away,
+    /// instead of sleeping a fixed time: a unit that failed its start job is failed
+    /// by now.
+    pub(super) fn check_started(&self, host: &Host) -> Result<(), ResourceError> {
+        let sh = show(host, &self.unit)?;
+        if sh.active_state() == crate::host::parse::systemctl::ActiveState::Failed {
+            return Err(ResourceError::Failed(format!(
+                "{} failed right after starting ({}; result {})\nlast journal lines of {}:\n{}",
+                self.unit,
+                sh.state_text(),
+                sh.result().unwrap_or("unknown"),
+                self.unit,
+                journal_excerpt(&self.unit)
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Resource::apply`]: the file (unless the flush wrote it), mask, enablement,
+    /// start/stop, then the restart.
+    pub(super) fn apply_change(
+        &self,
+        ctx: &ApplyCtx,
+        change: &Change,
+    ) -> Result<(), ResourceError> {
+        let host = ctx.host;
+        let m = detect_mode(host);
+        let batched = self.flags().batched;
+        if !batched {
+            // The executor did not stage this resource (its change needed no batch).
+            let writes = change.changes_field("content");
+            if writes {
+                self.write_file(host)?;
+            } else if change.changes_field("mode") || change.changes_field("owner") {
+                host.set_perms(&self.path, &self.perms())?;
+            }
+            if (writes || change.changes_field("daemon-reload")) && m == Mode::Live {
+                run_ok(systemctl(host, m).arg("daemon-reload"))?;
+            }
+        }
+        if self.dropin.is_none() {
+            if calls_systemctl_links(change) && m == Mode::Offline {
+                refuse_symlinked_install_dirs(host)?;
+            }
+            if change.changes_field("masked") {
+                match self.masked {
+                    Some(true) => {
+                        let mut cmd = systemctl(host, m).arg("mask");
+                        if m == Mode::Live {
+                            cmd = cmd.arg("--now");
+                        }
+                        run_ok(cmd.arg(self.unit.clone()))?;
+                    }
+                    // With content, writing the file already replaced the mask link.
+                    _ if self.content.is_none() => {
+                        run_ok(systemctl(host, m).arg("unmask").arg(self.unit.clone()))?;
+                    }
+                    _ => {}
+                }
+            }
+            if change.changes_field("enabled") {
+                let re = change
+                    .fields
+                    .iter()
+                    .any(|f| f.field == "enabled" && f.after.as_deref() == Some("re-enabled"));
+                let verb = match (self.enabled, re) {
+                    (Some(true), true) => "reenable",
+                    (Some(true), false) => "enable",
+                    _ => "disable",
+                };
+                // Only symlinks change: the manager needs no reload to start or stop
+                // the unit, and the run keeps its single daemon-reload.
+                let mut cmd = systemctl(host, m).arg(verb);
+                if m == Mode::Live {
+                    cmd = cmd.arg("--no-reload");
+                }
+                run_ok(cmd.arg(self.unit.clone()))?;
+            }
+        }
+        if m == Mode::Live {
+            if change.changes_field("active") {
+                match self.wants_active() {
+                    Some(true) => {
+                        self.act(host, "start", &[])?;
+                        self.flags().started = true;
+                        self.check_started(host)?;
+                    }
+                    Some(false) => self.act(host, "stop", &[])?,
+                    None => {}
+                }
+            }
+            if change.changes_field("restart") {
+                let skip = {
+                    let f = self.flags();
+                    f.started || f.restarted
+                };
+                if !skip {
+                    self.flags().restarted = true;
+                    self.act(host, "try-restart", &[])?;
+                    self.check_started(host)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

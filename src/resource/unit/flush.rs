@@ -1,0 +1,112 @@
+//! The kind's batch step: the changed units' files written, one daemon-reload.
+
+use super::*;
+
+/// Batch step for all changed units of a run (see the module docs): write every
+/// changed unit file and drop-in, then one daemon-reload (live), then decide which
+/// resource restarts each unit so that it restarts once.
+/// The kind's batch step (see [`crate::resource::Flush`]): writes the members' files,
+/// then one daemon-reload. A file that cannot be written fails its own unit; a failed
+/// reload fails every member.
+pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>> {
+    let mut results: Vec<Result<(), ResourceError>> = items.iter().map(|_| Ok(())).collect();
+    let units: Vec<(usize, &Unit, &Change)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (r, c))| r.as_any().downcast_ref::<Unit>().map(|u| (k, u, *c)))
+        .collect();
+    let mut reload = false;
+    for (k, u, c) in &units {
+        match stage(ctx.host, u, c) {
+            Ok(needs_reload) => reload |= needs_reload,
+            Err(e) => results[*k] = Err(e),
+        }
+    }
+    if reload && detect_mode(ctx.host) == Mode::Live {
+        if let Err(e) = run_ok(systemctl(ctx.host, Mode::Live).arg("daemon-reload")) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(ResourceError::Failed(format!(
+                    "systemd daemon-reload failed: {e}"
+                )));
+            }
+        }
+    }
+    // Mains first, so a unit whose own resource changes restarts through it.
+    let staged: Vec<&(usize, &Unit, &Change)> = units
+        .iter()
+        .filter(|(k, _, _)| results[*k].is_ok())
+        .collect();
+    let mut assigned: HashSet<&str> = HashSet::new();
+    let mut ordered: Vec<&&(usize, &Unit, &Change)> = staged
+        .iter()
+        .filter(|(_, u, _)| u.dropin.is_none())
+        .collect();
+    ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
+    for (_, u, c) in ordered {
+        if c.changes_field("restart") && assigned.insert(u.unit.as_str()) {
+            u.flags().restart_due = true;
+        }
+    }
+    results
+}
+
+/// One member's part of [`flush`]: its file written (or its perms fixed) and what was
+/// done kept for the re-plan right before its apply. Whether it needs a reload.
+pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceError> {
+    let mut reload = false;
+    let writes = c.changes_field("content");
+    let perms = c.changes_field("mode") || c.changes_field("owner");
+    // The plan apply runs on keeps no diffs: take the diff of what is written here,
+    // so that apply shows it as the plan did.
+    let diff = match (&u.content, writes && !u.meta.secret) {
+        (Some(content), true) => {
+            let new = content.text.as_bytes();
+            match read_file_state(host, &u.path)? {
+                FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
+                _ => text_diff(b"", new, &u.path),
+            }
+        }
+        _ => None,
+    };
+    // Enablement as planned, before the file is written (a new unit is
+    // `not-found` until then, `disabled` after).
+    let planned_before: Vec<(String, Option<String>)> = c
+        .fields
+        .iter()
+        .filter(|x| x.field == "enabled" || x.field == "masked")
+        .map(|x| (x.field.to_string(), x.before.clone()))
+        .collect();
+    if writes {
+        u.write_file(host)?;
+        reload = true;
+    } else if perms {
+        host.set_perms(&u.path, &u.perms())?;
+    }
+    reload |= c.changes_field("daemon-reload");
+    let mut f = u.flags();
+    f.batched = true;
+    f.planned_before = planned_before;
+    if writes || perms {
+        // The mask link is replaced by the file, so unmasking is done too.
+        let unmasked = |x: &crate::plan::FieldChange| {
+            x.field == "masked" && x.after.as_deref() == Some("no") && u.content.is_some()
+        };
+        f.done = c
+            .fields
+            .iter()
+            .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
+            .cloned()
+            .collect();
+        f.done_diff = c.diff.clone().or(diff);
+        f.done_action = Some(c.action);
+    }
+    if c.changes_field("daemon-reload") {
+        f.done.extend(
+            c.fields
+                .iter()
+                .filter(|x| x.field == "daemon-reload")
+                .cloned(),
+        );
+    }
+    Ok(reload)
+}
