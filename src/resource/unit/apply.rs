@@ -80,7 +80,7 @@ impl Unit {
     }
 
     /// [`Resource::apply`]: the file (unless the flush wrote it), mask, enablement,
-    /// start/stop, then the restart.
+    /// start/stop, then the restart, as the change's operations say.
     pub(super) fn apply_change(
         &self,
         ctx: &ApplyCtx,
@@ -88,80 +88,74 @@ impl Unit {
     ) -> Result<(), ResourceError> {
         let host = ctx.host;
         let m = detect_mode(host);
+        let ops = ops_of(change);
         let batched = self.flags().batched;
         if !batched {
             // The executor did not stage this resource (its change needed no batch).
-            let writes = change.changes_field("content");
+            let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
             if writes {
                 self.write_file(host)?;
-            } else if change.changes_field("mode") || change.changes_field("owner") {
+            } else if ops.iter().any(Op::is_file_op) {
                 host.set_perms(&self.path, &self.perms())?;
             }
-            if (writes || change.changes_field("daemon-reload")) && m == Mode::Live {
+            if (writes || ops.contains(&Op::DaemonReload)) && m == Mode::Live {
                 run_ok(systemctl(host, m).arg("daemon-reload"))?;
             }
         }
-        if self.dropin.is_none() {
-            if calls_systemctl_links(change) && m == Mode::Offline {
-                refuse_symlinked_install_dirs(host)?;
-            }
-            if change.changes_field("masked") {
-                match self.masked {
-                    Some(true) => {
-                        let mut cmd = systemctl(host, m).arg("mask");
-                        if m == Mode::Live {
-                            cmd = cmd.arg("--now");
-                        }
-                        run_ok(cmd.arg(self.unit.clone()))?;
-                    }
-                    // With content, writing the file already replaced the mask link.
-                    _ if self.content.is_none() => {
-                        run_ok(systemctl(host, m).arg("unmask").arg(self.unit.clone()))?;
-                    }
-                    _ => {}
-                }
-            }
-            if change.changes_field("enabled") {
-                let re = change
-                    .fields
-                    .iter()
-                    .any(|f| f.field == "enabled" && f.after.as_deref() == Some("re-enabled"));
-                let verb = match (self.enabled, re) {
-                    (Some(true), true) => "reenable",
-                    (Some(true), false) => "enable",
-                    _ => "disable",
-                };
-                // Only symlinks change: the manager needs no reload to start or stop
-                // the unit, and the run keeps its single daemon-reload.
-                let mut cmd = systemctl(host, m).arg(verb);
-                if m == Mode::Live {
-                    cmd = cmd.arg("--no-reload");
-                }
-                run_ok(cmd.arg(self.unit.clone()))?;
-            }
+        if self.dropin.is_none() && ops.iter().any(Op::writes_links) && m == Mode::Offline {
+            refuse_symlinked_install_dirs(host)?;
         }
-        if m == Mode::Live {
-            if change.changes_field("active") {
-                match self.wants_active() {
-                    Some(true) => {
-                        self.act(host, "start", &[])?;
-                        self.flags().started = true;
-                        self.check_started(host)?;
+        for op in ops {
+            let verb = match op {
+                Op::Mask => {
+                    let mut cmd = systemctl(host, m).arg("mask");
+                    if m == Mode::Live {
+                        cmd = cmd.arg("--now");
                     }
-                    Some(false) => self.act(host, "stop", &[])?,
-                    None => {}
+                    run_ok(cmd.arg(self.unit.clone()))?;
+                    continue;
                 }
+                // With content, writing the file already replaced the mask link.
+                Op::Unmask if self.content.is_none() => {
+                    run_ok(systemctl(host, m).arg("unmask").arg(self.unit.clone()))?;
+                    continue;
+                }
+                Op::Enable { .. } => "enable",
+                Op::Reenable => "reenable",
+                Op::Disable { .. } => "disable",
+                _ => continue,
+            };
+            // Only symlinks change: the manager needs no reload to start or stop the
+            // unit, and the run keeps its single daemon-reload.
+            let mut cmd = systemctl(host, m).arg(verb);
+            if m == Mode::Live {
+                cmd = cmd.arg("--no-reload");
             }
-            if change.changes_field("restart") {
-                let skip = {
-                    let f = self.flags();
-                    f.started || f.restarted
-                };
-                if !skip {
-                    self.flags().restarted = true;
-                    self.act(host, "try-restart", &[])?;
+            run_ok(cmd.arg(self.unit.clone()))?;
+        }
+        if m != Mode::Live {
+            return Ok(());
+        }
+        for op in ops {
+            match op {
+                Op::Start { .. } => {
+                    self.act(host, "start", &[])?;
+                    self.flags().started = true;
                     self.check_started(host)?;
                 }
+                Op::Stop { .. } => self.act(host, "stop", &[])?,
+                _ => {}
+            }
+        }
+        if ops.iter().any(|o| matches!(o, Op::Restart { .. })) {
+            let skip = {
+                let f = self.flags();
+                f.started || f.restarted
+            };
+            if !skip {
+                self.flags().restarted = true;
+                self.act(host, "try-restart", &[])?;
+                self.check_started(host)?;
             }
         }
         Ok(())

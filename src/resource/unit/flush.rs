@@ -43,7 +43,8 @@ pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(
         .collect();
     ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
     for (_, u, c) in ordered {
-        if c.changes_field("restart") && assigned.insert(u.unit.as_str()) {
+        let restarts = ops_of(c).iter().any(|o| matches!(o, Op::Restart { .. }));
+        if restarts && assigned.insert(u.unit.as_str()) {
             u.flags().restart_due = true;
         }
     }
@@ -53,23 +54,15 @@ pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(
 /// One member's part of [`flush`]: its file written (or its perms fixed) and what was
 /// done kept for the re-plan right before its apply. Whether it needs a reload.
 pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceError> {
-    let mut reload = false;
-    let writes = c.changes_field("content");
-    let perms = c.changes_field("mode") || c.changes_field("owner");
-    // The plan apply runs on keeps no diffs: take the diff of what is written here,
-    // so that apply shows it as the plan did.
-    let diff = match (&u.content, writes && !u.meta.secret) {
-        (Some(content), true) => {
-            let new = content.text.as_bytes();
-            match read_file_state(host, &u.path)? {
-                FileState::File { bytes, .. } => text_diff(&bytes, new, &u.path),
-                _ => text_diff(b"", new, &u.path),
-            }
-        }
-        _ => None,
-    };
-    // Enablement as planned, before the file is written (a new unit is
-    // `not-found` until then, `disabled` after).
+    let ops = ops_of(c);
+    let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
+    let perms = ops
+        .iter()
+        .any(|o| matches!(o, Op::SetMode { .. } | Op::SetOwner { .. }));
+    let reload_due = ops.contains(&Op::DaemonReload);
+    // Enablement as planned, before the file is written (a new unit is `not-found`
+    // until then, `disabled` after): the re-plan shows these before-values. Display
+    // only: nothing here decides what is done.
     let planned_before: Vec<(String, Option<String>)> = c
         .fields
         .iter()
@@ -78,35 +71,24 @@ pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceE
         .collect();
     if writes {
         u.write_file(host)?;
-        reload = true;
     } else if perms {
         host.set_perms(&u.path, &u.perms())?;
     }
-    reload |= c.changes_field("daemon-reload");
     let mut f = u.flags();
     f.batched = true;
     f.planned_before = planned_before;
     if writes || perms {
-        // The mask link is replaced by the file, so unmasking is done too.
-        let unmasked = |x: &crate::plan::FieldChange| {
-            x.field == "masked" && x.after.as_deref() == Some("no") && u.content.is_some()
-        };
-        f.done = c
-            .fields
+        // The file's operations carry their diff, so apply shows it as the plan did;
+        // the mask link is replaced by the file, so unmasking is done too.
+        f.done = ops
             .iter()
-            .filter(|x| ["content", "mode", "owner"].contains(&&*x.field) || unmasked(x))
+            .filter(|o| o.is_file_op() || (**o == Op::Unmask && u.content.is_some()))
             .cloned()
             .collect();
-        f.done_diff = c.diff.clone().or(diff);
         f.done_action = Some(c.action);
     }
-    if c.changes_field("daemon-reload") {
-        f.done.extend(
-            c.fields
-                .iter()
-                .filter(|x| x.field == "daemon-reload")
-                .cloned(),
-        );
+    if reload_due {
+        f.done.push(Op::DaemonReload);
     }
-    Ok(reload)
+    Ok(writes || reload_due)
 }

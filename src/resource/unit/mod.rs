@@ -109,10 +109,9 @@ pub struct Rendered {
 struct RunFlags {
     /// [`flush`] staged this resource: files are written and reloaded already.
     batched: bool,
-    /// What [`flush`] did for this resource (file fields, diff), so that the
+    /// What [`flush`] did for this resource (the file's operations), so that the
     /// re-plan right before `apply` still reports it and the run records it.
-    done: Vec<crate::plan::FieldChange>,
-    done_diff: Option<String>,
+    done: Vec<Op>,
     done_action: Option<Action>,
     /// Before-values of `enabled`/`masked` as the plan saw them, before [`flush`]
     /// wrote the file: the re-plan reports them, so that plan and apply agree.
@@ -146,6 +145,7 @@ pub struct Unit {
 mod apply;
 mod decode;
 mod flush;
+mod ops;
 mod plan;
 mod systemctl;
 mod verify;
@@ -155,6 +155,8 @@ pub use flush::flush;
 pub use systemctl::{detect_mode, Mode};
 
 use decode::*;
+pub use ops::Op;
+use ops::*;
 use plan::*;
 use systemctl::*;
 use verify::*;

@@ -160,8 +160,11 @@ impl Unit {
         let host = ctx.host;
         let m = detect_mode(host);
         let flags = self.flags().clone();
-        let mut change = Change::new(self.id.clone(), self.meta.secret);
-        change.notes.push(mode_note(host, m));
+        let mut p = Planned {
+            change: Change::new(self.id.clone(), self.meta.secret),
+            ops: Vec::new(),
+        };
+        p.change.notes.push(mode_note(host, m));
 
         // The file.
         let state = read_file_state(host, &self.path)?;
@@ -190,16 +193,20 @@ impl Unit {
                     .into())
                 }
                 FileState::Absent | FileState::Masked => {
-                    change.action = Action::Create;
-                    change.implied = implied_parents(ctx, &self.path)?;
-                    change.secret_field("content", None, Some(short_hash(new)));
-                    if !self.meta.secret {
-                        change.diff = text_diff(b"", new, &self.path);
-                    }
+                    p.change.action = Action::Create;
+                    p.change.implied = implied_parents(ctx, &self.path)?;
+                    let diff = if self.meta.secret {
+                        None
+                    } else {
+                        text_diff(b"", new, &self.path)
+                    };
+                    p.op(self, Op::WriteFile {
+                        before: None,
+                        after: short_hash(new),
+                        diff,
+                        replaces_mask: matches!(state, FileState::Masked),
+                    });
                     file_changes = true;
-                    if matches!(state, FileState::Masked) {
-                        change.field("masked", Some("yes".into()), Some("no".into()));
-                    }
                 }
                 FileState::File { uid, gid, mode, nlink, bytes } => {
                     let owner_differs = want_owner() && (*uid != 0 || *gid != 0);
@@ -211,35 +218,40 @@ impl Unit {
                         .into());
                     }
                     if bytes.as_slice() != new {
-                        change.secret_field("content", Some(short_hash(bytes)), Some(short_hash(new)));
-                        if !self.meta.secret {
-                            change.diff = text_diff(bytes, new, &self.path);
-                        }
+                        let diff = if self.meta.secret {
+                            None
+                        } else {
+                            text_diff(bytes, new, &self.path)
+                        };
+                        p.op(self, Op::WriteFile {
+                            before: Some(short_hash(bytes)),
+                            after: short_hash(new),
+                            diff,
+                            replaces_mask: false,
+                        });
                         file_changes = true;
                     }
                     // Owner and mode are fixed in place: no reload, no restart.
                     if *mode != 0o644 {
-                        change.field("mode", Some(format!("{mode:04o}")), Some("0644".into()));
+                        p.op(self, Op::SetMode { from: *mode });
                     }
                     if want_owner() && (*uid != 0 || *gid != 0) {
-                        change.field("owner", Some(format!("{uid}:{gid}")), Some("0:0 (root)".into()));
+                        p.op(self, Op::SetOwner { uid: *uid, gid: *gid });
                     }
                 }
             }
         }
 
-        // Work done by the flush in this run stays part of this resource's change.
+        // Work done by the flush in this run stays part of this resource's p.change.
         if flags.batched {
             for done in &flags.done {
-                if !change.changes_field(&done.field) {
-                    change.fields.push(done.clone());
+                let kind = std::mem::discriminant(done);
+                if !p.has(|o| std::mem::discriminant(o) == kind) {
+                    p.op(self, done.clone());
                 }
             }
-            if change.diff.is_none() {
-                change.diff = flags.done_diff.clone();
-            }
             if let Some(a) = flags.done_action {
-                change.action = a;
+                p.change.action = a;
             }
         }
 
@@ -255,7 +267,7 @@ impl Unit {
             let masked_now = now.starts_with("masked");
             let wants_it = self.enabled == Some(true) || self.wants_active() == Some(true);
             if enablement.is_none() && self.content.is_none() && wants_it {
-                change.warnings.push(format!(
+                p.change.warnings.push(format!(
                     "{} is not installed on the target and has no content here: enabling or starting it fails unless a resource applied before it installs it",
                     self.unit
                 ));
@@ -269,11 +281,9 @@ impl Unit {
                             host.show(&self.path)
                         )));
                     }
-                    change.field("masked", Some("no".into()), Some("yes".into()))
+                    p.op(self, Op::Mask)
                 }
-                Some(false) if masked_now && !change.changes_field("masked") => {
-                    change.field("masked", Some("yes".into()), Some("no".into()))
-                }
+                Some(false) if masked_now && !p.has(Op::changes_mask) => p.op(self, Op::Unmask),
                 _ => {}
             }
             match self.enabled {
@@ -289,13 +299,14 @@ impl Unit {
                         _ => false,
                     });
                     if now != "enabled" {
-                        change.field("enabled", Some(now.to_string()), Some("enabled".into()));
-                    } else if install_changed {
-                        change.field(
-                            "enabled",
-                            Some("enabled (old [Install])".into()),
-                            Some("re-enabled".into()),
+                        p.op(
+                            self,
+                            Op::Enable {
+                                from: now.to_string(),
+                            },
                         );
+                    } else if install_changed {
+                        p.op(self, Op::Reenable);
                     }
                 }
                 // A mask hides the links underneath: after unmasking, disable anyway.
@@ -304,14 +315,19 @@ impl Unit {
                         || now.starts_with("linked")
                         || (masked_now && self.masked == Some(false)) =>
                 {
-                    change.field("enabled", Some(now.to_string()), Some("disabled".into()));
+                    p.op(
+                        self,
+                        Op::Disable {
+                            from: now.to_string(),
+                        },
+                    );
                 }
                 _ => {}
             }
         }
 
         if flags.batched {
-            for f in change.fields.iter_mut() {
+            for f in p.change.fields.iter_mut() {
                 if let Some((_, before)) = flags.planned_before.iter().find(|(n, _)| *n == f.field)
                 {
                     f.before = before.clone();
@@ -325,27 +341,31 @@ impl Unit {
             let sh = show(host, &self.unit)?;
             live_parts.push(format!("{}:{}", sh.state_text(), sh.need_daemon_reload()));
             if sh.need_daemon_reload() && !file_changes {
-                change.field(
-                    "daemon-reload",
-                    Some("needed: files changed on disk since systemd loaded them".into()),
-                    Some("reloaded".into()),
-                );
+                p.op(self, Op::DaemonReload);
             }
             if self.dropin.is_none() {
                 let running = sh.active_state().is_running();
                 match self.wants_active() {
                     Some(true) if !running && self.masked != Some(true) => {
-                        change.field("active", Some(sh.state_text()), Some("active".into()));
+                        p.op(
+                            self,
+                            Op::Start {
+                                from: sh.state_text(),
+                            },
+                        );
                     }
-                    Some(false) if running => {
-                        change.field("active", Some(sh.state_text()), Some("inactive".into()))
-                    }
+                    Some(false) if running => p.op(
+                        self,
+                        Op::Stop {
+                            from: sh.state_text(),
+                        },
+                    ),
                     _ => {}
                 }
             }
             let stays_up = self.wants_active() != Some(false)
                 && self.masked != Some(true)
-                && !change.changes_field("active");
+                && !p.has(|o| matches!(o, Op::Start { .. } | Op::Stop { .. }));
             if stays_up && self.restartable(&sh) {
                 if file_changes || sh.need_daemon_reload() {
                     restart_reason = Some(
@@ -367,11 +387,11 @@ impl Unit {
                 && sh.active_state().is_running()
                 && stays_up
             {
-                change.notes.push(format!("{} is a oneshot running now: it is not interrupted; the new unit applies from its next run", self.unit));
+                p.change.notes.push(format!("{} is a oneshot running now: it is not interrupted; the new unit applies from its next run", self.unit));
             }
             let delegated = self.dropin.is_some() && self.main_declared(ctx.catalog);
             if delegated && restart_reason.is_some() {
-                change.notes.push(format!(
+                p.change.notes.push(format!(
                     "{} restarts through unit[{}] (once per run)",
                     self.unit, self.unit
                 ));
@@ -387,36 +407,38 @@ impl Unit {
                     Some("its unit file, a drop-in or a resource it listens to changed".into());
             }
             if let Some(why) = restart_reason {
-                change.field(
-                    "restart",
-                    Some(sh.state_text()),
-                    Some(format!("restarted: {why}")),
+                p.op(
+                    self,
+                    Op::Restart {
+                        from: sh.state_text(),
+                        reason: why,
+                    },
                 );
             }
         } else {
             if let Some(a) = self.active {
-                change.warnings.push(format!(
+                p.change.warnings.push(format!(
                     "active: {a} is not manageable offline (no running systemd at {}): nothing is started or stopped; {}",
                     host.root().display(),
                     if self.enabled.is_some() { "enablement decides what runs at boot" } else { "declare `enabled` to decide what runs at boot" }
                 ));
             }
             if file_changes && self.dropin.is_none() {
-                change.notes.push("offline: no daemon-reload or restart; systemd reads the new files when it starts".into());
+                p.change.notes.push("offline: no daemon-reload or restart; systemd reads the new files when it starts".into());
             }
         }
 
         // Validation.
         if let Some(w) = self.boot_and_timer_lint(ctx.catalog) {
-            change.warnings.push(w);
+            p.change.warnings.push(w);
         }
         // A check reports drift: content already in place was verified when planned.
         let skip_validation = nested() || (ctx.purpose == Purpose::Check && !file_changes);
         if !skip_validation {
             let mut findings = Findings::default();
             self.validate_with_systemd(ctx, &mut findings);
-            change.warnings.extend(findings.warnings);
-            change.notes.extend(findings.notes);
+            p.change.warnings.extend(findings.warnings);
+            p.change.notes.extend(findings.notes);
             if !findings.errors.is_empty() {
                 return Err(ResourceError::Failed(format!(
                     "{} is rejected by systemd:\n  {}",
@@ -426,11 +448,12 @@ impl Unit {
             }
         }
 
-        if change.fields.is_empty() {
-            change.action = Action::None;
-        } else if change.action == Action::None {
-            change.action = Action::Update;
+        if p.ops.is_empty() {
+            p.change.action = Action::None;
+        } else if p.change.action == Action::None {
+            p.change.action = Action::Update;
         }
+        let mut change = p.finish();
         if change.action != Action::None && file_changes && m == Mode::Live {
             change
                 .implied
@@ -597,7 +620,7 @@ impl Unit {
 
 /// Whether applying `change` runs systemctl verbs that write or remove links.
 pub(super) fn calls_systemctl_links(change: &Change) -> bool {
-    change.changes_field("enabled") || change.changes_field("masked")
+    ops_of(change).iter().any(Op::writes_links)
 }
 
 pub(super) fn install_section(entries: &[UnitEntry]) -> Vec<(String, String)> {
