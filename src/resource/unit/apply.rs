@@ -81,14 +81,9 @@ impl Unit {
 
     /// [`Resource::apply`]: the file (unless the flush wrote it), mask, enablement,
     /// start/stop, then the restart, as the change's operations say.
-    pub(super) fn apply_change(
-        &self,
-        ctx: &ApplyCtx,
-        change: &Change,
-    ) -> Result<(), ResourceError> {
+    pub(super) fn apply_unit(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
         let host = ctx.host;
         let m = detect_mode(host);
-        let ops = ops_of(change);
         let batched = self.flags().batched;
         if !batched {
             // The executor did not stage this resource (its change needed no batch).
@@ -147,14 +142,23 @@ impl Unit {
                 _ => {}
             }
         }
-        if ops.iter().any(|o| matches!(o, Op::Restart { .. })) {
+        if let Some(verb) = ops.iter().find_map(|o| match o {
+            Op::Restart { verb, .. } => Some(*verb),
+            _ => None,
+        }) {
             let skip = {
                 let f = self.flags();
                 f.started || f.restarted
             };
             if !skip {
                 self.flags().restarted = true;
-                self.act(host, "try-restart", &[])?;
+                if verb == OnNotify::Reload.verb() && !show(host, &self.unit)?.can_reload() {
+                    return Err(ResourceError::Failed(format!(
+                        "{} cannot be reloaded (no ExecReload=); use on_notify: restart",
+                        self.unit
+                    )));
+                }
+                self.act(host, verb, &[])?;
                 self.check_started(host)?;
             }
         }

@@ -43,9 +43,12 @@ pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(
         .collect();
     ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
     for (_, u, c) in ordered {
-        let restarts = ops_of(c).iter().any(|o| matches!(o, Op::Restart { .. }));
-        if restarts && assigned.insert(u.unit.as_str()) {
-            u.flags().restart_due = true;
+        let verb = ops_of(c).iter().find_map(|o| match o {
+            Op::Restart { verb, .. } => Some(*verb),
+            _ => None,
+        });
+        if let Some(verb) = verb.filter(|_| assigned.insert(u.unit.as_str())) {
+            u.flags().restart_due = Some(verb);
         }
     }
     results
@@ -61,14 +64,11 @@ pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceE
         .any(|o| matches!(o, Op::SetMode { .. } | Op::SetOwner { .. }));
     let reload_due = ops.contains(&Op::DaemonReload);
     // Enablement as planned, before the file is written (a new unit is `not-found`
-    // until then, `disabled` after): the re-plan shows these before-values. Display
-    // only: nothing here decides what is done.
-    let planned_before: Vec<(String, Option<String>)> = c
-        .fields
-        .iter()
-        .filter(|x| x.field == "enabled" || x.field == "masked")
-        .map(|x| (x.field.to_string(), x.before.clone()))
-        .collect();
+    // until then, `disabled` after): the re-plan shows it.
+    let planned_enabled = ops.iter().find_map(|o| match o {
+        Op::Enable { from } | Op::Disable { from } => Some(from.clone()),
+        _ => None,
+    });
     if writes {
         u.write_file(host)?;
     } else if perms {
@@ -76,7 +76,7 @@ pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceE
     }
     let mut f = u.flags();
     f.batched = true;
-    f.planned_before = planned_before;
+    f.planned_enabled = planned_enabled;
     if writes || perms {
         // The file's operations carry their diff, so apply shows it as the plan did;
         // the mask link is replaced by the file, so unmasking is done too.

@@ -12,7 +12,6 @@
 //!    (resources are decoded afresh for every run), shared by apply and refresh.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +30,7 @@ use crate::manifest::decode::{Decoder, Fields};
 use crate::manifest::yaml::{Node, Value};
 use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
 
+use super::contract::{self, Contract, DepView, Diff};
 use super::{
     implied_parents, parent_dir_need, ApplyCtx, Catalog, Meta, Need, PlanCtx, Provide, Purpose,
     Resource, ResourceError,
@@ -105,19 +105,20 @@ pub struct Rendered {
 }
 
 /// What this run has done to the unit (resources are decoded afresh for every run).
-#[derive(Debug, Default, Clone)]
-struct RunFlags {
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunFlags {
     /// [`flush`] staged this resource: files are written and reloaded already.
     batched: bool,
     /// What [`flush`] did for this resource (the file's operations), so that the
     /// re-plan right before `apply` still reports it and the run records it.
     done: Vec<Op>,
     done_action: Option<Action>,
-    /// Before-values of `enabled`/`masked` as the plan saw them, before [`flush`]
-    /// wrote the file: the re-plan reports them, so that plan and apply agree.
-    planned_before: Vec<(String, Option<String>)>,
-    /// [`flush`] chose this resource to restart its unit (one per unit).
-    restart_due: bool,
+    /// The enablement as the plan saw it, before [`flush`] wrote the file: the
+    /// re-plan reports it, so that plan and apply agree.
+    planned_enabled: Option<String>,
+    /// [`flush`] chose this resource to restart its unit (one per unit), with this
+    /// systemctl verb.
+    restart_due: Option<&'static str>,
     started: bool,
     restarted: bool,
 }
@@ -160,6 +161,27 @@ use ops::*;
 use plan::*;
 use systemctl::*;
 use verify::*;
+
+impl Contract for Unit {
+    type State = Observed;
+    type Op = Op;
+
+    fn observe(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
+        self.observe_unit(ctx)
+    }
+
+    fn diff(&self, state: &Observed, deps: &DepView) -> Result<Diff<Op>, ResourceError> {
+        self.diff_unit(state, deps)
+    }
+
+    fn describe(&self, op: &Op, change: &mut Change) {
+        self.describe_op(op, change)
+    }
+
+    fn apply_ops(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
+        self.apply_unit(ops, ctx)
+    }
+}
 
 impl Resource for Unit {
     fn id(&self) -> &ResourceId {
@@ -268,17 +290,16 @@ impl Resource for Unit {
         out
     }
 
-    fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
-        self.check_accounts(ctx)?;
-        let change = self.plan_inner(ctx)?;
-        if calls_systemctl_links(&change) && detect_mode(ctx.host) == Mode::Offline {
-            refuse_symlinked_install_dirs(ctx.host)?;
-        }
-        Ok(change)
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
+        contract::observe(self, ctx)
+    }
+
+    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
+        contract::diff(self, state, deps)
     }
 
     fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        self.apply_change(ctx, change)
+        contract::apply(self, ctx, change)
     }
 
     fn managed_path(&self) -> Option<&str> {

@@ -36,8 +36,13 @@ pub enum Op {
     Start { from: String },
     /// `systemctl stop`, from the state shown.
     Stop { from: String },
-    /// `systemctl try-restart`, from the state shown, and why.
-    Restart { from: String, reason: String },
+    /// A restart from the state shown, and why: `try-restart`, or for a notifier
+    /// what `on_notify` says (`try-reload-or-restart`, `reload`).
+    Restart {
+        from: String,
+        reason: String,
+        verb: &'static str,
+    },
 }
 
 impl Op {
@@ -75,7 +80,7 @@ impl Op {
 impl Unit {
     /// The plan's account of one operation: exactly the fields (and content diff)
     /// the plan text and JSON show for it.
-    pub(super) fn describe(&self, op: &Op, change: &mut Change) {
+    pub(super) fn describe_op(&self, op: &Op, change: &mut Change) {
         match op {
             Op::WriteFile {
                 before,
@@ -121,35 +126,12 @@ impl Unit {
             Op::Stop { from } => {
                 change.field("active", Some(from.clone()), Some("inactive".into()))
             }
-            Op::Restart { from, reason } => change.field(
+            Op::Restart { from, reason, .. } => change.field(
                 "restart",
                 Some(from.clone()),
                 Some(format!("restarted: {reason}")),
             ),
         }
-    }
-}
-
-/// A change being planned: its operations, each described as it is added.
-pub(super) struct Planned {
-    pub change: Change,
-    pub ops: Vec<Op>,
-}
-
-impl Planned {
-    pub fn op(&mut self, u: &Unit, op: Op) {
-        u.describe(&op, &mut self.change);
-        self.ops.push(op);
-    }
-
-    pub fn has(&self, f: impl Fn(&Op) -> bool) -> bool {
-        self.ops.iter().any(f)
-    }
-
-    /// The change, carrying its operations for apply.
-    pub fn finish(mut self) -> Change {
-        self.change.ops = crate::resource::contract::Ops::new(self.ops);
-        self.change
     }
 }
 

@@ -1,37 +1,11 @@
-//! Observing a unit (its file, `systemctl show`/`is-enabled`) and deciding its change.
+//! Observing a unit (its file, `systemctl show`/`is-enabled`, systemd's verdict) and
+//! the pure diff that decides its operations.
 
 use super::*;
 
-// ---------------------------------------------------------------------------------
-// Observing
-
-thread_local! {
-    /// >0 while this thread plans another resource on behalf of a unit (its
-    /// notifiers): nested plans skip validation and their own notifiers.
-    static NESTED: Cell<u32> = const { Cell::new(0) };
-}
-
-pub(super) struct Nested;
-
-impl Nested {
-    pub(super) fn enter() -> Nested {
-        NESTED.with(|n| n.set(n.get() + 1));
-        Nested
-    }
-}
-
-impl Drop for Nested {
-    fn drop(&mut self) {
-        NESTED.with(|n| n.set(n.get().saturating_sub(1)));
-    }
-}
-
-pub(super) fn nested() -> bool {
-    NESTED.with(|n| n.get() > 0)
-}
-
 /// What the unit file's place holds now.
-pub(super) enum FileState {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
     Absent,
     File {
         uid: u32,
@@ -113,18 +87,20 @@ impl Unit {
     }
 
     /// Resources whose change restarts this unit: `restart_on`, and those that
-    /// `notify` it.
-    pub(super) fn notifiers<'c>(&self, catalog: &'c Catalog) -> Vec<&'c dyn Resource> {
-        let mut ids: Vec<&ResourceId> = self.restart_on.iter().map(|(id, _)| id).collect();
+    /// `notify` it (both are its dependencies, so a diff learns whether they change).
+    pub(super) fn notifiers(&self, catalog: &Catalog) -> Vec<(ResourceId, bool)> {
+        let mut ids: Vec<(&ResourceId, bool)> =
+            self.restart_on.iter().map(|(id, _)| (id, false)).collect();
         for r in &catalog.resources {
             if r.meta().notify.iter().any(|(id, _)| id == &self.id) {
-                ids.push(r.id());
+                ids.push((r.id(), true));
             }
         }
         let mut seen = HashSet::new();
         ids.into_iter()
-            .filter(|id| seen.insert((*id).clone()))
-            .filter_map(|id| catalog.get(id))
+            .filter(|(id, _)| seen.insert((*id).clone()))
+            .filter(|(id, _)| catalog.contains(id))
+            .map(|(id, notifies)| (id.clone(), notifies))
             .collect()
     }
 
@@ -144,7 +120,43 @@ impl Unit {
 }
 
 // ---------------------------------------------------------------------------------
-// Planning
+// Planning: observe (every host read), then a pure diff
+
+/// What observing a unit found: its file, its enablement and run state, what its
+/// validation said, and what this run has done to it so far.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub mode: Mode,
+    /// The plan's note on the mode (names the root offline).
+    pub mode_note: String,
+    /// The unit file's path as errors show it.
+    pub shown: String,
+    /// The target's root as messages show it.
+    pub root: String,
+    pub file: FileState,
+    /// Whether the file is owned by root when written (reconcile runs as root).
+    pub want_owner: bool,
+    /// Missing parents no declared directory creates, for a file to be created.
+    pub implied: Vec<String>,
+    /// `systemctl is-enabled` (`None`: not asked; `Some(None)`: not found).
+    pub enablement: Option<Option<String>>,
+    /// `systemctl show` (live only).
+    pub show: Option<ShowUnit>,
+    /// For a main unit that would restart: its first declared drop-in whose file
+    /// differs from the declared one.
+    pub dropin_changed: Option<ResourceId>,
+    /// `restart_on` targets and notifiers, and whether each is a notifier.
+    pub notifiers: Vec<(ResourceId, bool)>,
+    /// For a drop-in: its unit's resource is declared (and restarts it).
+    pub main_declared: bool,
+    pub lint: Option<String>,
+    /// systemd's verdict on the content (`None`: not validated this time).
+    pub findings: Option<Findings>,
+    /// Why `systemctl --root` must not write this unit's links (offline).
+    pub unsafe_links: Option<ResourceError>,
+    /// What this run's flush did to this resource.
+    pub run: RunFlags,
+}
 
 impl Unit {
     pub(super) fn perms(&self) -> Perms {
@@ -156,21 +168,104 @@ impl Unit {
         }
     }
 
-    pub(super) fn plan_inner(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
+    /// Whether the declared content differs from what `file` holds.
+    fn content_differs(&self, file: &FileState) -> bool {
+        match (&self.content, file) {
+            (None, _) => false,
+            (Some(c), FileState::File { bytes, .. }) => bytes.as_slice() != c.text.as_bytes(),
+            (Some(_), _) => true,
+        }
+    }
+
+    /// [`Contract::observe`]: every host read planning a unit needs.
+    pub(super) fn observe_unit(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
+        self.check_accounts(ctx)?;
         let host = ctx.host;
         let m = detect_mode(host);
-        let flags = self.flags().clone();
-        let mut p = Planned {
-            change: Change::new(self.id.clone(), self.meta.secret),
-            ops: Vec::new(),
+        let file = read_file_state(host, &self.path)?;
+        let mut o = Observed {
+            mode: m,
+            mode_note: mode_note(host, m),
+            shown: host.show(&self.path),
+            root: host.root().display().to_string(),
+            file,
+            want_owner: want_owner(),
+            implied: Vec::new(),
+            enablement: None,
+            show: None,
+            dropin_changed: None,
+            notifiers: Vec::new(),
+            main_declared: self.main_declared(ctx.catalog),
+            lint: None,
+            findings: None,
+            unsafe_links: None,
+            run: self.flags().clone(),
         };
-        p.change.notes.push(mode_note(host, m));
+        if self.content.is_some() && matches!(o.file, FileState::Other(_)) {
+            // Refused by the diff whatever else is found.
+            return Ok(o);
+        }
+        if self.content.is_some() && matches!(o.file, FileState::Absent | FileState::Masked) {
+            o.implied = implied_parents(ctx, &self.path)?;
+        }
+        let file_changes = self.content_differs(&o.file);
+        let links = self.dropin.is_none()
+            && (self.enabled.is_some()
+                || self.masked.is_some()
+                || matches!(o.file, FileState::Masked));
+        if links {
+            o.enablement = Some(is_enabled(host, m, &self.unit)?);
+        }
+        if m == Mode::Live {
+            let sh = show(host, &self.unit)?;
+            let may_restart = self.dropin.is_none()
+                && !file_changes
+                && !sh.need_daemon_reload()
+                && self.wants_active() != Some(false)
+                && self.masked != Some(true)
+                && self.restartable(&sh);
+            if may_restart {
+                o.dropin_changed = self.changed_dropin(ctx)?;
+            }
+            o.notifiers = self.notifiers(ctx.catalog);
+            o.show = Some(sh);
+        } else if links || matches!(o.file, FileState::Masked) {
+            // Only consulted when the diff calls `systemctl --root` for links.
+            o.unsafe_links = refuse_symlinked_install_dirs(host).err();
+        }
+        o.lint = self.boot_and_timer_lint(ctx.catalog);
+        // A check reports drift: content already in place was verified when planned.
+        if ctx.purpose != Purpose::Check || file_changes {
+            let mut findings = Findings::default();
+            self.validate_with_systemd(ctx, &mut findings);
+            o.findings = Some(findings);
+        }
+        Ok(o)
+    }
 
-        // The file.
-        let state = read_file_state(host, &self.path)?;
-        let mut file_changes = false;
+    /// The first declared drop-in of this unit whose file is not its content yet.
+    fn changed_dropin(&self, ctx: &PlanCtx) -> Result<Option<ResourceId>, ResourceError> {
+        for d in self.declared_dropins(ctx.catalog) {
+            let Some(c) = &d.content else { continue };
+            let same = matches!(read_file_state(ctx.host, &d.path)?, FileState::File { ref bytes, .. } if bytes.as_slice() == c.text.as_bytes());
+            if !same {
+                return Ok(Some(d.id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Contract::diff`]: pure. What the unit's change is, given what was observed
+    /// and whether its `restart_on` targets and notifiers change in this run.
+    pub(super) fn diff_unit(
+        &self,
+        o: &Observed,
+        deps: &DepView,
+    ) -> Result<Diff<Op>, ResourceError> {
+        let m = o.mode;
+        let flags = &o.run;
         let mut live_parts: Vec<String> = Vec::new();
-        match &state {
+        match &o.file {
             FileState::Absent => live_parts.push("absent".into()),
             FileState::File {
                 uid,
@@ -182,284 +277,6 @@ impl Unit {
             FileState::Masked => live_parts.push("masked".into()),
             FileState::Other(what) => live_parts.push(what.clone()),
         }
-        if let Some(c) = &self.content {
-            let new = c.text.as_bytes();
-            match &state {
-                FileState::Other(what) => {
-                    return Err(HostError::Unsafe {
-                        path: host.show(&self.path),
-                        reason: format!("is {what}; a unit resource will not replace it (remove it, or manage the unit without content)"),
-                    }
-                    .into())
-                }
-                FileState::Absent | FileState::Masked => {
-                    p.change.action = Action::Create;
-                    p.change.implied = implied_parents(ctx, &self.path)?;
-                    let diff = if self.meta.secret {
-                        None
-                    } else {
-                        text_diff(b"", new, &self.path)
-                    };
-                    p.op(self, Op::WriteFile {
-                        before: None,
-                        after: short_hash(new),
-                        diff,
-                        replaces_mask: matches!(state, FileState::Masked),
-                    });
-                    file_changes = true;
-                }
-                FileState::File { uid, gid, mode, nlink, bytes } => {
-                    let owner_differs = want_owner() && (*uid != 0 || *gid != 0);
-                    if *nlink > 1 && (bytes.as_slice() != new || *mode != 0o644 || owner_differs) {
-                        return Err(HostError::Unsafe {
-                            path: host.show(&self.path),
-                            reason: crate::host::fs::hardlink_reason(*nlink),
-                        }
-                        .into());
-                    }
-                    if bytes.as_slice() != new {
-                        let diff = if self.meta.secret {
-                            None
-                        } else {
-                            text_diff(bytes, new, &self.path)
-                        };
-                        p.op(self, Op::WriteFile {
-                            before: Some(short_hash(bytes)),
-                            after: short_hash(new),
-                            diff,
-                            replaces_mask: false,
-                        });
-                        file_changes = true;
-                    }
-                    // Owner and mode are fixed in place: no reload, no restart.
-                    if *mode != 0o644 {
-                        p.op(self, Op::SetMode { from: *mode });
-                    }
-                    if want_owner() && (*uid != 0 || *gid != 0) {
-                        p.op(self, Op::SetOwner { uid: *uid, gid: *gid });
-                    }
-                }
-            }
-        }
-
-        // Work done by the flush in this run stays part of this resource's p.change.
-        if flags.batched {
-            for done in &flags.done {
-                let kind = std::mem::discriminant(done);
-                if !p.has(|o| std::mem::discriminant(o) == kind) {
-                    p.op(self, done.clone());
-                }
-            }
-            if let Some(a) = flags.done_action {
-                p.change.action = a;
-            }
-        }
-
-        // Enablement and mask (the unit itself, not drop-ins).
-        if self.dropin.is_none()
-            && (self.enabled.is_some()
-                || self.masked.is_some()
-                || matches!(state, FileState::Masked))
-        {
-            let enablement = is_enabled(host, m, &self.unit)?;
-            live_parts.push(enablement.clone().unwrap_or_else(|| "not-found".into()));
-            let now = enablement.as_deref().unwrap_or("not-found");
-            let masked_now = now.starts_with("masked");
-            let wants_it = self.enabled == Some(true) || self.wants_active() == Some(true);
-            if enablement.is_none() && self.content.is_none() && wants_it {
-                p.change.warnings.push(format!(
-                    "{} is not installed on the target and has no content here: enabling or starting it fails unless a resource applied before it installs it",
-                    self.unit
-                ));
-            }
-            match self.masked {
-                Some(true) if !masked_now => {
-                    if let FileState::File { .. } = state {
-                        return Err(ResourceError::Failed(format!(
-                            "cannot mask {}: {} is a unit file, and a mask is a link to /dev/null at that place; remove the file first (a `file` resource with `state: absent` that this unit requires)",
-                            self.unit,
-                            host.show(&self.path)
-                        )));
-                    }
-                    p.op(self, Op::Mask)
-                }
-                Some(false) if masked_now && !p.has(Op::changes_mask) => p.op(self, Op::Unmask),
-                _ => {}
-            }
-            match self.enabled {
-                Some(true) => {
-                    if self.content.is_none() && now == "static" {
-                        return Err(ResourceError::Failed(format!("{} has no [Install] section (is-enabled: static): it cannot be enabled", self.unit)));
-                    }
-                    let install_changed = self.content.as_ref().is_some_and(|c| match &state {
-                        FileState::File { bytes, .. } => {
-                            install_section(&parse_unit_file(&String::from_utf8_lossy(bytes)).0)
-                                != install_section(&c.entries)
-                        }
-                        _ => false,
-                    });
-                    if now != "enabled" {
-                        p.op(
-                            self,
-                            Op::Enable {
-                                from: now.to_string(),
-                            },
-                        );
-                    } else if install_changed {
-                        p.op(self, Op::Reenable);
-                    }
-                }
-                // A mask hides the links underneath: after unmasking, disable anyway.
-                Some(false)
-                    if now.starts_with("enabled")
-                        || now.starts_with("linked")
-                        || (masked_now && self.masked == Some(false)) =>
-                {
-                    p.op(
-                        self,
-                        Op::Disable {
-                            from: now.to_string(),
-                        },
-                    );
-                }
-                _ => {}
-            }
-        }
-
-        if flags.batched {
-            for f in p.change.fields.iter_mut() {
-                if let Some((_, before)) = flags.planned_before.iter().find(|(n, _)| *n == f.field)
-                {
-                    f.before = before.clone();
-                }
-            }
-        }
-
-        // Run state (live only).
-        let mut restart_reason: Option<String> = None;
-        if m == Mode::Live {
-            let sh = show(host, &self.unit)?;
-            live_parts.push(format!("{}:{}", sh.state_text(), sh.need_daemon_reload()));
-            if sh.need_daemon_reload() && !file_changes {
-                p.op(self, Op::DaemonReload);
-            }
-            if self.dropin.is_none() {
-                let running = sh.active_state().is_running();
-                match self.wants_active() {
-                    Some(true) if !running && self.masked != Some(true) => {
-                        p.op(
-                            self,
-                            Op::Start {
-                                from: sh.state_text(),
-                            },
-                        );
-                    }
-                    Some(false) if running => p.op(
-                        self,
-                        Op::Stop {
-                            from: sh.state_text(),
-                        },
-                    ),
-                    _ => {}
-                }
-            }
-            let stays_up = self.wants_active() != Some(false)
-                && self.masked != Some(true)
-                && !p.has(|o| matches!(o, Op::Start { .. } | Op::Stop { .. }));
-            if stays_up && self.restartable(&sh) {
-                if file_changes || sh.need_daemon_reload() {
-                    restart_reason = Some(
-                        if file_changes {
-                            "its unit file changes"
-                        } else {
-                            "systemd runs an outdated configuration"
-                        }
-                        .to_string(),
-                    );
-                }
-                if restart_reason.is_none() && self.dropin.is_none() {
-                    restart_reason = self.changed_dropin(ctx)?;
-                }
-                if restart_reason.is_none() && !nested() {
-                    restart_reason = self.changing_notifier(ctx)?;
-                }
-            } else if (file_changes || sh.need_daemon_reload())
-                && sh.active_state().is_running()
-                && stays_up
-            {
-                p.change.notes.push(format!("{} is a oneshot running now: it is not interrupted; the new unit applies from its next run", self.unit));
-            }
-            let delegated = self.dropin.is_some() && self.main_declared(ctx.catalog);
-            if delegated && restart_reason.is_some() {
-                p.change.notes.push(format!(
-                    "{} restarts through unit[{}] (once per run)",
-                    self.unit, self.unit
-                ));
-                restart_reason = None;
-            }
-            if flags.batched {
-                // Files are written and reloaded already; only what the flush
-                // assigned to this resource is left.
-                restart_reason = None;
-            }
-            if flags.restart_due && !flags.restarted && !flags.started {
-                restart_reason =
-                    Some("its unit file, a drop-in or a resource it listens to changed".into());
-            }
-            if let Some(why) = restart_reason {
-                p.op(
-                    self,
-                    Op::Restart {
-                        from: sh.state_text(),
-                        reason: why,
-                    },
-                );
-            }
-        } else {
-            if let Some(a) = self.active {
-                p.change.warnings.push(format!(
-                    "active: {a} is not manageable offline (no running systemd at {}): nothing is started or stopped; {}",
-                    host.root().display(),
-                    if self.enabled.is_some() { "enablement decides what runs at boot" } else { "declare `enabled` to decide what runs at boot" }
-                ));
-            }
-            if file_changes && self.dropin.is_none() {
-                p.change.notes.push("offline: no daemon-reload or restart; systemd reads the new files when it starts".into());
-            }
-        }
-
-        // Validation.
-        if let Some(w) = self.boot_and_timer_lint(ctx.catalog) {
-            p.change.warnings.push(w);
-        }
-        // A check reports drift: content already in place was verified when planned.
-        let skip_validation = nested() || (ctx.purpose == Purpose::Check && !file_changes);
-        if !skip_validation {
-            let mut findings = Findings::default();
-            self.validate_with_systemd(ctx, &mut findings);
-            p.change.warnings.extend(findings.warnings);
-            p.change.notes.extend(findings.notes);
-            if !findings.errors.is_empty() {
-                return Err(ResourceError::Failed(format!(
-                    "{} is rejected by systemd:\n  {}",
-                    self.path,
-                    findings.errors.join("\n  ")
-                )));
-            }
-        }
-
-        if p.ops.is_empty() {
-            p.change.action = Action::None;
-        } else if p.change.action == Action::None {
-            p.change.action = Action::Update;
-        }
-        let mut change = p.finish();
-        if change.action != Action::None && file_changes && m == Mode::Live {
-            change
-                .implied
-                .push("systemctl daemon-reload (once for all units of this run)".into());
-        }
-        change.live = fingerprint(live_parts.iter().map(|s| s.as_bytes()));
         let desired = format!(
             "{}|{:?}|{:?}|{:?}|{:?}",
             self.content
@@ -471,8 +288,294 @@ impl Unit {
             self.masked,
             self.on_notify
         );
-        change.desired = fingerprint([desired.as_bytes()]);
-        Ok(change)
+        let mut d: Diff<Op> = Diff::new(String::new(), fingerprint([desired.as_bytes()]));
+        d.notes.push(o.mode_note.clone());
+
+        // The file.
+        let mut file_changes = false;
+        if let Some(c) = &self.content {
+            let new = c.text.as_bytes();
+            match &o.file {
+                FileState::Other(what) => {
+                    return Err(HostError::Unsafe {
+                        path: o.shown.clone(),
+                        reason: format!("is {what}; a unit resource will not replace it (remove it, or manage the unit without content)"),
+                    }
+                    .into())
+                }
+                FileState::Absent | FileState::Masked => {
+                    d.implied.clone_from(&o.implied);
+                    let diff = if self.meta.secret {
+                        None
+                    } else {
+                        text_diff(b"", new, &self.path)
+                    };
+                    d.op(
+                        Action::Create,
+                        Op::WriteFile {
+                            before: None,
+                            after: short_hash(new),
+                            diff,
+                            replaces_mask: matches!(o.file, FileState::Masked),
+                        },
+                    );
+                    file_changes = true;
+                }
+                FileState::File { uid, gid, mode, nlink, bytes } => {
+                    let owner_differs = o.want_owner && (*uid != 0 || *gid != 0);
+                    if *nlink > 1 && (bytes.as_slice() != new || *mode != 0o644 || owner_differs) {
+                        return Err(HostError::Unsafe {
+                            path: o.shown.clone(),
+                            reason: crate::host::fs::hardlink_reason(*nlink),
+                        }
+                        .into());
+                    }
+                    if bytes.as_slice() != new {
+                        let diff = if self.meta.secret {
+                            None
+                        } else {
+                            text_diff(bytes, new, &self.path)
+                        };
+                        d.op(
+                            Action::Update,
+                            Op::WriteFile {
+                                before: Some(short_hash(bytes)),
+                                after: short_hash(new),
+                                diff,
+                                replaces_mask: false,
+                            },
+                        );
+                        file_changes = true;
+                    }
+                    // Owner and mode are fixed in place: no reload, no restart.
+                    if *mode != 0o644 {
+                        d.op(Action::Update, Op::SetMode { from: *mode });
+                    }
+                    if owner_differs {
+                        d.op(Action::Update, Op::SetOwner { uid: *uid, gid: *gid });
+                    }
+                }
+            }
+        }
+
+        // Work done by the flush in this run stays part of this resource's change.
+        if flags.batched {
+            for done in &flags.done {
+                let kind = std::mem::discriminant(done);
+                if !d.ops.iter().any(|o| std::mem::discriminant(o) == kind) {
+                    d.op(Action::Update, done.clone());
+                }
+            }
+            if let Some(a) = flags.done_action {
+                d.action = a;
+            }
+        }
+
+        // Enablement and mask (the unit itself, not drop-ins).
+        if let Some(enablement) = &o.enablement {
+            live_parts.push(enablement.clone().unwrap_or_else(|| "not-found".into()));
+            let now = enablement.as_deref().unwrap_or("not-found");
+            let masked_now = now.starts_with("masked");
+            let wants_it = self.enabled == Some(true) || self.wants_active() == Some(true);
+            if enablement.is_none() && self.content.is_none() && wants_it {
+                d.warnings.push(format!(
+                    "{} is not installed on the target and has no content here: enabling or starting it fails unless a resource applied before it installs it",
+                    self.unit
+                ));
+            }
+            match self.masked {
+                Some(true) if !masked_now => {
+                    if let FileState::File { .. } = o.file {
+                        return Err(ResourceError::Failed(format!(
+                            "cannot mask {}: {} is a unit file, and a mask is a link to /dev/null at that place; remove the file first (a `file` resource with `state: absent` that this unit requires)",
+                            self.unit,
+                            o.shown
+                        )));
+                    }
+                    d.op(Action::Update, Op::Mask)
+                }
+                Some(false) if masked_now && !d.ops.iter().any(Op::changes_mask) => {
+                    d.op(Action::Update, Op::Unmask)
+                }
+                _ => {}
+            }
+            // Enablement as the plan saw it, before the flush wrote the file (a new
+            // unit is `not-found` until then, `disabled` after): plan and apply agree.
+            let shown_now = flags
+                .planned_enabled
+                .clone()
+                .filter(|_| flags.batched)
+                .unwrap_or_else(|| now.to_string());
+            match self.enabled {
+                Some(true) => {
+                    if self.content.is_none() && now == "static" {
+                        return Err(ResourceError::Failed(format!("{} has no [Install] section (is-enabled: static): it cannot be enabled", self.unit)));
+                    }
+                    let install_changed = self.content.as_ref().is_some_and(|c| match &o.file {
+                        FileState::File { bytes, .. } => {
+                            install_section(&parse_unit_file(&String::from_utf8_lossy(bytes)).0)
+                                != install_section(&c.entries)
+                        }
+                        _ => false,
+                    });
+                    if now != "enabled" {
+                        d.op(Action::Update, Op::Enable { from: shown_now });
+                    } else if install_changed {
+                        d.op(Action::Update, Op::Reenable);
+                    }
+                }
+                // A mask hides the links underneath: after unmasking, disable anyway.
+                Some(false)
+                    if now.starts_with("enabled")
+                        || now.starts_with("linked")
+                        || (masked_now && self.masked == Some(false)) =>
+                {
+                    d.op(Action::Update, Op::Disable { from: shown_now });
+                }
+                _ => {}
+            }
+        }
+
+        // Run state (live only).
+        if let Some(sh) = &o.show {
+            live_parts.push(format!("{}:{}", sh.state_text(), sh.need_daemon_reload()));
+            if sh.need_daemon_reload() && !file_changes {
+                d.op(Action::Update, Op::DaemonReload);
+            }
+            if self.dropin.is_none() {
+                let running = sh.active_state().is_running();
+                match self.wants_active() {
+                    Some(true) if !running && self.masked != Some(true) => d.op(
+                        Action::Update,
+                        Op::Start {
+                            from: sh.state_text(),
+                        },
+                    ),
+                    Some(false) if running => d.op(
+                        Action::Update,
+                        Op::Stop {
+                            from: sh.state_text(),
+                        },
+                    ),
+                    _ => {}
+                }
+            }
+            let stays_up = self.wants_active() != Some(false)
+                && self.masked != Some(true)
+                && !d
+                    .ops
+                    .iter()
+                    .any(|o| matches!(o, Op::Start { .. } | Op::Stop { .. }));
+            // (why, the systemctl verb)
+            let mut restart: Option<(String, &'static str)> = None;
+            if stays_up && self.restartable(sh) {
+                if file_changes || sh.need_daemon_reload() {
+                    let why = if file_changes {
+                        "its unit file changes"
+                    } else {
+                        "systemd runs an outdated configuration"
+                    };
+                    restart = Some((why.to_string(), "try-restart"));
+                }
+                if restart.is_none() && self.dropin.is_none() {
+                    restart = o
+                        .dropin_changed
+                        .as_ref()
+                        .map(|id| (format!("its drop-in {id} changes"), "try-restart"));
+                }
+                if restart.is_none() {
+                    restart = o.notifiers.iter().find(|(id, _)| deps.changes(id)).map(
+                        |(id, notifies)| {
+                            let verb = if *notifies {
+                                self.on_notify.verb()
+                            } else {
+                                "try-restart"
+                            };
+                            (format!("{id} changes"), verb)
+                        },
+                    );
+                }
+            } else if (file_changes || sh.need_daemon_reload())
+                && sh.active_state().is_running()
+                && stays_up
+            {
+                d.notes.push(format!("{} is a oneshot running now: it is not interrupted; the new unit applies from its next run", self.unit));
+            }
+            let delegated = self.dropin.is_some() && o.main_declared;
+            if delegated && restart.is_some() {
+                d.notes.push(format!(
+                    "{} restarts through unit[{}] (once per run)",
+                    self.unit, self.unit
+                ));
+                restart = None;
+            }
+            if flags.batched {
+                // Files are written and reloaded already; only what the flush
+                // assigned to this resource is left.
+                restart = None;
+            }
+            if let Some(verb) = flags
+                .restart_due
+                .filter(|_| !flags.restarted && !flags.started)
+            {
+                restart = Some((
+                    "its unit file, a drop-in or a resource it listens to changed".into(),
+                    verb,
+                ));
+            }
+            if let Some((reason, verb)) = restart {
+                d.op(
+                    Action::Update,
+                    Op::Restart {
+                        from: sh.state_text(),
+                        reason,
+                        verb,
+                    },
+                );
+            }
+        } else {
+            if let Some(a) = self.active {
+                d.warnings.push(format!(
+                    "active: {a} is not manageable offline (no running systemd at {}): nothing is started or stopped; {}",
+                    o.root,
+                    if self.enabled.is_some() { "enablement decides what runs at boot" } else { "declare `enabled` to decide what runs at boot" }
+                ));
+            }
+            if file_changes && self.dropin.is_none() {
+                d.notes.push("offline: no daemon-reload or restart; systemd reads the new files when it starts".into());
+            }
+        }
+
+        // Validation.
+        if let Some(w) = &o.lint {
+            d.warnings.push(w.clone());
+        }
+        if let Some(f) = &o.findings {
+            d.warnings.extend(f.warnings.iter().cloned());
+            d.notes.extend(f.notes.iter().cloned());
+            if !f.errors.is_empty() {
+                return Err(ResourceError::Failed(format!(
+                    "{} is rejected by systemd:\n  {}",
+                    self.path,
+                    f.errors.join("\n  ")
+                )));
+            }
+        }
+
+        if d.ops.is_empty() {
+            d.action = Action::None;
+        }
+        if d.action != Action::None && file_changes && m == Mode::Live {
+            d.implied
+                .push("systemctl daemon-reload (once for all units of this run)".into());
+        }
+        if m == Mode::Offline && d.ops.iter().any(Op::writes_links) {
+            if let Some(e) = &o.unsafe_links {
+                return Err(e.clone());
+            }
+        }
+        d.live = fingerprint(live_parts.iter().map(|s| s.as_bytes()));
+        Ok(d)
     }
 
     /// A timer-triggered service that is also enabled at boot runs outside the
@@ -502,31 +605,6 @@ impl Unit {
                         })
             })?;
         install.then(|| format!("{} is started by {} and also enabled with WantedBy=/RequiredBy=: it runs at every boot too, outside the timer's schedule; enable the timer only", self.unit, timer.id))
-    }
-
-    /// Why a declared drop-in of this unit makes it restart, if one changes.
-    pub(super) fn changed_dropin(&self, ctx: &PlanCtx) -> Result<Option<String>, ResourceError> {
-        for d in self.declared_dropins(ctx.catalog) {
-            let Some(c) = &d.content else { continue };
-            let same = matches!(read_file_state(ctx.host, &d.path)?, FileState::File { ref bytes, .. } if bytes.as_slice() == c.text.as_bytes());
-            if !same {
-                return Ok(Some(format!("its drop-in {} changes", d.id)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Why a notifier makes this unit restart, if one changes.
-    pub(super) fn changing_notifier(&self, ctx: &PlanCtx) -> Result<Option<String>, ResourceError> {
-        let _guard = Nested::enter();
-        for r in self.notifiers(ctx.catalog) {
-            // A notifier that cannot be planned is reported on its own; here it only
-            // means we cannot promise a restart.
-            if r.plan(ctx).map(|c| c.is_change()).unwrap_or(false) {
-                return Ok(Some(format!("{} changes", r.id())));
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -616,11 +694,6 @@ impl Unit {
             Err(ResourceError::Failed(problems.join("\n  ")))
         }
     }
-}
-
-/// Whether applying `change` runs systemctl verbs that write or remove links.
-pub(super) fn calls_systemctl_links(change: &Change) -> bool {
-    ops_of(change).iter().any(Op::writes_links)
 }
 
 pub(super) fn install_section(entries: &[UnitEntry]) -> Vec<(String, String)> {

@@ -177,8 +177,8 @@ pub(super) fn exists_in_root(host: &Host, path: &str) -> bool {
 }
 
 /// Problems found by validation: errors refuse the plan, warnings are shown.
-#[derive(Default)]
-pub(super) struct Findings {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
     pub(super) errors: Vec<String>,
     pub(super) warnings: Vec<String>,
     pub(super) notes: Vec<String>,
