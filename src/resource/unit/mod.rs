@@ -145,6 +145,8 @@ pub struct Unit {
 
 mod apply;
 mod decode;
+#[cfg(test)]
+mod diff_tests;
 mod flush;
 mod ops;
 mod plan;
@@ -360,7 +362,7 @@ mod tests {
     /// The scratch root the fixture was recorded in.
     const RECORDED_ROOT: &str = "/tmp/tmp.e36T9m4uz5";
 
-    fn unit(name: &str, dropin: Option<&str>, text: &str) -> Unit {
+    pub(super) fn unit(name: &str, dropin: Option<&str>, text: &str) -> Unit {
         let span = Span::file_only(Arc::from("site.yaml"));
         let (entries, _) = parse_unit_file(text);
         Unit {
