@@ -131,36 +131,32 @@ impl Unit {
         if m != Mode::Live {
             return Ok(());
         }
+        // A unit started here runs the new configuration already: no restart besides.
+        let mut started = false;
         for op in ops {
             match op {
                 Op::Start { .. } => {
                     self.act(host, "start", &[])?;
-                    self.flags().started = true;
+                    started = true;
                     self.check_started(host)?;
                 }
                 Op::Stop { .. } => self.act(host, "stop", &[])?,
                 _ => {}
             }
         }
-        if let Some(verb) = ops.iter().find_map(|o| match o {
+        let restart = ops.iter().find_map(|o| match o {
             Op::Restart { verb, .. } => Some(*verb),
             _ => None,
-        }) {
-            let skip = {
-                let f = self.flags();
-                f.started || f.restarted
-            };
-            if !skip {
-                self.flags().restarted = true;
-                if verb == OnNotify::Reload.verb() && !show(host, &self.unit)?.can_reload() {
-                    return Err(ResourceError::Failed(format!(
-                        "{} cannot be reloaded (no ExecReload=); use on_notify: restart",
-                        self.unit
-                    )));
-                }
-                self.act(host, verb, &[])?;
-                self.check_started(host)?;
+        });
+        if let Some(verb) = restart.filter(|_| !started) {
+            if verb == OnNotify::Reload.verb() && !show(host, &self.unit)?.can_reload() {
+                return Err(ResourceError::Failed(format!(
+                    "{} cannot be reloaded (no ExecReload=); use on_notify: restart",
+                    self.unit
+                )));
             }
+            self.act(host, verb, &[])?;
+            self.check_started(host)?;
         }
         Ok(())
     }

@@ -356,13 +356,11 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             ],
         ),
         (
-            "after the flush: a restart already done is not due again",
-            svc(),
+            "after the flush: a restart not assigned to this resource is not made",
+            unit("u.service", Some("x.conf"), TEXT),
             Observed {
                 run: RunFlags {
                     batched: true,
-                    restart_due: Some("try-restart"),
-                    restarted: true,
                     ..RunFlags::default()
                 },
                 ..live(file(TEXT, 0o644), running())

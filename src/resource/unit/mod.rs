@@ -1,15 +1,25 @@
 //! `unit`: a systemd unit file (or one drop-in of it), its enablement, its mask and
 //! whether it runs. See docs/units.md.
 //!
+//! On the typed contract ([`Contract`]): `plan.rs` observes (the file, `systemctl
+//! is-enabled`/`show`, declared drop-in files, systemd's verdict on the content) and
+//! diffs purely into [`Op`]s; `ops.rs` renders them for the plan; `apply.rs` and
+//! `flush.rs` match on them. `decode.rs` reads the manifest entry, `verify.rs` runs
+//! `systemd-analyze` on a scratch root, `systemctl.rs` holds the modes and commands.
+//!
 //! Ordering within a run, which is where hand-written playbooks go wrong:
 //! 1. [`flush`] (the kind's batch step, run by the executor once the changed units
 //!    whose dependencies converged are pending): their unit files and drop-ins are
 //!    written, then ONE `systemctl daemon-reload` if any changed (live mode).
 //! 2. [`Resource::apply`] per unit, in graph order: mask/unmask, enable/disable,
 //!    start/stop, then a restart when its own file, a drop-in, or a resource it
-//!    listens to (`restart_on`, or `notify` on the other side) changed.
-//! 3. Each unit restarts at most once per run: per-run flags live in the resource
-//!    (resources are decoded afresh for every run), shared by apply and refresh.
+//!    listens to (`restart_on`, or `notify` on the other side) changed; the last two
+//!    are its dependencies, so its diff asks the [`DepView`] instead of planning them.
+//! 3. Each unit restarts at most once per run: the flush assigns the restart of each
+//!    unit to one member (its main resource first). What the flush did reaches the
+//!    member's diff right after it through per-run flags in the resource (resources
+//!    are decoded afresh for every run): the executor re-observes the member and does
+//!    not hand the diff the change it was staged with.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -119,8 +129,6 @@ pub struct RunFlags {
     /// [`flush`] chose this resource to restart its unit (one per unit), with this
     /// systemctl verb.
     restart_due: Option<&'static str>,
-    started: bool,
-    restarted: bool,
 }
 
 #[derive(Debug)]
@@ -318,18 +326,13 @@ impl Resource for Unit {
             tracing::info!(unit = %self.unit, "offline: nothing runs, nothing to restart");
             return Ok(());
         }
-        {
-            let f = self.flags();
-            if f.started || f.restarted {
-                return Ok(());
-            }
-        }
+        // Called only when this run did not apply the unit: nothing started or
+        // restarted it yet.
         let sh = show(host, &self.unit)?;
         if !self.restartable(&sh) {
             // Not running: the next start uses the new configuration.
             return Ok(());
         }
-        self.flags().restarted = true;
         if self.on_notify == OnNotify::Reload && !sh.can_reload() {
             return Err(ResourceError::Failed(format!(
                 "{} cannot be reloaded (no ExecReload=); use on_notify: restart",

@@ -514,10 +514,7 @@ impl Unit {
                 // assigned to this resource is left.
                 restart = None;
             }
-            if let Some(verb) = flags
-                .restart_due
-                .filter(|_| !flags.restarted && !flags.started)
-            {
+            if let Some(verb) = flags.restart_due {
                 restart = Some((
                     "its unit file, a drop-in or a resource it listens to changed".into(),
                     verb,
