@@ -399,33 +399,29 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
 fn restarts_follow_what_the_dependencies_do_in_this_run() {
     let file_id = ResourceId::new("file", "/etc/default/u");
     let conf_id = ResourceId::new("file", "/etc/u.conf");
-    let u = Unit {
-        on_notify: OnNotify::Auto,
-        ..unit("u.service", None, TEXT)
-    };
+    // on_notify: auto (the default) acts for restart_on and notify alike.
+    let u = unit("u.service", None, TEXT);
     let o = Observed {
-        notifiers: vec![(file_id.clone(), false), (conf_id.clone(), true)],
+        notifiers: vec![file_id.clone(), conf_id.clone()],
         ..live(file(TEXT, 0o644), running())
     };
+    let verb = "try-reload-or-restart";
     let cases: Vec<(&str, Vec<&ResourceId>, Vec<Op>)> = vec![
         ("nothing changes", vec![], vec![]),
         (
-            "restart_on target changes: try-restart",
+            "a restart_on target changes",
             vec![&file_id],
-            vec![restart("file[/etc/default/u] changes", "try-restart")],
+            vec![restart("file[/etc/default/u] changes", verb)],
         ),
         (
-            "a notifier changes: what on_notify says",
+            "a notifier changes",
             vec![&conf_id],
-            vec![restart(
-                "file[/etc/u.conf] changes",
-                "try-reload-or-restart",
-            )],
+            vec![restart("file[/etc/u.conf] changes", verb)],
         ),
         (
-            "both: one restart, the first named",
+            "both: one restart, restart_on named first",
             vec![&conf_id, &file_id],
-            vec![restart("file[/etc/default/u] changes", "try-restart")],
+            vec![restart("file[/etc/default/u] changes", verb)],
         ),
     ];
     for (name, changing, ops) in cases {

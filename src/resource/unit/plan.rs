@@ -88,19 +88,18 @@ impl Unit {
 
     /// Resources whose change restarts this unit: `restart_on`, and those that
     /// `notify` it (both are its dependencies, so a diff learns whether they change).
-    pub(super) fn notifiers(&self, catalog: &Catalog) -> Vec<(ResourceId, bool)> {
-        let mut ids: Vec<(&ResourceId, bool)> =
-            self.restart_on.iter().map(|(id, _)| (id, false)).collect();
+    pub(super) fn notifiers(&self, catalog: &Catalog) -> Vec<ResourceId> {
+        let mut ids: Vec<&ResourceId> = self.restart_on.iter().map(|(id, _)| id).collect();
         for r in &catalog.resources {
             if r.meta().notify.iter().any(|(id, _)| id == &self.id) {
-                ids.push((r.id(), true));
+                ids.push(r.id());
             }
         }
         let mut seen = HashSet::new();
         ids.into_iter()
-            .filter(|(id, _)| seen.insert((*id).clone()))
-            .filter(|(id, _)| catalog.contains(id))
-            .map(|(id, notifies)| (id.clone(), notifies))
+            .filter(|id| seen.insert((*id).clone()))
+            .filter(|id| catalog.contains(id))
+            .cloned()
             .collect()
     }
 
@@ -145,8 +144,8 @@ pub struct Observed {
     /// For a main unit that would restart: its first declared drop-in whose file
     /// differs from the declared one.
     pub dropin_changed: Option<ResourceId>,
-    /// `restart_on` targets and notifiers, and whether each is a notifier.
-    pub notifiers: Vec<(ResourceId, bool)>,
+    /// `restart_on` targets and notifiers.
+    pub notifiers: Vec<ResourceId>,
     /// For a drop-in: its unit's resource is declared (and restarts it).
     pub main_declared: bool,
     pub lint: Option<String>,
@@ -484,16 +483,12 @@ impl Unit {
                         .map(|id| (format!("its drop-in {id} changes"), "try-restart"));
                 }
                 if restart.is_none() {
-                    restart = o.notifiers.iter().find(|(id, _)| deps.changes(id)).map(
-                        |(id, notifies)| {
-                            let verb = if *notifies {
-                                self.on_notify.verb()
-                            } else {
-                                "try-restart"
-                            };
-                            (format!("{id} changes"), verb)
-                        },
-                    );
+                    // `on_notify` says how both act (docs/units.md).
+                    restart = o
+                        .notifiers
+                        .iter()
+                        .find(|id| deps.changes(id))
+                        .map(|id| (format!("{id} changes"), self.on_notify.verb()));
                 }
             } else if (file_changes || sh.need_daemon_reload())
                 && sh.active_state().is_running()
