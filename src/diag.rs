@@ -193,7 +193,13 @@ struct Source {
     starts: Option<Vec<usize>>,
     hidden: Vec<(u32, u32)>,
     all_hidden: bool,
+    /// Finds the lines of `text` that may hold a secret (`None`: all of them), run on
+    /// first use: only a run that quotes a line pays for it.
+    hider: Option<Hider>,
 }
+
+/// See [`Source::hider`].
+pub type Hider = fn(&str) -> Option<Vec<(u32, u32)>>;
 
 /// Sources by shown file name. Diagnostics are made in every layer (decoding, the
 /// graph, resources, validators) from a `Span` alone; the loader is the only place
@@ -212,6 +218,12 @@ fn sources() -> MutexGuard<'static, HashMap<Arc<str>, Source>> {
 /// for manifests in two folders) replaces its text but keeps what was hidden:
 /// hiding is never undone.
 pub fn register_source(file: &Arc<str>, text: String) {
+    register_source_hidden_by(file, text, None);
+}
+
+/// As [`register_source`], with the function that finds its secret lines, run the
+/// first time a line of it would be quoted.
+pub fn register_source_hidden_by(file: &Arc<str>, text: String, hider: Option<Hider>) {
     let mut map = sources();
     let (hidden, all_hidden) = map
         .remove(file)
@@ -224,6 +236,7 @@ pub fn register_source(file: &Arc<str>, text: String) {
             starts: None,
             hidden,
             all_hidden,
+            hider,
         },
     );
 }
@@ -248,6 +261,7 @@ pub fn hide_file(file: &Arc<str>) {
                     starts: None,
                     hidden: Vec::new(),
                     all_hidden: true,
+                    hider: None,
                 },
             );
         }
@@ -256,9 +270,7 @@ pub fn hide_file(file: &Arc<str>) {
 
 /// Whether `file` has a hidden line in `from..=to` (or is hidden as a whole).
 pub fn is_hidden(file: &str, line: u32) -> bool {
-    sources()
-        .get(file)
-        .is_some_and(|s| s.all_hidden || s.hidden.iter().any(|&(a, b)| (a..=b).contains(&line)))
+    sources().get_mut(file).is_some_and(|s| s.hides(line))
 }
 
 /// The raw text of the token at `span` (a scalar as written, a key), when its line is
@@ -275,7 +287,13 @@ pub fn token_at(span: &Span) -> Option<String> {
 }
 
 impl Source {
-    fn hides(&self, line: u32) -> bool {
+    fn hides(&mut self, line: u32) -> bool {
+        if let Some(hider) = self.hider.take() {
+            match hider(&self.text) {
+                Some(ranges) => self.hidden.extend(ranges),
+                None => self.all_hidden = true,
+            }
+        }
         self.all_hidden || self.hidden.iter().any(|&(a, b)| (a..=b).contains(&line))
     }
 

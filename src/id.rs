@@ -66,6 +66,10 @@ impl<'de> serde::Deserialize<'de> for ResourceId {
 /// resource is a lookup (SipHash was 5% of loading 10,000 resources).
 pub type IdMap<V> = HashMap<ResourceId, V, BuildHasherDefault<IdHasher>>;
 
+/// A map keyed by names from the operator's manifests (paths, accounts, units), with
+/// the same fast hash as [`IdMap`].
+pub type NameMap<V> = HashMap<String, V, BuildHasherDefault<IdHasher>>;
+
 #[derive(Default, Clone, Copy)]
 pub struct IdHasher(u64);
 

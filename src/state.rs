@@ -690,6 +690,7 @@ pub fn apply_removed(
     let ctx = ApplyCtx {
         host,
         catalog: &model.loaded.catalog,
+        events: &crate::resource::no_events,
     };
     for (m, step, change) in planned {
         if matches!(step, Step::Left) {

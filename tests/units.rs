@@ -986,10 +986,32 @@ fn live_service_and_timer_converge_restart_once_and_stop() {
     );
     assert!(env.lines().any(|l| l == "MODE=b"), "{env}");
 
+    // A restart_on file changing alone: the unit's apply sees it changed in this run
+    // and restarts it once (the re-plan used to find the file converged already).
+    let starts_before = starts(&host, "rc-app.service");
+    let env_only = Live {
+        env: "c",
+        ..notified
+    };
+    put(&env_only);
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(
+        starts(&host, "rc-app.service"),
+        starts_before + 1,
+        "one restart for restart_on alone: {apply}"
+    );
+    let env = host.sh_ok(
+        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value rc-app.service)/environ",
+    );
+    assert!(env.lines().any(|l| l == "MODE=c"), "{env}");
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
+
     // active: false stops it.
     put(&Live {
         active: false,
-        ..notified
+        ..env_only
     });
     let apply = rc(&host, &["apply"]);
     assert!(apply.success(), "{apply}");

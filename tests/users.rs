@@ -815,3 +815,34 @@ fn removing_an_account_deletes_its_own_mail_spool_and_no_one_elses() {
     assert_eq!(line(&s, "/etc/passwd", "dave"), None);
     machine.assert_unchanged();
 }
+
+#[test]
+fn a_kind_records_its_own_decisions_in_the_audit_chain() {
+    if !can_apply("a_kind_records_its_own_decisions_in_the_audit_chain") {
+        return;
+    }
+    let s = sandbox();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: ivy\n    uid: 3600\n    create_home: true\n",
+    );
+    s.converge(&["site.yaml"]);
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - user: ivy\n    state: absent\n    remove_home: true\n",
+    );
+    s.converge(&["site.yaml"]);
+    let log = s.read("/var/log/reconcile/audit.jsonl");
+    let decision = log
+        .lines()
+        .find(|l| l.contains("\"decision\"") && l.contains("account_removed"))
+        .unwrap_or_else(|| panic!("no decision record:\n{log}"));
+    assert!(decision.contains("user[ivy]"), "{decision}");
+    assert!(
+        decision.contains("\"home_deleted\":\"/home/ivy\""),
+        "{decision}"
+    );
+    // In the same hash chain as every other record.
+    let verify = s.run("audit", &["verify"]);
+    assert_eq!(verify.code(), 0, "{}", verify.all());
+}

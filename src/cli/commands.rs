@@ -889,6 +889,12 @@ fn apply(
                 out.json_line(&outcome_line(o, &run_id, &fp_key));
             }
         },
+        &|id, decision, details| {
+            trail.record(
+                "decision",
+                json!({ "resource": id.to_string(), "decision": decision, "details": details }),
+            );
+        },
     );
     let on_removed = |o: &Outcome| {
         tracing::info!(resource = %o.id, status = ?o.status, "no longer declared");

@@ -906,28 +906,30 @@ impl Host {
 
     /// Temp files that a killed run left beside `path` while replacing it (read-only).
     pub fn stale_temps_of(&self, path: &str) -> Result<Vec<String>, HostError> {
+        let dir_path = parent_of(path);
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let key = self.real_path(dir_path);
+        let of_this = |names: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .filter(|t| parse_temp_name(t).is_some_and(|(n, _)| n == name))
+                .cloned()
+                .collect()
+        };
+        // A directory already listed is not walked to again: on a no-op check of
+        // thousands of files that walk was the cost, and nearly every list is empty.
+        if let Some(names) = locked(&STALE_SEEN).as_ref().and_then(|m| m.get(&key)) {
+            return Ok(of_this(names));
+        }
         let Some(parent) = self.open_parent(path, None)? else {
             return Ok(Vec::new());
         };
-        let dir_path = parent_of(path);
-        let key = self.real_path(dir_path);
-        let cached = locked(&STALE_SEEN)
-            .as_ref()
-            .and_then(|m| m.get(&key).cloned());
-        let all = match cached {
-            Some(names) => names,
-            None => {
-                let names = self.scan_stale(&parent.dir, dir_path)?;
-                locked(&STALE_SEEN)
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key, names.clone());
-                names
-            }
-        };
-        Ok(all
-            .into_iter()
-            .filter(|t| parse_temp_name(t).is_some_and(|(n, _)| n == parent.name))
-            .collect())
+        let names = self.scan_stale(&parent.dir, dir_path)?;
+        let found = of_this(&names);
+        locked(&STALE_SEEN)
+            .get_or_insert_with(HashMap::new)
+            .insert(key, names);
+        Ok(found)
     }
 
     /// Removes the temp files of dead runs in the directory holding `path` (once per

@@ -38,6 +38,16 @@ fn is_credential(key: &str) -> bool {
     })
 }
 
+/// The lines of a manifest's text that must not be quoted (`None`: none may be), for
+/// [`crate::diag::register_source_hidden_by`]: the text is parsed again, which only
+/// happens when a diagnostic of this file quotes a line.
+pub fn of_manifest(text: &str) -> Option<Vec<(u32, u32)>> {
+    match super::yaml::parse(&std::sync::Arc::from("manifest"), text.as_bytes()) {
+        Ok(root) => Some(from_tree(&root, text)),
+        Err(_) => from_text(text),
+    }
+}
+
 /// Inclusive line ranges of `text` (parsed as `root`) that must not be quoted.
 pub fn from_tree(root: &Node, text: &str) -> Vec<(u32, u32)> {
     let lines: Vec<&str> = text.split('\n').collect();

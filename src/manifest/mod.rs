@@ -171,23 +171,11 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
         };
         decoder.record_input(&shown, &bytes);
         let parsed = yaml::parse(&shown, &bytes);
-        // Kept for quoting in diagnostics, with the lines that may hold a secret
-        // marked before any diagnostic of this file can be shown.
+        // Kept for quoting in diagnostics; the lines that may hold a secret are found
+        // before any line of this file is quoted (only runs that quote pay for it).
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        let hide = match &parsed {
-            Ok(root) => Some(hidden::from_tree(root, &text)),
-            Err(_) => hidden::from_text(&text),
-        };
-        crate::diag::register_source(&shown, text);
-        match hide {
-            Some(ranges) => {
-                for (from, to) in ranges {
-                    crate::diag::hide_lines(&shown, from, to);
-                }
-            }
-            None => crate::diag::hide_file(&shown),
-        }
+        crate::diag::register_source_hidden_by(&shown, text, Some(hidden::of_manifest));
         let root = match parsed {
             Ok(n) => n,
             Err(d) => {

@@ -20,13 +20,12 @@ pub mod unit;
 pub mod user;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt::Debug;
 
 use crate::diag::{Diagnostic, Span};
 use crate::host::accounts::Accounts;
 use crate::host::{Host, HostError};
-use crate::id::{IdMap, ResourceId};
+use crate::id::{IdMap, NameMap, ResourceId};
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::Change;
 
@@ -173,7 +172,7 @@ pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
     index: IdMap<usize>,
     /// For each kind of [`Provide`], its names and the first resource providing each.
-    providers: [HashMap<String, usize>; PROVIDE_KINDS],
+    providers: [NameMap<usize>; PROVIDE_KINDS],
 }
 
 impl Catalog {
@@ -196,7 +195,7 @@ impl Catalog {
                 }
             }
         }
-        let mut providers: [HashMap<String, usize>; PROVIDE_KINDS] = Default::default();
+        let mut providers: [NameMap<usize>; PROVIDE_KINDS] = Default::default();
         for (i, r) in unique.iter().enumerate() {
             for p in r.provides() {
                 let (kind, name) = p.key();
@@ -341,6 +340,24 @@ pub enum Purpose {
 pub struct ApplyCtx<'a> {
     pub host: &'a Host,
     pub catalog: &'a Catalog,
+    /// Where a kind records decisions of its own into the run's audit trail (the
+    /// guarded upgrade's guard results, a firewall's confirm or revert): each becomes
+    /// a `decision` record naming the resource, in the same hash chain.
+    pub events: EventSink<'a>,
+}
+
+/// See [`ApplyCtx::events`]: the resource, the decision's name, its details. Details
+/// must never hold values of a `secret: true` resource.
+pub type EventSink<'a> = &'a (dyn Fn(&ResourceId, &str, serde_json::Value) + Sync);
+
+/// For runs with no audit trail to write to (removals record their own outcomes).
+pub fn no_events(_: &ResourceId, _: &str, _: serde_json::Value) {}
+
+impl ApplyCtx<'_> {
+    /// Records a decision of `id`'s kind in the audit trail.
+    pub fn record(&self, id: &ResourceId, decision: &str, details: serde_json::Value) {
+        (self.events)(id, decision, details);
+    }
 }
 
 pub trait Resource: Send + Sync + Debug + Any {

@@ -1168,7 +1168,17 @@ impl Contract for User {
             match op {
                 Op::Create(new) => self.create(ctx, new)?,
                 Op::Delete { uid, home, spool } => {
-                    self.delete(ctx, *uid, home.as_deref(), spool.as_deref())?
+                    self.delete(ctx, *uid, home.as_deref(), spool.as_deref())?;
+                    // What was deleted with the account is the auditor's question.
+                    ctx.record(
+                        &self.id,
+                        "account_removed",
+                        serde_json::json!({
+                            "uid": uid,
+                            "home_deleted": home,
+                            "mail_spool_deleted": spool,
+                        }),
+                    );
                 }
                 other => modify.push(other),
             }

@@ -1,0 +1,582 @@
+//! The unit diff as a table: observed state in, operations and plan text out. No host.
+
+use std::collections::BTreeMap;
+
+use super::tests::unit;
+use super::*;
+
+const TEXT: &str = "[Service]\nExecStart=/bin/true\n\n[Install]\nWantedBy=multi-user.target\n";
+
+fn file(text: &str, mode: u32) -> FileState {
+    FileState::File {
+        uid: 0,
+        gid: 0,
+        mode,
+        nlink: 1,
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn running() -> ShowUnit {
+    show_with(&[("ActiveState", "active"), ("SubState", "running")])
+}
+
+fn show_with(props: &[(&str, &str)]) -> ShowUnit {
+    ShowUnit {
+        props: props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Observed offline with the declared content in place, nothing else known.
+fn observed(f: FileState) -> Observed {
+    Observed {
+        mode: Mode::Offline,
+        mode_note: "offline".into(),
+        shown: "/r/etc/systemd/system/u.service".into(),
+        root: "/r".into(),
+        file: f,
+        want_owner: true,
+        implied: Vec::new(),
+        enablement: None,
+        show: None,
+        dropin_changed: None,
+        notifiers: Vec::new(),
+        main_declared: false,
+        lint: None,
+        findings: None,
+        unsafe_links: None,
+        run: RunFlags::default(),
+    }
+}
+
+fn live(f: FileState, sh: ShowUnit) -> Observed {
+    Observed {
+        mode: Mode::Live,
+        show: Some(sh),
+        ..observed(f)
+    }
+}
+
+/// The plan fields a diff renders: "field: before → after".
+fn shown(u: &Unit, ops: &[Op]) -> Vec<String> {
+    let mut c = Change::new(u.id.clone(), false);
+    for op in ops {
+        u.describe_op(op, &mut c);
+    }
+    c.fields
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {} → {}",
+                f.field,
+                f.before.as_deref().unwrap_or("-"),
+                f.after.as_deref().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+fn restart(reason: &str, verb: &'static str) -> Op {
+    Op::Restart {
+        from: "active (running)".into(),
+        reason: reason.into(),
+        verb,
+    }
+}
+
+#[test]
+fn unit_diffs_decide_file_enablement_and_run_operations() {
+    let svc = || unit("u.service", None, TEXT);
+    let enabled = || Unit {
+        enabled: Some(true),
+        ..svc()
+    };
+    let disabled = || Unit {
+        enabled: Some(false),
+        ..svc()
+    };
+    let with_enablement = |f: FileState, e: Option<&str>| Observed {
+        enablement: Some(e.map(String::from)),
+        ..observed(f)
+    };
+    let new_install = TEXT.replace("multi-user", "graphical");
+    let write = |before: Option<&str>, replaces_mask: bool| Op::WriteFile {
+        before: before.map(|b| short_hash(b.as_bytes())),
+        after: short_hash(TEXT.as_bytes()),
+        diff: None,
+        replaces_mask,
+    };
+    let strip = |ops: Vec<Op>| -> Vec<Op> {
+        ops.into_iter()
+            .map(|o| match o {
+                Op::WriteFile {
+                    before,
+                    after,
+                    replaces_mask,
+                    ..
+                } => Op::WriteFile {
+                    before,
+                    after,
+                    diff: None,
+                    replaces_mask,
+                },
+                o => o,
+            })
+            .collect()
+    };
+    let cases: Vec<(&str, Unit, Observed, Action, Vec<Op>)> = vec![
+        (
+            "in sync",
+            svc(),
+            observed(file(TEXT, 0o644)),
+            Action::None,
+            vec![],
+        ),
+        (
+            "absent: created",
+            svc(),
+            observed(FileState::Absent),
+            Action::Create,
+            vec![write(None, false)],
+        ),
+        (
+            "a mask link is replaced by the file",
+            svc(),
+            observed(FileState::Masked),
+            Action::Create,
+            vec![write(None, true)],
+        ),
+        (
+            "other content: written",
+            svc(),
+            observed(file("[Unit]\n", 0o644)),
+            Action::Update,
+            vec![write(Some("[Unit]\n"), false)],
+        ),
+        (
+            "mode and owner fixed in place",
+            svc(),
+            observed(FileState::File {
+                uid: 5,
+                gid: 6,
+                mode: 0o600,
+                nlink: 1,
+                bytes: TEXT.as_bytes().to_vec(),
+            }),
+            Action::Update,
+            vec![Op::SetMode { from: 0o600 }, Op::SetOwner { uid: 5, gid: 6 }],
+        ),
+        (
+            "enabled: from disabled",
+            enabled(),
+            with_enablement(file(TEXT, 0o644), Some("disabled")),
+            Action::Update,
+            vec![Op::Enable {
+                from: "disabled".into(),
+            }],
+        ),
+        (
+            "enabled with a changed [Install]: re-enabled",
+            enabled(),
+            with_enablement(file(&new_install, 0o644), Some("enabled")),
+            Action::Update,
+            vec![write(Some(&new_install), false), Op::Reenable],
+        ),
+        (
+            "enabled and in sync",
+            enabled(),
+            with_enablement(file(TEXT, 0o644), Some("enabled")),
+            Action::None,
+            vec![],
+        ),
+        (
+            "disabled: from enabled",
+            disabled(),
+            with_enablement(file(TEXT, 0o644), Some("enabled")),
+            Action::Update,
+            vec![Op::Disable {
+                from: "enabled".into(),
+            }],
+        ),
+        (
+            "masked: true on a unit without a file",
+            Unit {
+                masked: Some(true),
+                content: None,
+                ..svc()
+            },
+            with_enablement(FileState::Absent, Some("enabled")),
+            Action::Update,
+            vec![Op::Mask],
+        ),
+        (
+            "masked: false unmasks, then disables what the mask hid",
+            Unit {
+                masked: Some(false),
+                enabled: Some(false),
+                content: None,
+                ..svc()
+            },
+            with_enablement(FileState::Masked, Some("masked")),
+            Action::Update,
+            vec![
+                Op::Unmask,
+                Op::Disable {
+                    from: "masked".into(),
+                },
+            ],
+        ),
+        (
+            "live: a changed file restarts the running unit",
+            svc(),
+            live(file("[Unit]\n", 0o644), running()),
+            Action::Update,
+            vec![
+                write(Some("[Unit]\n"), false),
+                restart("its unit file changes", "try-restart"),
+            ],
+        ),
+        (
+            "live: an outdated configuration is reloaded and restarts the unit",
+            svc(),
+            live(
+                file(TEXT, 0o644),
+                show_with(&[
+                    ("ActiveState", "active"),
+                    ("SubState", "running"),
+                    ("NeedDaemonReload", "yes"),
+                ]),
+            ),
+            Action::Update,
+            vec![
+                Op::DaemonReload,
+                restart("systemd runs an outdated configuration", "try-restart"),
+            ],
+        ),
+        (
+            "live: a running oneshot is not interrupted",
+            svc(),
+            live(
+                file("[Unit]\n", 0o644),
+                show_with(&[
+                    ("ActiveState", "activating"),
+                    ("SubState", "start"),
+                    ("Type", "oneshot"),
+                ]),
+            ),
+            Action::Update,
+            vec![write(Some("[Unit]\n"), false)],
+        ),
+        (
+            "live: active: true starts a stopped unit (no restart besides)",
+            Unit {
+                active: Some(true),
+                ..svc()
+            },
+            live(
+                file("[Unit]\n", 0o644),
+                show_with(&[("ActiveState", "inactive"), ("SubState", "dead")]),
+            ),
+            Action::Update,
+            vec![
+                write(Some("[Unit]\n"), false),
+                Op::Start {
+                    from: "inactive (dead)".into(),
+                },
+            ],
+        ),
+        (
+            "live: active: false stops a running unit",
+            Unit {
+                active: Some(false),
+                ..svc()
+            },
+            live(file(TEXT, 0o644), running()),
+            Action::Update,
+            vec![Op::Stop {
+                from: "active (running)".into(),
+            }],
+        ),
+        (
+            "live: a declared drop-in that changes restarts its unit",
+            svc(),
+            Observed {
+                dropin_changed: Some(ResourceId::new("unit", "u.service.d/x.conf")),
+                ..live(file(TEXT, 0o644), running())
+            },
+            Action::Update,
+            vec![restart(
+                "its drop-in unit[u.service.d/x.conf] changes",
+                "try-restart",
+            )],
+        ),
+        (
+            "live: a drop-in whose unit is declared restarts it through the unit",
+            unit("u.service", Some("x.conf"), TEXT),
+            Observed {
+                main_declared: true,
+                ..live(file("[Unit]\n", 0o644), running())
+            },
+            Action::Update,
+            vec![write(Some("[Unit]\n"), false)],
+        ),
+        (
+            "live: a drop-in alone restarts its unit itself",
+            unit("u.service", Some("x.conf"), TEXT),
+            live(file("[Unit]\n", 0o644), running()),
+            Action::Update,
+            vec![
+                write(Some("[Unit]\n"), false),
+                restart("its unit file changes", "try-restart"),
+            ],
+        ),
+        (
+            "after the flush: the file's work is kept and the assigned restart is due",
+            svc(),
+            Observed {
+                run: RunFlags {
+                    batched: true,
+                    done: vec![write(Some("[Unit]\n"), false)],
+                    done_action: Some(Action::Update),
+                    restart_due: Some("try-restart"),
+                    ..RunFlags::default()
+                },
+                ..live(file(TEXT, 0o644), running())
+            },
+            Action::Update,
+            vec![
+                write(Some("[Unit]\n"), false),
+                restart(
+                    "its unit file, a drop-in or a resource it listens to changed",
+                    "try-restart",
+                ),
+            ],
+        ),
+        (
+            "after the flush: a restart not assigned to this resource is not made",
+            unit("u.service", Some("x.conf"), TEXT),
+            Observed {
+                run: RunFlags {
+                    batched: true,
+                    ..RunFlags::default()
+                },
+                ..live(file(TEXT, 0o644), running())
+            },
+            Action::None,
+            vec![],
+        ),
+        (
+            "after the flush: enablement is shown as the plan saw it",
+            enabled(),
+            Observed {
+                enablement: Some(Some("disabled".into())),
+                run: RunFlags {
+                    batched: true,
+                    planned_enabled: Some("not-found".into()),
+                    ..RunFlags::default()
+                },
+                ..observed(file(TEXT, 0o644))
+            },
+            Action::Update,
+            vec![Op::Enable {
+                from: "not-found".into(),
+            }],
+        ),
+    ];
+    for (name, u, o, action, ops) in cases {
+        let d = u
+            .diff_unit(&o, &DepView::none())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(strip(d.ops), ops, "{name}");
+        assert_eq!(d.action, action, "{name}");
+    }
+}
+
+#[test]
+fn restarts_follow_what_the_dependencies_do_in_this_run() {
+    let file_id = ResourceId::new("file", "/etc/default/u");
+    let conf_id = ResourceId::new("file", "/etc/u.conf");
+    // on_notify: auto (the default) acts for restart_on and notify alike.
+    let u = unit("u.service", None, TEXT);
+    let o = Observed {
+        notifiers: vec![file_id.clone(), conf_id.clone()],
+        ..live(file(TEXT, 0o644), running())
+    };
+    let verb = "try-reload-or-restart";
+    let cases: Vec<(&str, Vec<&ResourceId>, Vec<Op>)> = vec![
+        ("nothing changes", vec![], vec![]),
+        (
+            "a restart_on target changes",
+            vec![&file_id],
+            vec![restart("file[/etc/default/u] changes", verb)],
+        ),
+        (
+            "a notifier changes",
+            vec![&conf_id],
+            vec![restart("file[/etc/u.conf] changes", verb)],
+        ),
+        (
+            "both: one restart, restart_on named first",
+            vec![&conf_id, &file_id],
+            vec![restart("file[/etc/default/u] changes", verb)],
+        ),
+    ];
+    for (name, changing, ops) in cases {
+        let lookup = |id: &ResourceId| Some(changing.contains(&id));
+        let d = u
+            .diff_unit(&o, &DepView::new(&lookup))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.ops, ops, "{name}");
+    }
+    // A stopped unit is not restarted for a dependency.
+    let stopped = Observed {
+        show: Some(show_with(&[("ActiveState", "inactive")])),
+        ..o.clone()
+    };
+    let lookup = |_: &ResourceId| Some(true);
+    let d = u
+        .diff_unit(&stopped, &DepView::new(&lookup))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(d.ops.is_empty(), "{:?}", d.ops);
+}
+
+#[test]
+fn unit_diffs_refuse_what_they_must_not_touch() {
+    let svc = || unit("u.service", None, TEXT);
+    let cases: Vec<(&str, Unit, Observed, &str)> = vec![
+        (
+            "a directory at the unit's path",
+            svc(),
+            observed(FileState::Other("a directory".into())),
+            "is a directory; a unit resource will not replace it",
+        ),
+        (
+            "a hardlinked unit file that would change",
+            svc(),
+            observed(FileState::File {
+                uid: 0,
+                gid: 0,
+                mode: 0o644,
+                nlink: 2,
+                bytes: b"[Unit]\n".to_vec(),
+            }),
+            "hard link",
+        ),
+        (
+            "masking over a unit file",
+            Unit {
+                masked: Some(true),
+                content: None,
+                ..svc()
+            },
+            Observed {
+                enablement: Some(Some("enabled".into())),
+                ..observed(file(TEXT, 0o644))
+            },
+            "cannot mask u.service",
+        ),
+        (
+            "enabling a static unit",
+            Unit {
+                enabled: Some(true),
+                content: None,
+                ..svc()
+            },
+            Observed {
+                enablement: Some(Some("static".into())),
+                ..observed(FileState::Absent)
+            },
+            "cannot be enabled",
+        ),
+        (
+            "links through a symlinked directory (offline)",
+            Unit {
+                enabled: Some(true),
+                ..svc()
+            },
+            Observed {
+                enablement: Some(Some("disabled".into())),
+                unsafe_links: Some(ResourceError::Failed("symlinked wants dir".into())),
+                ..observed(file(TEXT, 0o644))
+            },
+            "symlinked wants dir",
+        ),
+        (
+            "content systemd rejects",
+            svc(),
+            Observed {
+                findings: Some(Findings {
+                    errors: vec!["Unknown key Foo".into()],
+                    ..Findings::default()
+                }),
+                ..observed(file(TEXT, 0o644))
+            },
+            "is rejected by systemd",
+        ),
+    ];
+    for (name, u, o, says) in cases {
+        match u.diff_unit(&o, &DepView::none()) {
+            Ok(d) => panic!("{name}: accepted with {:?}", d.ops),
+            Err(e) => assert!(e.to_string().contains(says), "{name}: {e}"),
+        }
+    }
+    // A symlinked link directory matters only when links are written.
+    let o = Observed {
+        unsafe_links: Some(ResourceError::Failed("symlinked wants dir".into())),
+        ..observed(file("[Unit]\n", 0o644))
+    };
+    assert!(svc().diff_unit(&o, &DepView::none()).is_ok());
+}
+
+#[test]
+fn operations_render_the_plan_fields() {
+    let u = unit("u.service", None, TEXT);
+    let ops = [
+        Op::WriteFile {
+            before: None,
+            after: "abc".into(),
+            diff: None,
+            replaces_mask: true,
+        },
+        Op::SetMode { from: 0o600 },
+        Op::SetOwner { uid: 5, gid: 6 },
+        Op::Mask,
+        Op::Unmask,
+        Op::Enable {
+            from: "disabled".into(),
+        },
+        Op::Reenable,
+        Op::Disable {
+            from: "enabled".into(),
+        },
+        Op::DaemonReload,
+        Op::Start {
+            from: "inactive (dead)".into(),
+        },
+        Op::Stop {
+            from: "active (running)".into(),
+        },
+        restart("its unit file changes", "try-restart"),
+    ];
+    assert_eq!(
+        shown(&u, &ops),
+        [
+            "content: - → abc",
+            "masked: yes → no",
+            "mode: 0600 → 0644",
+            "owner: 5:6 → 0:0 (root)",
+            "masked: no → yes",
+            "masked: yes → no",
+            "enabled: disabled → enabled",
+            "enabled: enabled (old [Install]) → re-enabled",
+            "enabled: enabled → disabled",
+            "daemon-reload: needed: files changed on disk since systemd loaded them → reloaded",
+            "active: inactive (dead) → active",
+            "active: active (running) → inactive",
+            "restart: active (running) → restarted: its unit file changes",
+        ]
+    );
+}

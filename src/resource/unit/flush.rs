@@ -1,0 +1,94 @@
+//! The kind's batch step: the changed units' files written, one daemon-reload.
+
+use super::*;
+
+/// Batch step for all changed units of a run (see the module docs): write every
+/// changed unit file and drop-in, then one daemon-reload (live), then decide which
+/// resource restarts each unit so that it restarts once.
+/// The kind's batch step (see [`crate::resource::Flush`]): writes the members' files,
+/// then one daemon-reload. A file that cannot be written fails its own unit; a failed
+/// reload fails every member.
+pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>> {
+    let mut results: Vec<Result<(), ResourceError>> = items.iter().map(|_| Ok(())).collect();
+    let units: Vec<(usize, &Unit, &Change)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (r, c))| r.as_any().downcast_ref::<Unit>().map(|u| (k, u, *c)))
+        .collect();
+    let mut reload = false;
+    for (k, u, c) in &units {
+        match stage(ctx.host, u, c) {
+            Ok(needs_reload) => reload |= needs_reload,
+            Err(e) => results[*k] = Err(e),
+        }
+    }
+    if reload && detect_mode(ctx.host) == Mode::Live {
+        if let Err(e) = run_ok(systemctl(ctx.host, Mode::Live).arg("daemon-reload")) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(ResourceError::Failed(format!(
+                    "systemd daemon-reload failed: {e}"
+                )));
+            }
+        }
+    }
+    // Mains first, so a unit whose own resource changes restarts through it.
+    let staged: Vec<&(usize, &Unit, &Change)> = units
+        .iter()
+        .filter(|(k, _, _)| results[*k].is_ok())
+        .collect();
+    let mut assigned: HashSet<&str> = HashSet::new();
+    let mut ordered: Vec<&&(usize, &Unit, &Change)> = staged
+        .iter()
+        .filter(|(_, u, _)| u.dropin.is_none())
+        .collect();
+    ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
+    for (_, u, c) in ordered {
+        let verb = ops_of(c).iter().find_map(|o| match o {
+            Op::Restart { verb, .. } => Some(*verb),
+            _ => None,
+        });
+        if let Some(verb) = verb.filter(|_| assigned.insert(u.unit.as_str())) {
+            u.flags().restart_due = Some(verb);
+        }
+    }
+    results
+}
+
+/// One member's part of [`flush`]: its file written (or its perms fixed) and what was
+/// done kept for the re-plan right before its apply. Whether it needs a reload.
+pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceError> {
+    let ops = ops_of(c);
+    let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
+    let perms = ops
+        .iter()
+        .any(|o| matches!(o, Op::SetMode { .. } | Op::SetOwner { .. }));
+    let reload_due = ops.contains(&Op::DaemonReload);
+    // Enablement as planned, before the file is written (a new unit is `not-found`
+    // until then, `disabled` after): the re-plan shows it.
+    let planned_enabled = ops.iter().find_map(|o| match o {
+        Op::Enable { from } | Op::Disable { from } => Some(from.clone()),
+        _ => None,
+    });
+    if writes {
+        u.write_file(host)?;
+    } else if perms {
+        host.set_perms(&u.path, &u.perms())?;
+    }
+    let mut f = u.flags();
+    f.batched = true;
+    f.planned_enabled = planned_enabled;
+    if writes || perms {
+        // The file's operations carry their diff, so apply shows it as the plan did;
+        // the mask link is replaced by the file, so unmasking is done too.
+        f.done = ops
+            .iter()
+            .filter(|o| o.is_file_op() || (**o == Op::Unmask && u.content.is_some()))
+            .cloned()
+            .collect();
+        f.done_action = Some(c.action);
+    }
+    if reload_due {
+        f.done.push(Op::DaemonReload);
+    }
+    Ok(writes || reload_due)
+}
