@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::engine::Model;
 use crate::host::Host;
 use crate::plan::{Action, Change};
-use crate::resource::contract::DepView;
+use crate::resource::contract::{DepView, Staged};
 use crate::resource::{self, ApplyCtx, Kind, PlanCtx, Purpose, Resource};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,8 +59,9 @@ struct TaskResult {
 enum Task {
     /// A resource whose dependencies are done.
     Resource(usize),
-    /// A resource whose kind's batch step ran for it: observe again and apply.
-    AfterFlush(usize, Box<Change>),
+    /// A resource whose kind's batch step ran for it: observe again, diff with what
+    /// the step did for it, and apply.
+    AfterFlush(usize, Box<(Change, Staged)>),
     /// A kind's batch step for the members pending (catalog index, staged change).
     Flush(&'static Kind, Vec<Member>),
 }
@@ -142,16 +143,21 @@ pub fn execute(
     });
     let wake = Condvar::new();
 
-    // `staged`: the change this resource was staged with, when its kind's batch step
-    // has run for it (it is observed again and applied now, never staged twice).
+    // `staged`: the change this resource was staged with and what its kind's batch
+    // step did for it, when the step has run for it (it is observed again, diffed
+    // with what the step did, and applied now, never staged twice).
     let run_one = |i: usize,
                    outcomes: &std::collections::HashMap<usize, Outcome>,
-                   staged: Option<Change>|
+                   staged: Option<(Change, Staged)>|
      -> Step {
         let r = catalog.resources[i].as_ref();
         let id = r.id().clone();
-        let after_flush = staged.is_some();
-        let planned_i = staged.or_else(|| take_planned(i));
+        let (staged_change, step_did) = match staged {
+            Some((c, did)) => (Some(c), Some(did)),
+            None => (None, None),
+        };
+        let after_flush = step_did.is_some();
+        let planned_i = staged_change.or_else(|| take_planned(i));
         fault_hook(&id);
         if !model.selected.get(i).copied().unwrap_or(true) {
             return Step::Done(Outcome {
@@ -182,9 +188,12 @@ pub fn execute(
         // A member of a batch step whose dependencies changed nothing joins the step
         // with its planned change: it is observed again after the step, right before
         // it acts, and observing it twice costs a unit two systemd-analyze runs.
-        if let (false, false, Some(kind), Some(planned)) =
-            (after_flush, dep_changed, flush_kind(&id), planned_i.as_ref())
-        {
+        if let (false, false, Some(kind), Some(planned)) = (
+            after_flush,
+            dep_changed,
+            flush_kind(&id),
+            planned_i.as_ref(),
+        ) {
             if planned.is_change() {
                 if let Some(planned) = planned_i {
                     return Step::Staged(kind, planned);
@@ -212,8 +221,12 @@ pub fn execute(
                         catalog,
                         purpose: Purpose::Apply,
                     };
+                    let deps = match &step_did {
+                        Some(did) => DepView::new(&lookup).after_step(did),
+                        None => DepView::new(&lookup),
+                    };
                     r.observe_state(&ctx)
-                        .and_then(|state| r.diff_state(state, &DepView::new(&lookup)))
+                        .and_then(|state| r.diff_state(state, &deps))
                         .map_err(|e| e.to_string())
                 });
             match fresh {
@@ -304,10 +317,10 @@ pub fn execute(
                 let _entered = span.enter();
                 finish(i, guarded(i, &|| run_one(i, view, None)))
             }
-            Task::AfterFlush(i, change) => {
+            Task::AfterFlush(i, staged) => {
                 let span = tracing::info_span!("apply", resource = %catalog.resources[i].id());
                 let _entered = span.enter();
-                let change = std::sync::Mutex::new(Some(*change));
+                let change = std::sync::Mutex::new(Some(*staged));
                 let step = guarded(i, &|| {
                     let staged = change.lock().ok().and_then(|mut c| c.take());
                     run_one(i, view, staged)
@@ -347,8 +360,10 @@ pub fn execute(
                 let mut next = Vec::new();
                 let mut results = results.into_iter();
                 for (i, change) in members {
-                    match results.next().unwrap_or(Ok(())) {
-                        Ok(()) => next.push(Task::AfterFlush(i, Box::new(change))),
+                    // A step that answered for fewer members than it was given did
+                    // not fail the rest: they are applied as staged.
+                    match results.next().unwrap_or_else(|| Ok(Staged::nothing())) {
+                        Ok(did) => next.push(Task::AfterFlush(i, Box::new((change, did)))),
                         Err(e) => done.push((
                             i,
                             Outcome {

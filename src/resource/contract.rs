@@ -112,26 +112,80 @@ impl PartialEq for Ops {
 
 impl Eq for Ops {}
 
+/// What a batch step ([`super::Flush`]) did for one member, in the kind's own type:
+/// handed to the member's diff right after the step (through [`DepView::staged`]), so
+/// that the change it is applied with still reports the step's work and knows what
+/// is left. Per run by construction: the executor holds it, not the resource.
+#[derive(Clone, Default)]
+pub struct Staged(Option<Arc<dyn Any + Send + Sync>>);
+
+impl Staged {
+    pub fn new<T: Send + Sync + 'static>(done: T) -> Staged {
+        Staged(Some(Arc::new(done)))
+    }
+
+    /// Nothing to report beyond the member having been staged.
+    pub fn nothing() -> Staged {
+        Staged(None)
+    }
+
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|a| a.downcast_ref::<T>())
+    }
+}
+
+impl Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Staged(..)"
+        } else {
+            "Staged(-)"
+        })
+    }
+}
+
 /// What a resource's diff may know of the resources it depends on, decided before
-/// its own (diffs run in dependency order; apply observes again right before acting).
+/// its own (diffs run in dependency order; apply observes again right before acting),
+/// and, right after its kind's batch step, what that step did for it.
 pub struct DepView<'a> {
     lookup: &'a (dyn Fn(&ResourceId) -> Option<bool> + Sync),
+    staged: Option<&'a Staged>,
 }
 
 impl<'a> DepView<'a> {
     pub fn new(lookup: &'a (dyn Fn(&ResourceId) -> Option<bool> + Sync)) -> DepView<'a> {
-        DepView { lookup }
+        DepView {
+            lookup,
+            staged: None,
+        }
     }
 
     /// Nothing known (a diff made on its own, as in tests).
     pub fn none() -> DepView<'static> {
-        DepView { lookup: &|_| None }
+        DepView {
+            lookup: &|_| None,
+            staged: None,
+        }
+    }
+
+    /// The same view, for a member whose kind's batch step ran for it.
+    pub fn after_step(self, staged: &'a Staged) -> DepView<'a> {
+        DepView {
+            staged: Some(staged),
+            ..self
+        }
     }
 
     /// Whether `id` changes (plan) or changed (apply) in this run; `false` when it is
     /// not a dependency or is in sync.
     pub fn changes(&self, id: &ResourceId) -> bool {
         (self.lookup)(id).unwrap_or(false)
+    }
+
+    /// What this resource's batch step did for it in this run, when it ran (`None`
+    /// when planning, and for a member applied without the step).
+    pub fn staged(&self) -> Option<&'a Staged> {
+        self.staged
     }
 }
 

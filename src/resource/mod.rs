@@ -465,20 +465,25 @@ pub type DecodeFn =
 /// package transaction, one `augenrules --load`).
 ///
 /// The executor inserts it as a node of the run: a changed resource of the kind whose
-/// dependencies converged joins the pending batch instead of being applied; when
+/// dependencies converged joins the pending batch instead of being applied (with its
+/// planned change when its dependencies changed nothing, else with a fresh one); when
 /// nothing else can make progress, [`Flush::run`] is called once for the members
-/// pending, then each member is observed again and applied, and only then do its
-/// dependents run. A member whose dependency failed never joins (its file is never
-/// written); a failing step fails only the members it was run for.
+/// pending, then each member is observed again and diffed with what the step did for
+/// it ([`contract::DepView::staged`]) and applied, and only then do its dependents
+/// run. What the step did lives in the executor for that run, never in the resource.
+/// A member whose dependency failed never joins (its file is never written); a
+/// failing step fails only the members it was run for.
 pub struct Flush {
     /// What the step is, for messages: "systemd daemon-reload".
     pub step: &'static str,
-    /// The step, for the members pending: one result per member, in order (an error
-    /// of the shared part fails every member; a member's own part fails only it).
+    /// The step, for the members pending: one result per member, in order, carrying
+    /// what it did for that member (an error of the shared part fails every member;
+    /// a member's own part fails only it).
     pub run: FlushFn,
 }
 
-pub type FlushFn = fn(&ApplyCtx, &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>>;
+pub type FlushFn =
+    fn(&ApplyCtx, &[(&dyn Resource, &Change)]) -> Vec<Result<contract::Staged, ResourceError>>;
 
 pub struct Kind {
     pub name: &'static str,

@@ -84,8 +84,7 @@ impl Unit {
     pub(super) fn apply_unit(&self, ops: &[Op], ctx: &ApplyCtx) -> Result<(), ResourceError> {
         let host = ctx.host;
         let m = detect_mode(host);
-        let batched = self.flags().batched;
-        if !batched {
+        if !ops.contains(&Op::Flushed) {
             // The executor did not stage this resource (its change needed no batch).
             let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
             if writes {

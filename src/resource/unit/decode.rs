@@ -174,7 +174,6 @@ pub fn decode(
         restart_on,
         on_notify,
         max_exposure,
-        run: Mutex::new(RunFlags::default()),
     }))
 }
 

@@ -30,6 +30,10 @@ fn show_with(props: &[(&str, &str)]) -> ShowUnit {
     }
 }
 
+/// A diff made right after the flush: name, spec, observation, what the flush did
+/// for it, and the action and operations expected.
+type AfterFlushCase = (&'static str, Unit, Observed, Flushed, Action, Vec<Op>);
+
 /// Observed offline with the declared content in place, nothing else known.
 fn observed(f: FileState) -> Observed {
     Observed {
@@ -48,7 +52,6 @@ fn observed(f: FileState) -> Observed {
         lint: None,
         findings: None,
         unsafe_links: None,
-        run: RunFlags::default(),
     }
 }
 
@@ -333,18 +336,27 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
                 restart("its unit file changes", "try-restart"),
             ],
         ),
+    ];
+    for (name, u, o, action, ops) in cases {
+        let d = u
+            .diff_unit(&o, &DepView::none())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(strip(d.ops), ops, "{name}");
+        assert_eq!(d.action, action, "{name}");
+    }
+
+    // Right after the flush: what it did for the member comes from the executor
+    // (the step's result), never from the spec; apply is told it wrote the files.
+    let after_flush: Vec<AfterFlushCase> = vec![
         (
             "after the flush: the file's work is kept and the assigned restart is due",
             svc(),
-            Observed {
-                run: RunFlags {
-                    batched: true,
-                    done: vec![write(Some("[Unit]\n"), false)],
-                    done_action: Some(Action::Update),
-                    restart_due: Some("try-restart"),
-                    ..RunFlags::default()
-                },
-                ..live(file(TEXT, 0o644), running())
+            live(file(TEXT, 0o644), running()),
+            Flushed {
+                done: vec![write(Some("[Unit]\n"), false)],
+                done_action: Some(Action::Update),
+                restart_due: Some("try-restart"),
+                ..Flushed::default()
             },
             Action::Update,
             vec![
@@ -353,18 +365,14 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
                     "its unit file, a drop-in or a resource it listens to changed",
                     "try-restart",
                 ),
+                Op::Flushed,
             ],
         ),
         (
             "after the flush: a restart not assigned to this resource is not made",
             unit("u.service", Some("x.conf"), TEXT),
-            Observed {
-                run: RunFlags {
-                    batched: true,
-                    ..RunFlags::default()
-                },
-                ..live(file(TEXT, 0o644), running())
-            },
+            live(file(TEXT, 0o644), running()),
+            Flushed::default(),
             Action::None,
             vec![],
         ),
@@ -373,25 +381,33 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             enabled(),
             Observed {
                 enablement: Some(Some("disabled".into())),
-                run: RunFlags {
-                    batched: true,
-                    planned_enabled: Some("not-found".into()),
-                    ..RunFlags::default()
-                },
                 ..observed(file(TEXT, 0o644))
             },
+            Flushed {
+                planned_enabled: Some("not-found".into()),
+                ..Flushed::default()
+            },
             Action::Update,
-            vec![Op::Enable {
-                from: "not-found".into(),
-            }],
+            vec![
+                Op::Enable {
+                    from: "not-found".into(),
+                },
+                Op::Flushed,
+            ],
         ),
     ];
-    for (name, u, o, action, ops) in cases {
+    for (name, u, o, done, action, ops) in after_flush {
+        let staged = contract::Staged::new(done);
         let d = u
-            .diff_unit(&o, &DepView::none())
+            .diff_unit(&o, &DepView::none().after_step(&staged))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(strip(d.ops), ops, "{name}");
         assert_eq!(d.action, action, "{name}");
+        // The same observation without the step's result plans the unit anew.
+        let fresh = u
+            .diff_unit(&o, &DepView::none())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!fresh.ops.contains(&Op::Flushed), "{name}");
     }
 }
 

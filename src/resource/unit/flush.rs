@@ -1,15 +1,19 @@
 //! The kind's batch step: the changed units' files written, one daemon-reload.
 
+use super::contract::Staged;
 use super::*;
 
-/// Batch step for all changed units of a run (see the module docs): write every
-/// changed unit file and drop-in, then one daemon-reload (live), then decide which
-/// resource restarts each unit so that it restarts once.
 /// The kind's batch step (see [`crate::resource::Flush`]): writes the members' files,
-/// then one daemon-reload. A file that cannot be written fails its own unit; a failed
-/// reload fails every member.
-pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(), ResourceError>> {
-    let mut results: Vec<Result<(), ResourceError>> = items.iter().map(|_| Ok(())).collect();
+/// then one daemon-reload (live), then decides which member restarts each unit so
+/// that it restarts once. A file that cannot be written fails its own unit; a failed
+/// reload fails every member. Each member's result is what was done for it
+/// ([`Flushed`]), which its diff reads right after.
+pub fn flush(
+    ctx: &ApplyCtx,
+    items: &[(&dyn Resource, &Change)],
+) -> Vec<Result<Staged, ResourceError>> {
+    let mut results: Vec<Result<Option<Flushed>, ResourceError>> =
+        items.iter().map(|_| Ok(None)).collect();
     let units: Vec<(usize, &Unit, &Change)> = items
         .iter()
         .enumerate()
@@ -18,7 +22,10 @@ pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(
     let mut reload = false;
     for (k, u, c) in &units {
         match stage(ctx.host, u, c) {
-            Ok(needs_reload) => reload |= needs_reload,
+            Ok((needs_reload, done)) => {
+                reload |= needs_reload;
+                results[*k] = Ok(Some(done));
+            }
             Err(e) => results[*k] = Err(e),
         }
     }
@@ -32,51 +39,53 @@ pub fn flush(ctx: &ApplyCtx, items: &[(&dyn Resource, &Change)]) -> Vec<Result<(
         }
     }
     // Mains first, so a unit whose own resource changes restarts through it.
-    let staged: Vec<&(usize, &Unit, &Change)> = units
-        .iter()
-        .filter(|(k, _, _)| results[*k].is_ok())
-        .collect();
-    let mut assigned: HashSet<&str> = HashSet::new();
-    let mut ordered: Vec<&&(usize, &Unit, &Change)> = staged
+    let mut ordered: Vec<&(usize, &Unit, &Change)> = units
         .iter()
         .filter(|(_, u, _)| u.dropin.is_none())
         .collect();
-    ordered.extend(staged.iter().filter(|(_, u, _)| u.dropin.is_some()));
-    for (_, u, c) in ordered {
+    ordered.extend(units.iter().filter(|(_, u, _)| u.dropin.is_some()));
+    let mut assigned: HashSet<&str> = HashSet::new();
+    for (k, u, c) in ordered {
+        let Ok(Some(done)) = &mut results[*k] else {
+            continue;
+        };
         let verb = ops_of(c).iter().find_map(|o| match o {
             Op::Restart { verb, .. } => Some(*verb),
             _ => None,
         });
         if let Some(verb) = verb.filter(|_| assigned.insert(u.unit.as_str())) {
-            u.flags().restart_due = Some(verb);
+            done.restart_due = Some(verb);
         }
     }
     results
+        .into_iter()
+        .map(|r| r.map(|done| done.map_or_else(Staged::nothing, Staged::new)))
+        .collect()
 }
 
-/// One member's part of [`flush`]: its file written (or its perms fixed) and what was
-/// done kept for the re-plan right before its apply. Whether it needs a reload.
-pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceError> {
+/// One member's part of [`flush`]: its file written (or its perms fixed). Whether it
+/// needs a reload, and what was done, for the diff right before its apply.
+pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<(bool, Flushed), ResourceError> {
     let ops = ops_of(c);
     let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
     let perms = ops
         .iter()
         .any(|o| matches!(o, Op::SetMode { .. } | Op::SetOwner { .. }));
     let reload_due = ops.contains(&Op::DaemonReload);
-    // Enablement as planned, before the file is written (a new unit is `not-found`
-    // until then, `disabled` after): the re-plan shows it.
-    let planned_enabled = ops.iter().find_map(|o| match o {
-        Op::Enable { from } | Op::Disable { from } => Some(from.clone()),
-        _ => None,
-    });
     if writes {
         u.write_file(host)?;
     } else if perms {
         host.set_perms(&u.path, &u.perms())?;
     }
-    let mut f = u.flags();
-    f.batched = true;
-    f.planned_enabled = planned_enabled;
+    let mut f = Flushed {
+        // Enablement as planned, before the file is written (a new unit is
+        // `not-found` until then, `disabled` after): the diff after the step shows it.
+        planned_enabled: ops.iter().find_map(|o| match o {
+            Op::Enable { from } | Op::Disable { from } => Some(from.clone()),
+            _ => None,
+        }),
+        ..Flushed::default()
+    };
     if writes || perms {
         // The file's operations carry their diff, so apply shows it as the plan did;
         // the mask link is replaced by the file, so unmasking is done too.
@@ -90,5 +99,5 @@ pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<bool, ResourceE
     if reload_due {
         f.done.push(Op::DaemonReload);
     }
-    Ok(writes || reload_due)
+    Ok((writes || reload_due, f))
 }

@@ -16,15 +16,15 @@
 //!    listens to (`restart_on`, or `notify` on the other side) changed; the last two
 //!    are its dependencies, so its diff asks the [`DepView`] instead of planning them.
 //! 3. Each unit restarts at most once per run: the flush assigns the restart of each
-//!    unit to one member (its main resource first). What the flush did reaches the
-//!    member's diff right after it through per-run flags in the resource (resources
-//!    are decoded afresh for every run): the executor re-observes the member and does
-//!    not hand the diff the change it was staged with.
+//!    unit to one member (its main resource first). What the flush did for a member
+//!    ([`Flushed`]) is its result for that member; the executor hands it to the
+//!    member's diff right after the step ([`DepView::staged`]), so the spec holds no
+//!    per-run state and the change applied still reports the file the flush wrote.
 
 use std::any::Any;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
@@ -114,11 +114,11 @@ pub struct Rendered {
     pub entries: Vec<UnitEntry>,
 }
 
-/// What this run has done to the unit (resources are decoded afresh for every run).
+/// What [`flush`] did for one member: its result, which the executor hands to the
+/// member's diff right after the step (its presence: files are written and reloaded
+/// already).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunFlags {
-    /// [`flush`] staged this resource: files are written and reloaded already.
-    batched: bool,
+pub struct Flushed {
     /// What [`flush`] did for this resource (the file's operations), so that the
     /// re-plan right before `apply` still reports it and the run records it.
     done: Vec<Op>,
@@ -148,7 +148,6 @@ pub struct Unit {
     pub restart_on: Vec<(ResourceId, Span)>,
     pub on_notify: OnNotify,
     pub max_exposure: Option<(f64, Span)>,
-    run: Mutex<RunFlags>,
 }
 
 mod apply;
@@ -395,7 +394,6 @@ mod tests {
             restart_on: Vec::new(),
             on_notify: OnNotify::Auto,
             max_exposure: None,
-            run: Mutex::new(RunFlags::default()),
         }
     }
 

@@ -43,6 +43,9 @@ pub enum Op {
         reason: String,
         verb: &'static str,
     },
+    /// Not shown: the batch step wrote this change's files (and reloaded) already, so
+    /// apply does the rest only. Set by the diff made right after the step.
+    Flushed,
 }
 
 impl Op {
@@ -131,6 +134,7 @@ impl Unit {
                 Some(from.clone()),
                 Some(format!("restarted: {reason}")),
             ),
+            Op::Flushed => {}
         }
     }
 }

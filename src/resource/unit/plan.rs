@@ -57,13 +57,6 @@ impl Unit {
         })
     }
 
-    pub(super) fn flags(&self) -> MutexGuard<'_, RunFlags> {
-        match self.run.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     pub(super) fn unit_type(&self) -> &str {
         self.unit.rsplit_once('.').map(|(_, t)| t).unwrap_or("")
     }
@@ -122,7 +115,7 @@ impl Unit {
 // Planning: observe (every host read), then a pure diff
 
 /// What observing a unit found: its file, its enablement and run state, what its
-/// validation said, and what this run has done to it so far.
+/// validation said.
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub mode: Mode,
@@ -153,8 +146,6 @@ pub struct Observed {
     pub findings: Option<Findings>,
     /// Why `systemctl --root` must not write this unit's links (offline).
     pub unsafe_links: Option<ResourceError>,
-    /// What this run's flush did to this resource.
-    pub run: RunFlags,
 }
 
 impl Unit {
@@ -198,7 +189,6 @@ impl Unit {
             lint: None,
             findings: None,
             unsafe_links: None,
-            run: self.flags().clone(),
         };
         if self.content.is_some() && matches!(o.file, FileState::Other(_)) {
             // Refused by the diff whatever else is found.
@@ -255,14 +245,17 @@ impl Unit {
     }
 
     /// [`Contract::diff`]: pure. What the unit's change is, given what was observed
-    /// and whether its `restart_on` targets and notifiers change in this run.
+    /// whether its `restart_on` targets and notifiers change in this run, and what the
+    /// flush did for it when it ran for it ([`DepView::staged`]).
     pub(super) fn diff_unit(
         &self,
         o: &Observed,
         deps: &DepView,
     ) -> Result<Diff<Op>, ResourceError> {
         let m = o.mode;
-        let flags = &o.run;
+        let staged = deps.staged().and_then(|s| s.get::<Flushed>());
+        let batched = staged.is_some();
+        let flags = staged.cloned().unwrap_or_default();
         let mut live_parts: Vec<String> = Vec::new();
         match &o.file {
             FileState::Absent => live_parts.push("absent".into()),
@@ -358,7 +351,7 @@ impl Unit {
         }
 
         // Work done by the flush in this run stays part of this resource's change.
-        if flags.batched {
+        if batched {
             for done in &flags.done {
                 let kind = std::mem::discriminant(done);
                 if !d.ops.iter().any(|o| std::mem::discriminant(o) == kind) {
@@ -403,7 +396,7 @@ impl Unit {
             let shown_now = flags
                 .planned_enabled
                 .clone()
-                .filter(|_| flags.batched)
+                .filter(|_| batched)
                 .unwrap_or_else(|| now.to_string());
             match self.enabled {
                 Some(true) => {
@@ -504,7 +497,7 @@ impl Unit {
                 ));
                 restart = None;
             }
-            if flags.batched {
+            if batched {
                 // Files are written and reloaded already; only what the flush
                 // assigned to this resource is left.
                 restart = None;
@@ -556,6 +549,10 @@ impl Unit {
 
         if d.ops.is_empty() {
             d.action = Action::None;
+        }
+        if batched && d.action != Action::None {
+            // Tells apply that the flush wrote the files: it acts on the rest only.
+            d.ops.push(Op::Flushed);
         }
         if d.action != Action::None && file_changes && m == Mode::Live {
             d.implied
