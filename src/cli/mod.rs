@@ -198,18 +198,38 @@ pub enum AuditCommand {
 /// typo in its flags as drift.
 pub const USAGE_ERROR: u8 = 1;
 
-pub fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+/// Stack for parsing the command line: clap's parser, in a debug build, overflows a
+/// main thread sized by `ulimit -s 256`.
+const PARSE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// The command line, parsed (and help or a usage error printed) on a thread with a
+/// stack of known size. Only the parse runs there: the command itself runs on the
+/// calling (main) thread, whose malloc arena the observers reuse after loading.
+fn parse_args() -> Result<Cli, ExitCode> {
+    let parse = || match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
         Err(e) => {
             let _ = e.print();
-            return match e.kind() {
+            Err(match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     ExitCode::SUCCESS
                 }
                 _ => ExitCode::from(USAGE_ERROR),
-            };
+            })
         }
+    };
+    std::thread::Builder::new()
+        .stack_size(PARSE_STACK_BYTES)
+        .spawn(parse)
+        .map_err(|_| ExitCode::from(USAGE_ERROR))?
+        .join()
+        .unwrap_or(Err(ExitCode::from(USAGE_ERROR)))
+}
+
+pub fn run() -> ExitCode {
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     init_logging(&cli);
     if let Command::Plan { target, .. }

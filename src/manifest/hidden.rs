@@ -42,10 +42,21 @@ fn is_credential(key: &str) -> bool {
 /// [`crate::diag::register_source_hidden_by`]: the text is parsed again, which only
 /// happens when a diagnostic of this file quotes a line.
 pub fn of_manifest(text: &str) -> Option<Vec<(u32, u32)>> {
-    match super::yaml::parse(&std::sync::Arc::from("manifest"), text.as_bytes()) {
-        Ok(root) => Some(from_tree(&root, text)),
-        Err(_) => from_text(text),
-    }
+    // On a thread with the loader's stack: the caller may be a small main thread.
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(super::LOAD_STACK_BYTES)
+            .spawn_scoped(s, || {
+                match super::yaml::parse(&std::sync::Arc::from("manifest"), text.as_bytes()) {
+                    Ok(root) => Some(from_tree(&root, text)),
+                    Err(_) => from_text(text),
+                }
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+            // Could not tell which lines are safe: quote none.
+            .unwrap_or(None)
+    })
 }
 
 /// Inclusive line ranges of `text` (parsed as `root`) that must not be quoted.

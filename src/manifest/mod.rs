@@ -534,7 +534,7 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
 /// recurses once per level of nesting (serde-saphyr's frames are large, in debug
 /// builds several KiB), and [`yaml::MAX_DEPTH`] bounds the levels; this size leaves a
 /// wide margin whatever `ulimit -s` the caller runs with. Only touched pages are used.
-const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const LOAD_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// Loads, templates and decodes everything; refuses with every problem at once.
 ///
