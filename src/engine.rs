@@ -280,13 +280,14 @@ pub fn make_plan(
         }
     };
     let changes: Vec<Change> = if permute(&mut observed, order) {
-        // Reordered in place, then collected in place: a second vector of every change
-        // would cost tens of MB at 100,000 resources.
-        observed
-            .into_iter()
-            .enumerate()
-            .filter_map(|(k, o)| o.and_then(|o| diff_one(order[k], o)))
-            .collect()
+        // Sized once: an observed state is not the size of a change, so the changes
+        // cannot reuse the states' buffer, and a growing vector would briefly hold two
+        // copies of every change made so far (tens of MB at 100,000 resources).
+        let mut changes = Vec::with_capacity(observed.len());
+        for (k, o) in observed.into_iter().enumerate() {
+            changes.extend(o.and_then(|o| diff_one(order[k], o)));
+        }
+        changes
     } else {
         let mut changes = Vec::with_capacity(catalog.len());
         for &i in order {
