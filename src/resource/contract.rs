@@ -2,9 +2,9 @@
 //! `diff(spec, state, deps) → ops`, `describe(op)` for the plan, and `apply(ops)`.
 //!
 //! A kind implements [`Contract`] and forwards three methods of [`Resource`] to
-//! [`observe`], [`diff`] and [`apply`] here; kinds not migrated yet keep
-//! `Resource::plan`/`Resource::apply`, and the engine drives both through the same
-//! object-safe calls ([`Resource::observe_state`], [`Resource::diff_state`]).
+//! [`observe`], [`diff`] and [`apply`] here with `crate::on_the_contract!()`; the
+//! engine drives every kind through the object-safe calls
+//! ([`Resource::observe_state`], [`Resource::diff_state`]).
 //!
 //! What this buys: apply matches on typed operations and never reads back the labels
 //! it rendered for the plan; diffs are pure functions with table tests; a resource's
@@ -18,6 +18,36 @@ use crate::id::ResourceId;
 use crate::plan::{Action, Change};
 
 use super::{ApplyCtx, PlanCtx, Resource, ResourceError};
+
+/// Inside `impl Resource for Kind`: forwards `observe_state`, `diff_state` and
+/// `apply` to the kind's [`Contract`] (the same three methods for every kind on it).
+#[macro_export]
+macro_rules! on_the_contract {
+    () => {
+        fn observe_state(
+            &self,
+            ctx: &$crate::resource::PlanCtx,
+        ) -> Result<$crate::resource::contract::State, $crate::resource::ResourceError> {
+            $crate::resource::contract::observe(self, ctx)
+        }
+
+        fn diff_state(
+            &self,
+            state: $crate::resource::contract::State,
+            deps: &$crate::resource::contract::DepView,
+        ) -> Result<$crate::plan::Change, $crate::resource::ResourceError> {
+            $crate::resource::contract::diff(self, state, deps)
+        }
+
+        fn apply(
+            &self,
+            ctx: &$crate::resource::ApplyCtx,
+            change: &$crate::plan::Change,
+        ) -> Result<(), $crate::resource::ResourceError> {
+            $crate::resource::contract::apply(self, ctx, change)
+        }
+    };
+}
 
 /// What a kind observes, diffs and applies. `Self` is the kind's decoded spec.
 pub trait Contract: Resource + Sized {

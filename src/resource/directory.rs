@@ -15,7 +15,7 @@ use crate::plan::{
     content_diff, diff_limit, fingerprint, size_summary, Action, Change, ContentDiff,
 };
 
-use super::contract::{self, Contract, DepView, Diff};
+use super::contract::{Contract, DepView, Diff};
 use super::managed_file::{body_hash, ContentSeen, TEMP_FIELD};
 use super::perms::{stat_fingerprint, Owners, PermOp, PermSpec};
 use super::{
@@ -394,17 +394,7 @@ impl Resource for Directory {
         (self.perms.owner(), self.perms.group())
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn as_any(&self) -> &dyn Any {
         self

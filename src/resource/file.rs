@@ -9,7 +9,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields, SourceRef};
 use crate::plan::Change;
 
-use super::contract::{self, Contract, DepView, Diff};
+use super::contract::{Contract, DepView, Diff};
 pub use super::managed_file::{body_hash, Content, Origin, TEMP_FIELD};
 use super::managed_file::{is_block, ManagedFile, Op, Seen};
 use super::perms::PermSpec;
@@ -197,17 +197,7 @@ impl Resource for File {
         (self.file.perms.owner(), self.file.perms.group())
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn as_any(&self) -> &dyn Any {
         self

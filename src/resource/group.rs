@@ -17,7 +17,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
-use super::contract::{self, Contract, DepView, Diff};
+use super::contract::{Contract, DepView, Diff};
 use super::{ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
 
 /// Longest name useradd/groupadd accept.
@@ -421,17 +421,7 @@ impl Resource for Group {
         out
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn as_any(&self) -> &dyn Any {
         self
@@ -933,7 +923,7 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no group"));
         let gs = gshadow.map(|t| parse_gshadow(t).unwrap_or_default());
         let o = g.observed(accounts(), gs, defs(), &catalog);
-        contract::diff(g, Box::new(o), &DepView::none())
+        super::super::contract::diff(g, Box::new(o), &DepView::none())
     }
 
     fn plan_of(text: &str) -> Result<Change, ResourceError> {

@@ -8,7 +8,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
 
-use super::contract::{self, Contract, DepView, Diff};
+use super::contract::{Contract, DepView, Diff};
 use super::perms::stat_fingerprint;
 use super::{
     implied_parents, observe_below_declared, parent_dir_need, ApplyCtx, Ensure, Meta, Need,
@@ -102,17 +102,7 @@ impl Resource for Symlink {
         Some(&self.path)
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn as_any(&self) -> &dyn Any {
         self

@@ -22,7 +22,7 @@ use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, sha256_hex, Action, Change, SENSITIVE};
 
-use super::contract::{self, Contract, DepView, Diff};
+use super::contract::{Contract, DepView, Diff};
 use super::group::{
     account_id, at, decode_names, field_span, finish, id_change_warning, owned_paths,
     read_login_defs, read_text, run_tool, shadow_tool, show_list, tools_lock, valid_account_name,
@@ -692,17 +692,7 @@ impl Resource for User {
         out
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn as_any(&self) -> &dyn Any {
         self
@@ -1442,7 +1432,7 @@ mod tests {
 
     /// The plan's change, described from the diff's operations.
     fn plan_in(catalog: &Catalog, name: &str, observed: Observed) -> Result<Change, ResourceError> {
-        contract::diff(user(catalog, name), Box::new(observed), &DepView::none())
+        super::super::contract::diff(user(catalog, name), Box::new(observed), &DepView::none())
     }
 
     fn plan_of(text: &str) -> Result<Change, ResourceError> {

@@ -299,17 +299,7 @@ impl Resource for Unit {
         out
     }
 
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        contract::observe(self, ctx)
-    }
-
-    fn diff_state(&self, state: contract::State, deps: &DepView) -> Result<Change, ResourceError> {
-        contract::diff(self, state, deps)
-    }
-
-    fn apply(&self, ctx: &ApplyCtx, change: &Change) -> Result<(), ResourceError> {
-        contract::apply(self, ctx, change)
-    }
+    crate::on_the_contract!();
 
     fn managed_path(&self) -> Option<&str> {
         self.content.as_ref().map(|_| self.path.as_str())
