@@ -317,7 +317,9 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::plan::Change;
-    use crate::resource::{ApplyCtx, Meta, Need, PlanCtx, Provide, Resource, ResourceError};
+    use crate::resource::{
+        contract, ApplyCtx, Meta, Need, PlanCtx, Provide, Resource, ResourceError,
+    };
 
     #[derive(Debug)]
     struct Linted {
@@ -335,7 +337,14 @@ mod tests {
         fn validate(&self, _: &Catalog) -> Vec<Diagnostic> {
             vec![Diagnostic::warning(None, "looks odd")]
         }
-        fn plan(&self, _: &PlanCtx) -> Result<Change, ResourceError> {
+        fn observe_state(&self, _: &PlanCtx) -> Result<contract::State, ResourceError> {
+            Ok(Box::new(()))
+        }
+        fn diff_state(
+            &self,
+            _: contract::State,
+            _: &contract::DepView,
+        ) -> Result<Change, ResourceError> {
             Ok(Change::new(self.id.clone(), false))
         }
         fn apply(&self, _: &ApplyCtx, _: &Change) -> Result<(), ResourceError> {
@@ -379,7 +388,14 @@ mod tests {
         fn needs(&self) -> Vec<Need> {
             self.needs.clone()
         }
-        fn plan(&self, _: &PlanCtx) -> Result<Change, ResourceError> {
+        fn observe_state(&self, _: &PlanCtx) -> Result<contract::State, ResourceError> {
+            Ok(Box::new(()))
+        }
+        fn diff_state(
+            &self,
+            _: contract::State,
+            _: &contract::DepView,
+        ) -> Result<Change, ResourceError> {
             Ok(Change::new(self.id.clone(), false))
         }
         fn apply(&self, _: &ApplyCtx, _: &Change) -> Result<(), ResourceError> {

@@ -397,36 +397,24 @@ pub trait Resource: Send + Sync + Debug + Any {
         Vec::new()
     }
 
-    /// Observes the live state (read-only) and returns the change that would make it
-    /// match the spec; `Action::None` when in sync. Kinds on the typed contract
-    /// ([`contract::Contract`]) do not implement it: the engine observes and diffs them
-    /// through [`Resource::observe_state`] and [`Resource::diff_state`].
+    /// Observes (read-only) and diffs in one call, with no dependency view: the change
+    /// that would make the target match the spec; `Action::None` when in sync.
     fn plan(&self, ctx: &PlanCtx) -> Result<Change, ResourceError> {
         let state = self.observe_state(ctx)?;
         self.diff_state(state, &contract::DepView::none())
     }
 
-    /// The read-only half of planning, run in parallel for all resources. A kind on
-    /// the typed contract forwards to [`contract::observe`]; others plan here whole.
-    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError> {
-        Ok(Box::new(self.plan(ctx)?))
-    }
+    /// The read-only half of planning, run in parallel for all resources; a kind
+    /// forwards it to [`contract::observe`] (`crate::on_the_contract!()`).
+    fn observe_state(&self, ctx: &PlanCtx) -> Result<contract::State, ResourceError>;
 
-    /// The pure half, run in dependency order with what the dependencies do. A kind on
-    /// the typed contract forwards to [`contract::diff`]; for others the state is the
-    /// change their `plan` made.
+    /// The pure half, run in dependency order with what the dependencies do; a kind
+    /// forwards it to [`contract::diff`].
     fn diff_state(
         &self,
         state: contract::State,
-        _deps: &contract::DepView,
-    ) -> Result<Change, ResourceError> {
-        state.downcast::<Change>().map(|c| *c).map_err(|_| {
-            ResourceError::Failed(format!(
-                "internal error: {} has neither plan nor observe_state",
-                self.id()
-            ))
-        })
-    }
+        deps: &contract::DepView,
+    ) -> Result<Change, ResourceError>;
 
     /// Carries out a planned change. Must be safe to call only when `change` was just
     /// produced by `plan` against the same host.
