@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::diag::Diagnostics;
 use crate::graph::Graph;
@@ -46,6 +46,7 @@ pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError>
         selected,
     };
     select_tags(&mut model, &opts.tags)?;
+    crate::diag::release_sources();
     Ok(model)
 }
 
@@ -94,19 +95,27 @@ pub fn default_jobs() -> usize {
 /// Resources a worker takes at once when observing.
 const OBSERVE_CHUNK: usize = 16;
 
-/// What observing one resource gave: its state, or why it could not be observed.
-pub type Observed = Result<State, ResourceError>;
+/// What observing one resource gave: its state, or why it could not be observed
+/// (boxed: a slot is held for every resource, and errors are rare).
+type Observed = Result<State, Box<ResourceError>>;
 
-/// Observes the selected resources (read-only) in parallel; results are in catalog
-/// order, `None` for resources not selected. Kinds not on the typed contract plan
-/// here whole (their state is their change).
-pub fn observe_all(
+/// Observes the selected resources (read-only) in parallel and diffs each, in
+/// dependency order, as soon as it and everything before it in that order is
+/// observed: `diff` gets the resource's catalog index and its state.
+///
+/// Workers take chunks of the dependency order; the calling thread diffs, and
+/// observes a chunk itself whenever the next state is not there yet. So a state lives
+/// only until its turn comes, not until every resource is observed (at 100,000 files,
+/// holding them all cost tens of MB of peak memory and the time to fault it in).
+fn observe_and_diff(
     catalog: &Catalog,
     host: &Host,
     jobs: usize,
     selected: &[bool],
+    order: &[usize],
     purpose: Purpose,
-) -> Result<Vec<Option<Observed>>, EngineError> {
+    mut diff: impl FnMut(usize, Result<State, ResourceError>),
+) -> Result<(), EngineError> {
     let accounts = host.accounts()?;
     let ctx = PlanCtx {
         host,
@@ -114,57 +123,114 @@ pub fn observe_all(
         catalog,
         purpose,
     };
+    let is_selected = |i: usize| selected.get(i).copied().unwrap_or(true);
+    let n = order.len();
     let next = AtomicUsize::new(0);
-    let n = catalog.len();
-    let workers = jobs.min(n.max(1));
-    // Filled in place as workers finish chunks: no per-worker copies of every change
-    // (at 100,000 resources each copy is tens of MB).
+    // Filled in place as workers finish chunks, indexed by position in `order`.
     let slots: Mutex<Vec<Option<Observed>>> = Mutex::new((0..n).map(|_| None).collect());
-    let work = || {
-        // Observation is read-only: parent directories opened once per thread serve
-        // every file below them.
-        let _dirs = host.cache_dirs();
-        let mut done = Vec::with_capacity(OBSERVE_CHUNK);
-        loop {
-            // Runs of neighbours (usually files of one directory) per worker.
-            let first = next.fetch_add(OBSERVE_CHUNK, Ordering::Relaxed);
-            if first >= n {
-                break;
-            }
-            for i in first..n.min(first + OBSERVE_CHUNK) {
-                if selected.get(i).copied().unwrap_or(true) {
-                    let r = &catalog.resources[i];
+    let filled = Condvar::new();
+    let helpers = jobs.min(n.max(1)).saturating_sub(1);
+    let running = AtomicUsize::new(helpers);
+    // Observes the next chunk of the order; `false` when none is left.
+    let observe_chunk = |done: &mut Vec<(usize, Observed)>| -> bool {
+        let first = next.fetch_add(OBSERVE_CHUNK, Ordering::Relaxed);
+        if first >= n {
+            return false;
+        }
+        for (k, &i) in order
+            .iter()
+            .enumerate()
+            .take(n.min(first + OBSERVE_CHUNK))
+            .skip(first)
+        {
+            if is_selected(i) {
+                if let Some(r) = catalog.resources.get(i) {
                     let span = tracing::debug_span!("observe", resource = %r.id());
                     let _entered = span.enter();
-                    done.push((i, r.observe_state(&ctx)));
+                    done.push((k, r.observe_state(&ctx).map_err(Box::new)));
                 }
             }
-            let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-            for (i, r) in done.drain(..) {
-                slots[i] = Some(r);
+        }
+        let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+        for (k, r) in done.drain(..) {
+            slots[k] = Some(r);
+        }
+        filled.notify_all();
+        true
+    };
+    std::thread::scope(|s| -> Result<(), EngineError> {
+        for _ in 0..helpers {
+            s.spawn(|| {
+                // Counts the worker out even when an observer panics, so the differ
+                // never waits for a state nobody will deliver.
+                struct Leaving<'a>(
+                    &'a AtomicUsize,
+                    &'a Condvar,
+                    &'a Mutex<Vec<Option<Observed>>>,
+                );
+                impl Drop for Leaving<'_> {
+                    fn drop(&mut self) {
+                        let _slots = self.2.lock().unwrap_or_else(PoisonError::into_inner);
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                        self.1.notify_all();
+                    }
+                }
+                let _leaving = Leaving(&running, &filled, &slots);
+                // Observation is read-only: parent directories opened once per thread
+                // serve every file below them.
+                let _dirs = host.cache_dirs();
+                let mut done = Vec::with_capacity(OBSERVE_CHUNK);
+                while observe_chunk(&mut done) {}
+            });
+        }
+        // The calling thread diffs and helps observing; what it allocates reuses the
+        // memory the manifest trees just gave back to its arena (glibc gives each
+        // thread its own), which keeps the peak RSS down.
+        let _dirs = host.cache_dirs();
+        let mut done = Vec::with_capacity(OBSERVE_CHUNK);
+        let mut ready = Vec::with_capacity(OBSERVE_CHUNK);
+        let mut k = 0;
+        while k < n {
+            {
+                let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    while k < n && !order.get(k).is_some_and(|&i| is_selected(i)) {
+                        k += 1;
+                    }
+                    if k >= n {
+                        break;
+                    }
+                    if let Some(o) = slots[k].take() {
+                        ready.push((order[k], o));
+                        k += 1;
+                        continue;
+                    }
+                    if !ready.is_empty() || next.load(Ordering::Relaxed) < n {
+                        break;
+                    }
+                    if running.load(Ordering::Relaxed) == 0 {
+                        return Err(EngineError::Other("an observer thread panicked".into()));
+                    }
+                    slots = filled.wait(slots).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            if ready.is_empty() {
+                if k < n {
+                    let helped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        observe_chunk(&mut done)
+                    }));
+                    if helped.is_err() {
+                        return Err(EngineError::Other("an observer thread panicked".into()));
+                    }
+                }
+                continue;
+            }
+            for (i, o) in ready.drain(..) {
+                diff(i, o.map_err(|e| *e));
             }
         }
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
-        // The calling thread is one of the workers: one thread fewer, and what it
-        // allocates reuses the memory the manifest trees just gave back to its arena
-        // (glibc gives each thread its own), which keeps the peak RSS down.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&work));
-        for h in handles {
-            // A panicked worker leaves its slots empty: reported below.
-            let _ = h.join();
-        }
-    });
-    let results = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let missing = results
-        .iter()
-        .enumerate()
-        .any(|(i, r)| r.is_none() && selected.get(i).copied().unwrap_or(true));
-    if missing {
-        return Err(EngineError::Other("an observer thread panicked".into()));
-    }
-    Ok(results)
+        Ok(())
+    })
 }
 
 /// The plan's changes (graph order) as a table indexed like the catalog, for
@@ -238,8 +304,6 @@ pub fn make_plan(
 ) -> Result<Plan, EngineError> {
     let catalog = &model.loaded.catalog;
     let started = std::time::Instant::now();
-    let mut observed = observe_all(catalog, host, jobs, &model.selected, purpose)?;
-    tracing::debug!(elapsed = ?started.elapsed(), jobs, "host observed");
     let mut errors = Vec::new();
     let mut error_of = |i: usize, e: ResourceError| {
         let r = &catalog.resources[i];
@@ -263,40 +327,33 @@ pub fn make_plan(
     };
     let deps = DepView::new(&lookup);
     let keep_diffs = purpose != Purpose::Apply;
-    let mut diff_one = |i: usize, state: Observed| -> Option<Change> {
-        let r = &catalog.resources[i];
-        match state.and_then(|s| r.diff_state(s, &deps)) {
-            Ok(mut c) => {
-                changing[i].store(if c.is_change() { 2 } else { 1 }, Ordering::Relaxed);
-                if !keep_diffs {
-                    c.diff = None;
+    // Sized once: a growing vector would briefly hold two copies of every change made
+    // so far (tens of MB at 100,000 resources).
+    let mut changes: Vec<Change> = Vec::with_capacity(catalog.len());
+    observe_and_diff(
+        catalog,
+        host,
+        jobs,
+        &model.selected,
+        order,
+        purpose,
+        |i, state| {
+            let Some(r) = catalog.resources.get(i) else {
+                return;
+            };
+            match state.and_then(|s| r.diff_state(s, &deps)) {
+                Ok(mut c) => {
+                    changing[i].store(if c.is_change() { 2 } else { 1 }, Ordering::Relaxed);
+                    if !keep_diffs {
+                        c.diff = None;
+                    }
+                    changes.push(c);
                 }
-                Some(c)
+                Err(e) => error_of(i, e),
             }
-            Err(e) => {
-                error_of(i, e);
-                None
-            }
-        }
-    };
-    let changes: Vec<Change> = if permute(&mut observed, order) {
-        // Sized once: an observed state is not the size of a change, so the changes
-        // cannot reuse the states' buffer, and a growing vector would briefly hold two
-        // copies of every change made so far (tens of MB at 100,000 resources).
-        let mut changes = Vec::with_capacity(observed.len());
-        for (k, o) in observed.into_iter().enumerate() {
-            changes.extend(o.and_then(|o| diff_one(order[k], o)));
-        }
-        changes
-    } else {
-        let mut changes = Vec::with_capacity(catalog.len());
-        for &i in order {
-            if let Some(o) = observed[i].take() {
-                changes.extend(diff_one(i, o));
-            }
-        }
-        changes
-    };
+        },
+    )?;
+    tracing::debug!(elapsed = ?started.elapsed(), jobs, "host observed and diffed");
     let warnings = model
         .loaded
         .diags
@@ -582,5 +639,116 @@ mod tests {
         assert!(!permute(&mut v, &[0, 1]));
         assert!(!permute(&mut v, &[0, 1, 3]));
         assert_eq!(v, vec![1, 2, 3]);
+    }
+
+    /// A resource whose observer panics when its name says so; its diff records the
+    /// order diffs ran in and what each saw of the resource before it.
+    #[derive(Debug)]
+    struct Probe {
+        id: ResourceId,
+        meta: crate::resource::Meta,
+    }
+
+    impl crate::resource::Resource for Probe {
+        fn id(&self) -> &ResourceId {
+            &self.id
+        }
+        fn meta(&self) -> &crate::resource::Meta {
+            &self.meta
+        }
+        fn observe_state(&self, _: &PlanCtx) -> Result<State, ResourceError> {
+            if self.id.name == "panics" {
+                panic!("observer fault injected by the test");
+            }
+            Ok(Box::new(self.id.name.clone()))
+        }
+        fn diff_state(&self, state: State, _: &DepView) -> Result<Change, ResourceError> {
+            let mut c = Change::new(self.id.clone(), false);
+            if state.downcast_ref::<String>() != Some(&self.id.name) {
+                return Err(ResourceError::Failed("got another resource's state".into()));
+            }
+            c.action = crate::plan::Action::Update;
+            Ok(c)
+        }
+        fn apply(&self, _: &crate::resource::ApplyCtx, _: &Change) -> Result<(), ResourceError> {
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    fn probes(names: &[&str]) -> Catalog {
+        Catalog::new(
+            names
+                .iter()
+                .map(|n| {
+                    Box::new(Probe {
+                        id: ResourceId::new("probe", *n),
+                        meta: crate::resource::Meta::default(),
+                    }) as Box<dyn crate::resource::Resource>
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn diffs_run_in_dependency_order_each_with_its_own_state_whatever_the_workers(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(dir.path())?;
+        let names: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+        let catalog = probes(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        // A dependency order that is not the catalog's.
+        let order: Vec<usize> = (0..100).rev().collect();
+        let mut selected = vec![true; 100];
+        selected[7] = false;
+        for jobs in [1, 2, 8] {
+            let mut seen = Vec::new();
+            observe_and_diff(
+                &catalog,
+                &host,
+                jobs,
+                &selected,
+                &order,
+                Purpose::Plan,
+                |i, s| {
+                    let r = &catalog.resources[i];
+                    seen.push((i, s.and_then(|s| r.diff_state(s, &DepView::none())).is_ok()));
+                },
+            )?;
+            let want: Vec<(usize, bool)> = order
+                .iter()
+                .filter(|&&i| i != 7)
+                .map(|&i| (i, true))
+                .collect();
+            assert_eq!(seen, want, "jobs {jobs}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_panicking_observer_ends_the_plan_with_an_error_instead_of_hanging(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let host = Host::open(dir.path())?;
+        let mut names: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+        names[150] = "panics".into();
+        let catalog = probes(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let order: Vec<usize> = (0..200).collect();
+        for jobs in [1, 2, 4] {
+            let mut diffs = 0;
+            let got =
+                observe_and_diff(&catalog, &host, jobs, &[], &order, Purpose::Plan, |_, _| {
+                    diffs += 1
+                });
+            let err = got.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("panicked"), "jobs {jobs}: {err}");
+            assert!(
+                diffs <= 150,
+                "jobs {jobs}: diffed past the panicked one ({diffs})"
+            );
+        }
+        Ok(())
     }
 }

@@ -226,6 +226,10 @@ const DIR_CACHE_MAX: usize = 256;
 struct DirCache {
     root: PathBuf,
     dirs: HashMap<String, Rc<OwnedFd>>,
+    /// The stale temp files of the directory last asked about: a worker observes the
+    /// files of one directory in a row, and the shared list costs a lock, a path and a
+    /// hash per file.
+    stale: Option<(String, Vec<String>)>,
 }
 
 thread_local! {
@@ -358,6 +362,7 @@ impl Host {
             *c.borrow_mut() = Some(DirCache {
                 root: self.root.clone(),
                 dirs: HashMap::new(),
+                stale: None,
             })
         });
         DirCacheGuard {
@@ -908,7 +913,6 @@ impl Host {
     pub fn stale_temps_of(&self, path: &str) -> Result<Vec<String>, HostError> {
         let dir_path = parent_of(path);
         let name = path.rsplit('/').next().unwrap_or(path);
-        let key = self.real_path(dir_path);
         let of_this = |names: &[String]| -> Vec<String> {
             names
                 .iter()
@@ -916,9 +920,27 @@ impl Host {
                 .cloned()
                 .collect()
         };
+        let cached = DIR_CACHE.with(|c| {
+            let cache = c.borrow();
+            let cache = cache.as_ref().filter(|c| c.root == self.root)?;
+            let (_, names) = cache.stale.as_ref().filter(|(d, _)| d == dir_path)?;
+            Some(of_this(names))
+        });
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let remember = |names: &[String]| {
+            DIR_CACHE.with(|c| {
+                if let Some(cache) = c.borrow_mut().as_mut().filter(|c| c.root == self.root) {
+                    cache.stale = Some((dir_path.to_string(), names.to_vec()));
+                }
+            });
+        };
+        let key = self.real_path(dir_path);
         // A directory already listed is not walked to again: on a no-op check of
         // thousands of files that walk was the cost, and nearly every list is empty.
         if let Some(names) = locked(&STALE_SEEN).as_ref().and_then(|m| m.get(&key)) {
+            remember(names);
             return Ok(of_this(names));
         }
         let Some(parent) = self.open_parent(path, None)? else {
@@ -926,6 +948,7 @@ impl Host {
         };
         let names = self.scan_stale(&parent.dir, dir_path)?;
         let found = of_this(&names);
+        remember(&names);
         locked(&STALE_SEEN)
             .get_or_insert_with(HashMap::new)
             .insert(key, names);

@@ -175,7 +175,7 @@ fn read_all(opts: &LoadOptions, diags: &mut Diagnostics, decoder: &mut Decoder) 
         // before any line of this file is quoted (only runs that quote pay for it).
         let text = String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        crate::diag::register_source_hidden_by(&shown, text, Some(hidden::of_manifest));
+        crate::diag::register_source_from(&shown, text, &path, Some(hidden::of_manifest));
         let root = match parsed {
             Ok(n) => n,
             Err(d) => {

@@ -108,27 +108,41 @@ impl<Op> Diff<Op> {
 /// A diff's operations, carried by its [`Change`] from plan to apply. Not part of the
 /// plan documents: the fields `describe` rendered are.
 #[derive(Clone, Default)]
-pub struct Ops(Option<Arc<dyn Any + Send + Sync>>);
+pub struct Ops(Carried);
+
+#[derive(Clone, Default)]
+enum Carried {
+    /// Not made by a diff in this process (a change read back from a plan document).
+    #[default]
+    Absent,
+    /// A diff with nothing to do: the usual case, so it allocates nothing.
+    Empty,
+    Some(Arc<dyn Any + Send + Sync>),
+}
 
 impl Ops {
     pub fn new<Op: Send + Sync + 'static>(ops: Vec<Op>) -> Ops {
-        Ops(Some(Arc::new(ops)))
+        Ops(if ops.is_empty() {
+            Carried::Empty
+        } else {
+            Carried::Some(Arc::new(ops))
+        })
     }
 
     pub fn get<Op: 'static>(&self) -> Option<&[Op]> {
-        self.0
-            .as_ref()
-            .and_then(|a| a.downcast_ref::<Vec<Op>>())
-            .map(Vec::as_slice)
+        match &self.0 {
+            Carried::Absent => None,
+            Carried::Empty => Some(&[]),
+            Carried::Some(a) => a.downcast_ref::<Vec<Op>>().map(Vec::as_slice),
+        }
     }
 }
 
 impl Debug for Ops {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Ops(..)"
-        } else {
-            "Ops(-)"
+        f.write_str(match self.0 {
+            Carried::Absent => "Ops(-)",
+            Carried::Empty | Carried::Some(_) => "Ops(..)",
         })
     }
 }

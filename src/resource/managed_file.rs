@@ -222,7 +222,9 @@ pub struct ManagedFile {
     pub default_mode: u32,
     pub validate: Option<String>,
     /// Where the content's lines come from (set when `validate` is).
-    pub origin: Origin,
+    /// Boxed, as it is only known when `validate` is set (a spec is held for every
+    /// resource of a run).
+    pub origin: Option<Box<Origin>>,
     pub backup: bool,
     /// `hardlinks: allow`: manage a file that has other hard links (otherwise refused).
     pub hardlinks_allowed: bool,
@@ -663,7 +665,13 @@ impl ManagedFile {
         } else {
             &out.stderr
         };
-        let explained = explain_rejection(text, &checked, &self.path, content, &self.origin);
+        let explained = explain_rejection(
+            text,
+            &checked,
+            &self.path,
+            content,
+            self.origin.as_deref().unwrap_or(&Origin::Unknown),
+        );
         if explained.is_empty() {
             Err(format!("`{command}` rejected the new content ({code})"))
         } else {
