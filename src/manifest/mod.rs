@@ -646,6 +646,9 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         }
         diags.push(d);
     }
+    for d in module::same_thing_twice(&catalog) {
+        diags.push(d);
+    }
     for (later, earlier, how) in catalog.path_conflicts() {
         let (r, first) = (&catalog.resources[later], &catalog.resources[earlier]);
         let path = r.managed_path().unwrap_or_default();

@@ -335,7 +335,7 @@ fn parse_param(key: &Node, decl: &Node, diags: &mut Vec<Diagnostic>) -> Option<P
                     "type",
                     format!(
                         "`{}` is not a parameter type: string, int, number, bool, mode, path, list<T> or map<T>",
-                        node.to_json()
+                        node.as_str().map_or_else(|| node.value.type_name().to_string(), str::to_string)
                     ),
                 ));
                 None
@@ -882,6 +882,19 @@ impl Modules {
             d.diags.push(diag);
             return;
         }
+        // Recorded before anything else is checked: a second call of the same name is
+        // an error even when this one is wrong otherwise.
+        self.calls.insert(
+            call_id.clone(),
+            Call {
+                span: Some(at.clone()),
+                members: Vec::new(),
+                requires: meta.requires,
+                before: meta.before,
+                notify: meta.notify,
+                tags: meta.tags,
+            },
+        );
         if let Some(pos) = self.stack.iter().position(|(m, _)| *m == module) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(m, _)| m.as_str()).collect();
             chain.push(&module);
@@ -935,17 +948,6 @@ impl Modules {
         let Some(params) = self.bind(d, &def, with, &at, &call_id) else {
             return;
         };
-        self.calls.insert(
-            call_id.clone(),
-            Call {
-                span: Some(at.clone()),
-                members: Vec::new(),
-                requires: meta.requires,
-                before: meta.before,
-                notify: meta.notify,
-                tags: meta.tags,
-            },
-        );
         let members = self.expand(d, &def, params, &call_id, &call_name, &at, out);
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.members = members;
@@ -1437,6 +1439,45 @@ pub fn doc_table(def: &ModuleDef) -> String {
             cell(&p.constraints().join("; ")),
             cell(&p.description)
         ));
+    }
+    out
+}
+
+/// Two declarations of one thing from different calls (or a call and a manifest):
+/// `svc[a]/user[x]` and `svc[b]/user[x]` have different ids but manage the same
+/// account, and each would undo the other on every run.
+pub fn same_thing_twice(catalog: &Catalog) -> Vec<Diagnostic> {
+    if catalog.resources.iter().all(|r| r.id().scope.is_none()) {
+        return Vec::new();
+    }
+    let mut first: HashMap<ResourceId, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, r) in catalog.resources.iter().enumerate() {
+        if r.managed_path().is_some() {
+            // Paths are compared by the catalog's path conflicts, whatever the kinds.
+            continue;
+        }
+        let bare = r.id().in_scope(None);
+        match first.get(&bare) {
+            None => {
+                first.insert(bare, i);
+            }
+            Some(&j) => {
+                let other = &catalog.resources[j];
+                let mut d = Diagnostic::error(
+                    r.meta().span.clone(),
+                    format!(
+                        "{} and {} both declare {bare}: give the calls different parameters, or declare it once",
+                        r.id(),
+                        other.id()
+                    ),
+                );
+                if let Some(s) = &other.meta().span {
+                    d = d.related(s.clone(), format!("{} is declared here", other.id()));
+                }
+                out.push(d);
+            }
+        }
     }
     out
 }
