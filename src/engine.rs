@@ -485,6 +485,7 @@ mod tests {
             environment: None,
             vars: Vec::new(),
             tags: Vec::new(),
+            modules: Vec::new(),
             inputs: "inputs-fp".into(),
             fingerprint_key: None,
             summary: Plan::summarize(&changes, 0),

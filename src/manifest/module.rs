@@ -278,6 +278,14 @@ fn parse_param(key: &Node, decl: &Node, diags: &mut Vec<Diagnostic>) -> Option<P
     let err = |span: &Span, field: &str, msg: String| {
         Diagnostic::error(Some(span.clone()), msg).field(field.to_string())
     };
+    if key.as_str().is_none() {
+        diags.push(err(
+            &key.span,
+            &name,
+            format!("a parameter name must be text, and YAML reads this key as {}: quote it, or choose another name", key.value.type_name()),
+        ));
+        return None;
+    }
     if !is_param_name(&name) {
         diags.push(err(
             &key.span,
@@ -682,7 +690,8 @@ fn render_tree(d: &mut Decoder, node: &Node, field: &str) -> Option<Node> {
 
 /// The parameter a whole value stands for: `"{{ params.NAME }}"` and nothing else.
 fn whole_param(s: &str) -> Option<&str> {
-    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    // Exactly: `"{{ params.port }}\n"` is text with a newline, templated as text.
+    let inner = s.strip_prefix("{{")?.strip_suffix("}}")?.trim();
     let name = inner.strip_prefix("params.")?;
     is_param_name(name).then_some(name)
 }
@@ -1480,4 +1489,389 @@ pub fn same_thing_twice(catalog: &Catalog) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{load, LoadOptions, Loaded};
+
+    fn node(yaml: &str) -> Node {
+        let file: Arc<str> = Arc::from("t.yaml");
+        match yaml::parse(&file, format!("v: {yaml}\n").as_bytes()) {
+            Ok(root) => root
+                .as_map()
+                .and_then(|m| m.first().map(|(_, v)| v.clone()))
+                .unwrap_or_else(|| panic!("no value in {yaml}")),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn typed(ty: &str, yaml: &str) -> Result<serde_json::Value, String> {
+        let ty = ParamType::parse(ty).unwrap_or_else(|| panic!("type {ty}"));
+        check_type(&ty, &node(yaml))
+            .map(|n| n.to_json())
+            .map_err(|(_, m)| m)
+    }
+
+    /// Writes `files` into a scratch folder and loads `site.yaml` from it.
+    fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Loaded, String>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{e}"));
+        let host = crate::host::Host::open(&root).unwrap_or_else(|e| panic!("{e}"));
+        let opts = LoadOptions {
+            paths: vec![dir.path().join("site.yaml")],
+            modules: vec![dir.path().join("extra")],
+            ..LoadOptions::default()
+        };
+        let out = load(&opts, &host).map_err(|d| d.to_string_all());
+        (dir, out)
+    }
+
+    fn ids(loaded: &Loaded) -> Vec<String> {
+        loaded
+            .catalog
+            .resources
+            .iter()
+            .map(|r| r.id().to_string())
+            .collect()
+    }
+
+    const SVC_DIR: &str = r#"params:
+  name: { type: string, required: true, description: "service name" }
+  mode: { type: mode, default: "0750", description: "directory mode" }
+  uid: { type: int, default: 0, min: 0, max: 65533 }
+resources:
+  - directory: /srv/{{ params.name }}
+    mode: "{{ params.mode }}"
+  - file: /srv/{{ params.name }}/README
+    content: "service {{ params.name }} {{ params.uid }}\n"
+"#;
+
+    trait AllText {
+        fn to_string_all(&self) -> String;
+    }
+
+    impl AllText for crate::diag::Diagnostics {
+        fn to_string_all(&self) -> String {
+            self.0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+
+    #[test]
+    fn parameter_types_check_and_normalise_values() {
+        assert_eq!(typed("string", "abc"), Ok(serde_json::json!("abc")));
+        assert!(typed("string", "7").is_err_and(|m| m.contains("quote it")));
+        assert_eq!(typed("int", "2000"), Ok(serde_json::json!(2000)));
+        assert_eq!(typed("int", "\"2000\""), Ok(serde_json::json!(2000)));
+        assert!(typed("int", "\"two thousand\"")
+            .is_err_and(|m| m.contains("whole number") && m.contains("two thousand")));
+        assert_eq!(typed("number", "3.5"), Ok(serde_json::json!(3.5)));
+        assert_eq!(typed("bool", "\"true\""), Ok(serde_json::json!(true)));
+        assert!(typed("bool", "yes please").is_err());
+        assert_eq!(typed("mode", "\"750\""), Ok(serde_json::json!("0750")));
+        assert!(typed("mode", "750").is_err_and(|m| m.contains("quoted")));
+        assert_eq!(typed("path", "/srv//a/"), Ok(serde_json::json!("/srv/a")));
+        assert!(typed("path", "srv/a").is_err());
+        assert_eq!(
+            typed("list<path>", "[/a, /b/]"),
+            Ok(serde_json::json!(["/a", "/b"]))
+        );
+        assert!(typed("list<int>", "[1, x]").is_err());
+        assert_eq!(
+            typed("map<list<int>>", "{ a: [1], b: [] }"),
+            Ok(serde_json::json!({"a": [1], "b": []}))
+        );
+        for t in ["string", "list<map<mode>>", "map<path>"] {
+            assert_eq!(
+                ParamType::parse(t).map(|p| p.to_string()).as_deref(),
+                Some(t)
+            );
+        }
+        assert_eq!(ParamType::parse("integer"), None);
+        assert_eq!(ParamType::parse("list<>"), None);
+    }
+
+    #[test]
+    fn defaults_fill_in_and_ids_are_prefixed_by_the_call() {
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            (
+                "site.yaml",
+                "resources:\n  - module: svc-dir\n    name: alpha\n    with: { name: alpha }\n  - module: svc-dir\n    name: beta\n    with: { name: beta, mode: \"0700\", uid: \"7\" }\n",
+            ),
+        ]);
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ids(&loaded),
+            [
+                "svc-dir[alpha]/directory[/srv/alpha]",
+                "svc-dir[alpha]/file[/srv/alpha/README]",
+                "svc-dir[beta]/directory[/srv/beta]",
+                "svc-dir[beta]/file[/srv/beta/README]",
+            ]
+        );
+        let beta = loaded
+            .catalog
+            .typed::<crate::resource::directory::Directory>(
+                &ResourceId::parse("svc-dir[beta]/directory[/srv/beta]")
+                    .unwrap_or_else(|| panic!("id")),
+            )
+            .map(|d| format!("{d:?}"))
+            .unwrap_or_default();
+        assert!(beta.contains("448"), "mode 0700 in {beta}");
+        // A module resource is found by its unprefixed id too.
+        assert!(loaded
+            .catalog
+            .contains(&ResourceId::new("file", "/srv/alpha/README")));
+    }
+
+    #[test]
+    fn a_mistyped_parameter_is_an_error_at_the_call_naming_its_declaration() {
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            (
+                "site.yaml",
+                "resources:\n  - module: svc-dir\n    name: alpha\n    with:\n      name: alpha\n      uid: \"two thousand\"\n      nmae: x\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("site.yaml:6:12: field `with.uid`: parameter `uid` of module `svc-dir` is declared int"),
+            "{err}"
+        );
+        assert!(
+            err.contains("svc-dir/module.yaml:4:3: `uid` is declared here as int"),
+            "{err}"
+        );
+        assert!(
+            err.contains("site.yaml:7:7: field `with.nmae`: module `svc-dir` has no parameter `nmae`; did you mean `name` (string)?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_required_and_constraint_failures_are_refused() {
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            (
+                "site.yaml",
+                "resources:\n  - module: svc-dir\n    name: a\n    with: { uid: 70000 }\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("the required parameter `name` (string) is missing"),
+            "{err}"
+        );
+        assert!(err.contains("70000 is above the maximum 65533"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_module_is_reported_in_its_file_and_at_the_call() {
+        let (_dir, loaded) = load_files(&[
+            (
+                "modules/bad/module.yaml",
+                "params:\n  uid: { type: integer }\n  count: { type: int, default: x }\n  y: { type: int }\nresource: []\n",
+            ),
+            ("site.yaml", "resources:\n  - module: bad\n    name: one\n"),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("bad/module.yaml:2:16: field `type`: `integer` is not a parameter type"),
+            "{err}"
+        );
+        assert!(err.contains("bad/module.yaml:3:32: field `default`: the default of `count` (int) is invalid: expected a whole number"), "{err}");
+        assert!(
+            err.contains("bad/module.yaml:4:3: field `true`: a parameter name must be text"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `resources`?"), "{err}");
+        assert!(
+            err.contains("site.yaml:2:5: module `bad`") && err.contains("is called here"),
+            "{err}"
+        );
+        // Problems in a module's resources name the call too.
+        let (_dir, loaded) = load_files(&[
+            (
+                "modules/m/module.yaml",
+                "resources:\n  - file: /x\n    contnet: a\n",
+            ),
+            ("site.yaml", "resources:\n  - module: m\n    name: one\n"),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(err.contains("m/module.yaml:3:5: field `contnet`"), "{err}");
+        assert!(err.contains("site.yaml:2:5: in the call m[one]"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_module_lists_those_found_and_the_closest() {
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            ("extra/other/module.yaml", "resources: []\n"),
+            (
+                "site.yaml",
+                "resources:\n  - module: svc-dri\n    name: a\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("no module `svc-dri`")
+                && err.contains("did you mean `svc-dir`?")
+                && err.contains("modules found: other, svc-dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modules_nest_and_a_cycle_or_a_repeated_call_is_refused() {
+        let inner = "params:\n  dir: { type: path, required: true }\nresources:\n  - directory: \"{{ params.dir }}\"\n";
+        let outer = "params:\n  root: { type: path, required: true }\nresources:\n  - directory: \"{{ params.root }}\"\n  - module: inner\n    name: one\n    with: { dir: \"{{ params.root }}/one\" }\n";
+        let (_dir, loaded) = load_files(&[
+            ("modules/inner/module.yaml", inner),
+            ("modules/outer/module.yaml", outer),
+            (
+                "site.yaml",
+                "resources:\n  - module: outer\n    name: o\n    with: { root: /srv/o }\n  - file: /etc/motd\n    content: x\n    requires: [\"outer[o]/inner[one]\"]\n",
+            ),
+        ]);
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ids(&loaded),
+            [
+                "outer[o]/directory[/srv/o]",
+                "outer[o]/inner[one]/directory[/srv/o/one]",
+                "file[/etc/motd]"
+            ]
+        );
+        let motd = loaded
+            .catalog
+            .get(&ResourceId::new("file", "/etc/motd"))
+            .map(|r| {
+                r.meta()
+                    .requires
+                    .iter()
+                    .map(|(i, _)| i.to_string())
+                    .collect::<Vec<_>>()
+            });
+        assert_eq!(
+            motd,
+            Some(vec!["outer[o]/inner[one]/directory[/srv/o/one]".to_string()])
+        );
+
+        let (_dir, loaded) = load_files(&[
+            (
+                "modules/a/module.yaml",
+                "resources:\n  - module: b\n    name: bb\n",
+            ),
+            (
+                "modules/b/module.yaml",
+                "resources:\n  - module: a\n    name: aa\n",
+            ),
+            ("site.yaml", "resources:\n  - module: a\n    name: top\n"),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("b/module.yaml:2:5: field `module`: module cycle: a → b → a"),
+            "{err}"
+        );
+
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            (
+                "site.yaml",
+                "resources:\n  - module: svc-dir\n    name: a\n    with: { name: a }\n  - module: svc-dir\n    name: a\n    with: { name: b }\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("site.yaml:6:11: field `name`: a second call svc-dir[a]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("site.yaml:2:5: svc-dir[a] is first called here"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_calls_requires_and_tags_apply_to_all_its_resources() {
+        let (_dir, loaded) = load_files(&[
+            ("modules/svc-dir/module.yaml", SVC_DIR),
+            (
+                "site.yaml",
+                "resources:\n  - directory: /srv\n  - module: svc-dir\n    name: a\n    with: { name: a }\n    requires: [\"directory[/srv]\"]\n    tags: [web]\n",
+            ),
+        ]);
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        for r in loaded.catalog.resources.iter().skip(1) {
+            let req: Vec<String> = r
+                .meta()
+                .requires
+                .iter()
+                .map(|(i, _)| i.to_string())
+                .collect();
+            assert_eq!(req, ["directory[/srv]"], "{}", r.id());
+            assert_eq!(r.meta().tags, ["web"], "{}", r.id());
+        }
+    }
+
+    #[test]
+    fn two_calls_declaring_the_same_account_are_refused() {
+        let m = "params:\n  u: { type: string, required: true }\nresources:\n  - group: \"{{ params.u }}\"\n";
+        let (_dir, loaded) = load_files(&[
+            ("modules/g/module.yaml", m),
+            (
+                "site.yaml",
+                "resources:\n  - module: g\n    name: a\n    with: { u: svc }\n  - module: g\n    name: b\n    with: { u: svc }\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("g[b]/group[svc] and g[a]/group[svc] both declare group[svc]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_doc_table_is_generated_from_the_parameters() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("svc-dir").join(MODULE_FILE);
+        std::fs::create_dir_all(dir.path().join("svc-dir")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, format!("description: Folders.\n{SVC_DIR}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let table = doc("svc-dir", &[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            table.starts_with("# module `svc-dir`\n\nFolders.\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `name` | string | yes |  |  | service name |\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `mode` | mode | no | `\"0750\"` |  | directory mode |\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `uid` | int | no | `0` | min 0; max 65533 |  |\n"),
+            "{table}"
+        );
+        let missing = doc("nope", &[dir.path().to_path_buf()])
+            .err()
+            .unwrap_or_default();
+        assert!(missing.contains("modules found: svc-dir"), "{missing}");
+    }
 }
