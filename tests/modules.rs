@@ -209,7 +209,7 @@ fn module_doc_prints_the_parameters_table_of_hardened_service() {
     );
     for row in [
         "| `uid` | int | yes |  | min 1; max 65533 | the user's fixed uid |",
-        "| `max_exposure` | number | no | `3.0` | min 0; max 10 |",
+        "| `max_exposure` | number | no | `3` | min 0; max 10 |",
         "| `read_write` | list<path> | no | `[]` |",
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");

@@ -673,9 +673,13 @@ fn apply(
                 ));
                 return EXIT_ERROR;
             }
-            if target.env.is_some() || !target.vars.is_empty() || !target.tags.is_empty() {
+            if target.env.is_some()
+                || !target.vars.is_empty()
+                || !target.tags.is_empty()
+                || !target.modules.is_empty()
+            {
                 out.error(
-                    "a saved plan carries its own --env, --var and --tags; apply it without them",
+                    "a saved plan carries its own --env, --var, --tags and --modules; apply it without them",
                 );
                 return EXIT_ERROR;
             }
