@@ -633,7 +633,7 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         file.root.value = Value::Null;
     }
     diags.extend(std::mem::take(&mut decoder.diags));
-    let resources = modules.finish(resources);
+    let resources = modules.finish(resources, &mut diags);
     tracing::debug!(elapsed = ?started.elapsed(), resources = resources.len(), "resources decoded");
     let (catalog, repeated) = Catalog::dedup(resources);
     for (r, first) in repeated {

@@ -1145,10 +1145,15 @@ impl Modules {
 
     /// After every manifest is decoded: resolves ids written in modules and ids of
     /// calls, and gives each resource its calls' `requires`/`before`/`notify`/`tags`.
-    pub fn finish(&self, resources: Vec<Box<dyn Resource>>) -> Vec<Box<dyn Resource>> {
+    pub fn finish(
+        &self,
+        resources: Vec<Box<dyn Resource>>,
+        diags: &mut crate::diag::Diagnostics,
+    ) -> Vec<Box<dyn Resource>> {
         if self.calls.is_empty() {
             return resources;
         }
+        let mut reported: HashSet<(String, String)> = HashSet::new();
         let declared: HashSet<ResourceId> = resources.iter().map(|r| r.id().clone()).collect();
         let refreshable: HashSet<ResourceId> = resources
             .iter()
@@ -1203,6 +1208,24 @@ impl Modules {
                         changed = true;
                     }
                 }
+                // What is left naming no kind named a call that was not made (or one
+                // with nothing to notify): said here, in the terms of calls.
+                for (list, field) in [
+                    (&mut meta.requires, "requires"),
+                    (&mut meta.before, "before"),
+                    (&mut meta.notify, "notify"),
+                ] {
+                    list.retain(|(id, span)| {
+                        if crate::resource::kind(&id.kind).is_some() {
+                            return true;
+                        }
+                        changed = true;
+                        if reported.insert((span.to_string(), id.to_string())) {
+                            diags.push(self.unknown_call(id, span, field));
+                        }
+                        false
+                    });
+                }
                 let needs = r.needs();
                 let mut needs_changed = false;
                 let needs: Vec<Need> = needs
@@ -1228,6 +1251,43 @@ impl Modules {
                 }) as Box<dyn Resource>
             })
             .collect()
+    }
+}
+
+impl Modules {
+    /// Why `id` (whose kind is no resource kind) names nothing.
+    fn unknown_call(&self, id: &ResourceId, span: &Span, field: &str) -> Diagnostic {
+        let text = id.to_string();
+        let message = if self.calls.contains_key(&text) {
+            format!(
+                "{text} declares nothing that can be notified (only units react to notifications)"
+            )
+        } else {
+            let mut made: Vec<&str> = self
+                .calls
+                .keys()
+                .map(String::as_str)
+                .filter(|c| {
+                    c.rsplit('/')
+                        .next()
+                        .is_some_and(|last| last.starts_with(&format!("{}[", id.kind)))
+                })
+                .collect();
+            made.sort_unstable();
+            let close = crate::diag::closest(&text, made.iter().copied())
+                .map(|c| format!("did you mean {c}? "))
+                .unwrap_or_default();
+            if made.is_empty() {
+                format!("{text} is neither a resource nor a module call: no call of a module `{}` is made", id.kind)
+            } else {
+                format!(
+                    "{text} is neither a resource nor a module call; {close}calls of `{}`: {}",
+                    id.kind,
+                    made.join(", ")
+                )
+            }
+        };
+        Diagnostic::error(Some(span.clone()), message).field(field.to_string())
     }
 }
 
@@ -1826,6 +1886,55 @@ resources:
             assert_eq!(req, ["directory[/srv]"], "{}", r.id());
             assert_eq!(r.meta().tags, ["web"], "{}", r.id());
         }
+    }
+
+    #[test]
+    fn a_call_id_reaches_its_units_by_notify_and_a_mistyped_one_names_the_calls() {
+        let m = "resources:\n  - file: /etc/app.conf\n    content: x\n  - unit: app.service\n    sections:\n      Service: { ExecStart: /bin/true }\n    restart_on: [\"file[/etc/app.conf]\"]\n";
+        let (_dir, loaded) = load_files(&[
+            ("modules/app/module.yaml", m),
+            (
+                "site.yaml",
+                "resources:\n  - module: app\n    name: a\n  - file: /etc/motd\n    content: x\n    notify: [\"app[a]\"]\n",
+            ),
+        ]);
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        let motd = loaded
+            .catalog
+            .get(&ResourceId::new("file", "/etc/motd"))
+            .map(|r| {
+                r.meta()
+                    .notify
+                    .iter()
+                    .map(|(i, _)| i.to_string())
+                    .collect::<Vec<_>>()
+            });
+        assert_eq!(motd, Some(vec!["app[a]/unit[app.service]".to_string()]));
+        // restart_on written in the module names the call's own file.
+        let unit = loaded
+            .catalog
+            .get(&ResourceId::parse("app[a]/unit[app.service]").unwrap_or_else(|| panic!("id")))
+            .map(|r| r.needs())
+            .unwrap_or_default();
+        assert!(
+            unit.contains(&Need::Resource(
+                ResourceId::parse("app[a]/file[/etc/app.conf]").unwrap_or_else(|| panic!("id"))
+            )),
+            "{unit:?}"
+        );
+
+        let (_dir, loaded) = load_files(&[
+            ("modules/app/module.yaml", m),
+            (
+                "site.yaml",
+                "resources:\n  - module: app\n    name: a\n  - file: /etc/motd\n    content: x\n    requires: [\"app[b]\"]\n",
+            ),
+        ]);
+        let err = loaded.err().unwrap_or_default();
+        assert!(
+            err.contains("site.yaml:6:16: field `requires`: app[b] is neither a resource nor a module call; did you mean app[a]? calls of `app`: app[a]"),
+            "{err}"
+        );
     }
 
     #[test]
