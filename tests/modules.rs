@@ -65,7 +65,7 @@ fn two_hardened_service_calls_converge_in_a_scratch_root_then_plan_nothing() {
     let run = s.converge(&args);
     assert!(
         run.stdout()
-            .contains("Apply: 16 changed, 0 unchanged, 0 failed, 0 skipped."),
+            .contains("Apply: 17 changed, 0 unchanged, 0 failed, 0 skipped."),
         "{}",
         run.all()
     );
@@ -274,4 +274,61 @@ fn the_docs_show_the_generated_table_of_hardened_service() {
         doc.contains(body.trim_end()),
         "docs/modules.md does not hold the output of `reconcile module doc hardened-service`:\n{body}"
     );
+}
+
+/// Live, in a booted test host with a real systemd: the two services converge, the
+/// hardened units really run under their sandboxing (the timer's oneshot succeeds,
+/// the long-running one stays up), and a plan afterwards has nothing to do.
+#[test]
+fn live_two_hardened_services_run_under_systemd_and_then_plan_nothing() {
+    let Some(host) = support::testhost::boot_or_skip(
+        "live_two_hardened_services_run_under_systemd_and_then_plan_nothing",
+    ) else {
+        return;
+    };
+    let bin = support::testhost::RECONCILE_IN_HOST;
+    host.copy_in(
+        std::path::Path::new(&format!("{REPO}/examples/services/site.yaml")),
+        "/root/m/site.yaml",
+    );
+    host.copy_in(
+        std::path::Path::new(&format!("{REPO}/modules/hardened-service")),
+        "/root/m/modules/hardened-service",
+    );
+    let long = std::time::Duration::from_secs(300);
+    let apply = host.exec_timeout(&[bin, "apply", "/root/m"], long);
+    assert!(apply.success(), "{apply}");
+    let prop = |unit: &str, p: &str| {
+        host.exec_ok(&["systemctl", "show", unit, "--value", "-p", p])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(prop("intelluxe-health.timer", "ActiveState"), "active");
+    assert_eq!(prop("intelluxe-api.service", "UnitFileState"), "enabled");
+    assert_eq!(
+        prop("intelluxe-health.service", "UnitFileState"),
+        "disabled"
+    );
+
+    // The oneshot runs as its account inside the sandbox and succeeds.
+    let run = host.exec_timeout(&["systemctl", "start", "intelluxe-health.service"], long);
+    assert!(run.success(), "{run}\n{}", host.log_tail(40));
+    assert_eq!(prop("intelluxe-health.service", "Result"), "success");
+    // The long-running one starts and stays up as its own user, without network.
+    let run = host.exec_timeout(&["systemctl", "start", "intelluxe-api.service"], long);
+    assert!(run.success(), "{run}\n{}", host.log_tail(40));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let journal = || host.sh("journalctl --sync; journalctl -u intelluxe-api.service --no-pager");
+    assert_eq!(
+        prop("intelluxe-api.service", "SubState"),
+        "running",
+        "{}",
+        journal()
+    );
+    let pid = prop("intelluxe-api.service", "MainPID");
+    let owner = host.exec_ok(&["ps", "-o", "user=", "-p", &pid]);
+    assert_eq!(owner.trim(), "intelluxe-api");
+
+    let again = host.exec_timeout(&[bin, "plan", "--detailed-exitcode", "/root/m"], long);
+    assert_eq!(again.status, 0, "plan after apply is not empty: {again}");
 }
