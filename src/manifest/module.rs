@@ -657,8 +657,9 @@ fn check_scalar(p: &Param, node: &Node) -> Result<(), (Span, String)> {
     Ok(())
 }
 
-/// Every string of `node` templated with `t` (a call's `with:` is written in the
-/// caller's terms: its variables, or the enclosing module's params).
+/// Every string of `node` templated with the decoder's current templates: a call's
+/// `with:` is written in the caller's terms (its variables, or the enclosing
+/// module's params).
 fn render_tree(d: &mut Decoder, node: &Node, field: &str) -> Option<Node> {
     let value = match &node.value {
         Value::Str(s) => match d.templates.render_inline(s, &node.span) {
@@ -753,14 +754,14 @@ impl Modules {
         }
     }
 
-    /// Folders searched for a call made from `base_dir` (a manifest's folder, or the
-    /// folder holding the calling module's own folder).
+    /// Folders searched for a call: `modules/` beside the calling manifest, or, for a
+    /// call made in a module, the folder holding that module (its siblings); then
+    /// every `--modules` folder.
     fn search_path(&self, d: &Decoder) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
         if self.stack.is_empty() {
             dirs.push(d.base_dir.join("modules"));
         } else if let Some(parent) = d.base_dir.parent() {
-            // A module's siblings first, then where the outermost call looked.
             dirs.push(parent.to_path_buf());
         }
         dirs.extend(self.extra.iter().cloned());
@@ -1160,10 +1161,19 @@ impl Modules {
             .filter(|r| r.refreshable())
             .map(|r| r.id().clone())
             .collect();
+        // A module's resources by their id without the call, for references that
+        // name them so (`notify: ["unit[app.service]"]`): rewritten to the full id,
+        // which is what kinds compare with their own.
+        let unprefixed: HashMap<ResourceId, ResourceId> = resources
+            .iter()
+            .filter(|r| r.id().scope.is_some())
+            .map(|r| (r.id().in_scope(None), r.id().clone()))
+            .collect();
         let resolver = Resolver {
             declared: &declared,
             refreshable: &refreshable,
             calls: &self.calls,
+            unprefixed: &unprefixed,
         };
         resources
             .into_iter()
@@ -1310,6 +1320,7 @@ struct Resolver<'a> {
     declared: &'a HashSet<ResourceId>,
     refreshable: &'a HashSet<ResourceId>,
     calls: &'a HashMap<String, Call>,
+    unprefixed: &'a HashMap<ResourceId, ResourceId>,
 }
 
 impl Resolver<'_> {
@@ -1351,7 +1362,10 @@ impl Resolver<'_> {
                 return found;
             }
         }
-        vec![id.clone()]
+        match self.unprefixed.get(&id.in_scope(None)) {
+            Some(full) if relative.is_none() => vec![full.clone()],
+            _ => vec![id.clone()],
+        }
     }
 
     fn meaning(&self, id: &ResourceId, notify: bool) -> Option<Vec<ResourceId>> {
