@@ -56,7 +56,7 @@ pub fn is_scope_segment(text: &str) -> bool {
 }
 
 impl ResourceId {
-    /// An id with the scope of the module call being decoded, if any (see [`SCOPE`]).
+    /// An id with the scope of the module call being decoded, if any (see `SCOPE`).
     pub fn new(kind: impl Into<Cow<'static, str>>, name: impl Into<String>) -> Self {
         ResourceId {
             kind: kind.into(),
