@@ -373,6 +373,11 @@ pub fn make_plan(
         environment: opts.env.clone(),
         vars: opts.vars.clone(),
         tags: opts.tags.clone(),
+        modules: opts
+            .modules
+            .iter()
+            .map(|p| crate::manifest::decode::display_path(p))
+            .collect(),
         inputs: model.loaded.fingerprint.clone(),
         fingerprint_key: None,
         summary: Plan::summarize(&changes, errors.len()),
@@ -537,6 +542,7 @@ mod tests {
             environment: None,
             vars: Vec::new(),
             tags: Vec::new(),
+            modules: Vec::new(),
             inputs: "inputs-fp".into(),
             fingerprint_key: None,
             summary: Plan::summarize(&changes, 0),

@@ -340,6 +340,9 @@ pub struct Plan {
     /// `--tags` the plan was narrowed to (empty: every resource).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// `--modules` folders, so `apply PLANFILE` finds the same modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
     /// Fingerprint of every input (manifests, templates, shipped files, overrides);
     /// keyed when the plan holds a sensitive resource, empty (omitted) when it does and
     /// the host has no fingerprint key yet.

@@ -121,15 +121,20 @@ fn manifest_text(block: &Block) -> String {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
+    copy_below(from, to, true);
+}
+
+fn copy_below(from: &Path, to: &Path, top: bool) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
     let entries =
         std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
     for e in entries.flatten() {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if src.is_dir() {
-            copy_dir(&src, &dst);
-        } else if src.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            copy_below(&src, &dst, false);
+        } else if top && src.extension().is_some_and(|x| x == "yaml" || x == "yml") {
             // The folder's own manifests would be loaded with the block's: leave them.
+            // (Below it they are not manifests: modules/NAME/module.yaml is needed.)
         } else {
             std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
         }

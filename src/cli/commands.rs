@@ -282,6 +282,22 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Check { target, format } => check(&out, &target, format),
         Command::Validate { target } => validate(&out, &target),
         Command::Graph { target, format } => graph(&out, &target, format),
+        Command::Module {
+            command: super::ModuleCommand::Doc { name, modules },
+        } => {
+            let mut dirs = vec![PathBuf::from("modules"), PathBuf::from("manifests/modules")];
+            dirs.extend(modules);
+            match crate::manifest::module::doc(&name, &dirs) {
+                Ok(table) => {
+                    out.print(&table);
+                    EXIT_OK
+                }
+                Err(e) => {
+                    out.error(&e);
+                    EXIT_ERROR
+                }
+            }
+        }
     }
 }
 
@@ -296,6 +312,7 @@ fn load_options(target: &Target) -> LoadOptions {
         env: target.env.clone(),
         vars: target.vars.clone(),
         tags: target.tags.clone(),
+        modules: target.modules.clone(),
     }
 }
 
@@ -656,9 +673,13 @@ fn apply(
                 ));
                 return EXIT_ERROR;
             }
-            if target.env.is_some() || !target.vars.is_empty() || !target.tags.is_empty() {
+            if target.env.is_some()
+                || !target.vars.is_empty()
+                || !target.tags.is_empty()
+                || !target.modules.is_empty()
+            {
                 out.error(
-                    "a saved plan carries its own --env, --var and --tags; apply it without them",
+                    "a saved plan carries its own --env, --var, --tags and --modules; apply it without them",
                 );
                 return EXIT_ERROR;
             }
@@ -673,6 +694,7 @@ fn apply(
                 env: p.environment.clone(),
                 vars: p.vars.clone(),
                 tags: p.tags.clone(),
+                modules: p.modules.iter().map(PathBuf::from).collect(),
             };
             let choice = EnvChoice {
                 env: p.environment.clone(),

@@ -80,6 +80,10 @@ pub struct Target {
     /// whole [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub diff_limit: Option<u64>,
+    /// A folder of modules (`NAME/module.yaml`), searched after `modules/` beside
+    /// the manifest (repeatable).
+    #[arg(long = "modules", value_name = "DIR")]
+    pub modules: Vec<PathBuf>,
     /// Manifest files or folders (default: manifests/).
     pub paths: Vec<PathBuf>,
 }
@@ -162,12 +166,30 @@ pub enum Command {
         /// A command whose page to print.
         command: Option<String>,
     },
+    /// Modules: `reconcile module doc NAME` prints a module's parameters table.
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
     /// Print the dependency graph.
     Graph {
         #[command(flatten)]
         target: Target,
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModuleCommand {
+    /// Print a module's parameters as a Markdown table, generated from its module.yaml
+    /// (looked for in ./modules, manifests/modules, then each --modules DIR).
+    Doc {
+        /// The module's name (its folder).
+        name: String,
+        /// A folder of modules to search too (repeatable).
+        #[arg(long = "modules", value_name = "DIR")]
+        modules: Vec<PathBuf>,
     },
 }
 

@@ -4,6 +4,7 @@
 pub mod decode;
 mod fastyaml;
 pub mod hidden;
+pub mod module;
 mod syntax;
 pub mod template;
 pub mod yaml;
@@ -30,6 +31,8 @@ pub struct LoadOptions {
     pub vars: Vec<(String, String)>,
     /// `--tags`: work only on resources with these tags and their dependencies.
     pub tags: Vec<String>,
+    /// `--modules DIR`: searched for modules after `modules/` beside the manifest.
+    pub modules: Vec<PathBuf>,
 }
 
 /// Settings that are not resources (top-level `settings:`).
@@ -470,6 +473,28 @@ fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
     (meta, enabled)
 }
 
+/// Whether an entry's `when:` holds: `Some(false)` only for a condition that is
+/// cleanly false (a broken one is left to [`decode_entry`] to report).
+fn entry_enabled(d: &mut Decoder, entry: &Node) -> Option<bool> {
+    let node = entry
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("when"))
+        .map(|(_, v)| v)?;
+    match &node.value {
+        Value::Bool(b) => Some(*b),
+        Value::Str(expr) => d.templates.eval_condition(expr, &node.span).ok(),
+        _ => None,
+    }
+}
+
+/// Whether an entry is a module call (`- module: NAME`).
+fn module_call(entry: &Node) -> Option<&[(Node, Node)]> {
+    entry
+        .as_map()
+        .filter(|p| p.first().is_some_and(|(k, _)| k.as_str() == Some("module")))
+}
+
 fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     let Some(pairs) = entry.as_map().filter(|p| !p.is_empty()) else {
         d.error(
@@ -486,9 +511,7 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     let kind_name = kind_key.key_text();
     let Some(kind) = resource::kind(&kind_name) else {
         let known: Vec<&str> = resource::KINDS.iter().map(|k| k.name).collect();
-        let hint = if kind_name == "module" {
-            "modules are not supported yet; declare the resources directly".to_string()
-        } else if META_FIELDS.contains(&kind_name.as_str()) {
+        let hint = if META_FIELDS.contains(&kind_name.as_str()) {
             "the first key of a resource must name its kind".to_string()
         } else {
             format!("unknown resource kind; known kinds: {}", known.join(", "))
@@ -570,13 +593,15 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
     let mut files = read_all(opts, &mut diags, &mut decoder);
     tracing::debug!(elapsed = ?started.elapsed(), files = files.len(), "manifests read and parsed");
     let vars = resolve_vars(&files, opts, &mut diags);
-    decoder.templates = Templates::new(&vars, facts);
+    decoder.templates = Templates::new(&vars, facts.clone());
     decoder.record_input("--env", opts.env.as_deref().unwrap_or("").as_bytes());
     for (k, v) in &opts.vars {
         decoder.record_input(&format!("--var {k}"), v.as_bytes());
     }
     let mut resources: Vec<Box<dyn Resource>> = Vec::new();
     let mut settings = Settings::default();
+    let mut modules =
+        module::Modules::new(opts.modules.clone(), facts.clone(), opts.env.as_deref());
     for file in &mut files {
         decoder.base_dir = file
             .path
@@ -590,7 +615,9 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
             None | Some((Value::Null, _)) => {}
             Some((Value::Seq(items), _)) => {
                 for item in items {
-                    if let Some(r) = decode_entry(&mut decoder, item) {
+                    if let Some(pairs) = module_call(item) {
+                        modules.call(&mut decoder, pairs, &mut resources);
+                    } else if let Some(r) = decode_entry(&mut decoder, item) {
                         resources.push(r);
                     }
                 }
@@ -606,6 +633,7 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         file.root.value = Value::Null;
     }
     diags.extend(std::mem::take(&mut decoder.diags));
+    let resources = modules.finish(resources, &mut diags);
     tracing::debug!(elapsed = ?started.elapsed(), resources = resources.len(), "resources decoded");
     let (catalog, repeated) = Catalog::dedup(resources);
     for (r, first) in repeated {
@@ -616,6 +644,9 @@ fn load_here(opts: &LoadOptions, host: &Host) -> Result<Loaded, Diagnostics> {
         if let Some(p) = &catalog.resources[first].meta().span {
             d = d.related(p.clone(), "first declared here");
         }
+        diags.push(d);
+    }
+    for d in module::same_thing_twice(&catalog) {
         diags.push(d);
     }
     for (later, earlier, how) in catalog.path_conflicts() {

@@ -171,6 +171,11 @@ pub enum PathConflict {
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
     index: IdMap<usize>,
+    /// Resources declared by module calls, by their id without the call's prefix
+    /// (`user[x]` for `svc[a]/user[x]`): what a kind means when it asks whether a
+    /// user, group or unit of that name is declared anywhere. Unique: the loader
+    /// refuses two declarations of one unprefixed id.
+    unscoped: IdMap<usize>,
     /// For each kind of [`Provide`], its names and the first resource providing each.
     providers: [NameMap<usize>; PROVIDE_KINDS],
 }
@@ -184,12 +189,18 @@ impl Catalog {
     /// that repeat one, each with the index of the first.
     pub fn dedup(resources: Vec<Box<dyn Resource>>) -> (Catalog, Vec<Repeated>) {
         let mut index = IdMap::with_capacity_and_hasher(resources.len(), Default::default());
+        let mut unscoped = IdMap::default();
         let mut unique = Vec::with_capacity(resources.len());
         let mut repeated = Vec::new();
         for r in resources {
             match index.get(r.id()) {
                 Some(&first) => repeated.push((r, first)),
                 None => {
+                    if r.id().scope.is_some() {
+                        unscoped
+                            .entry(r.id().in_scope(None))
+                            .or_insert(unique.len());
+                    }
                     index.insert(r.id().clone(), unique.len());
                     unique.push(r);
                 }
@@ -208,6 +219,7 @@ impl Catalog {
             Catalog {
                 resources: unique,
                 index,
+                unscoped,
                 providers,
             },
             repeated,
@@ -288,15 +300,32 @@ impl Catalog {
     }
 
     pub fn get(&self, id: &ResourceId) -> Option<&dyn Resource> {
-        self.index.get(id).map(|&i| self.resources[i].as_ref())
+        self.index_of(id).map(|i| self.resources[i].as_ref())
     }
 
+    /// The resource `id` names: exactly, else (for an id written inside a module
+    /// call, `a[x]/b[y]/file[/p]`) the same id in the scopes around it, outwards,
+    /// and finally a module's resource by its unprefixed id.
     pub fn index_of(&self, id: &ResourceId) -> Option<usize> {
-        self.index.get(id).copied()
+        if let Some(&i) = self.index.get(id) {
+            return Some(i);
+        }
+        if self.unscoped.is_empty() && id.scope.is_none() {
+            return None;
+        }
+        let mut scope = id.scope.as_deref();
+        while let Some(s) = scope {
+            scope = s.rfind("]/").map(|i| &s[..=i]);
+            let outer = id.in_scope(scope.map(std::sync::Arc::from));
+            if let Some(&i) = self.index.get(&outer) {
+                return Some(i);
+            }
+        }
+        self.unscoped.get(&id.in_scope(None)).copied()
     }
 
     pub fn contains(&self, id: &ResourceId) -> bool {
-        self.index.contains_key(id)
+        self.index_of(id).is_some()
     }
 
     /// The typed spec of a declared resource, if it is of kind `T`.
