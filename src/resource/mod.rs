@@ -231,32 +231,29 @@ impl Catalog {
     /// replaced by a symlink replaced by a file...), and nothing can live below a
     /// path that is declared as a file, symlink or unit file.
     pub fn path_conflicts(&self) -> Vec<(usize, usize, PathConflict)> {
-        let mut conflicts = Vec::new();
-        let paths = |r: &dyn Resource| {
-            r.provides().into_iter().filter_map(|p| match p {
-                Provide::Path(p) => Some(p),
-                _ => None,
-            })
-        };
+        // One `provides()` per resource (each call allocates its paths), two lists so
+        // that same-path conflicts are still reported first.
+        let mut same = Vec::new();
+        let mut below = Vec::new();
         for (i, r) in self.resources.iter().enumerate() {
-            for path in paths(r.as_ref()) {
-                if let Some(j) = self.provider_of(&Provide::Path(path)).filter(|&j| j != i) {
-                    conflicts.push((i, j, PathConflict::SamePath));
+            for p in r.provides() {
+                let Provide::Path(path) = p else {
+                    continue;
+                };
+                if let Some(j) = self.provider(PATH, &path).filter(|&j| j != i) {
+                    same.push((i, j, PathConflict::SamePath));
                 }
-            }
-        }
-        for (i, r) in self.resources.iter().enumerate() {
-            for path in paths(r.as_ref()) {
-                let below = crate::manifest::decode::ancestors(&path).find_map(|a| {
+                let under = crate::manifest::decode::ancestors(&path).find_map(|a| {
                     let j = self.provider(PATH, a)?;
                     (self.provider(DIRECTORY, a) != Some(j)).then_some(j)
                 });
-                if let Some(j) = below {
-                    conflicts.push((i, j, PathConflict::BelowNonDirectory));
+                if let Some(j) = under {
+                    below.push((i, j, PathConflict::BelowNonDirectory));
                 }
             }
         }
-        conflicts
+        same.append(&mut below);
+        same
     }
 
     fn provider(&self, kind: usize, name: &str) -> Option<usize> {
