@@ -308,7 +308,12 @@ fn open(out: &Out, target: &Target) -> Option<Host> {
         return None;
     }
     match Host::open(&target.root) {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            let mut h = h.in_netns(target.netns.clone());
+            h.kernel.allow_lockout = target.allow_lockout;
+            h.kernel.confirm_within = target.confirm_within;
+            Some(h)
+        }
         Err(e) => {
             out.error(&e.to_string());
             None

@@ -80,6 +80,18 @@ pub struct Target {
     /// whole [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub diff_limit: Option<u64>,
+    /// The network namespace (`ip netns`) whose kernel a `firewall` targets; without
+    /// it a firewall targets the running kernel, and only with `--root /`.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Apply a firewall ruleset even if it drops new SSH connections from the current
+    /// session's address or a `management` network.
+    #[arg(long)]
+    pub allow_lockout: bool,
+    /// apply: roll a changed firewall back to the previous ruleset unless
+    /// `reconcile confirm` runs within this time (`60s`, `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::host::lock::parse_duration)]
+    pub confirm_within: Option<std::time::Duration>,
     /// Manifest files or folders (default: manifests/).
     pub paths: Vec<PathBuf>,
 }

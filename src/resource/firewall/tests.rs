@@ -1,0 +1,1 @@
+//! Table tests of the firewall's pure parts: decode, render, diff.
