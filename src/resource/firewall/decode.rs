@@ -468,7 +468,8 @@ fn decode_rule(d: &mut Decoder, node: &Node, sets: &[(String, Family)]) -> Optio
         .string(d, "oif")
         .and_then(|(s, span)| iface(d, s, &span, "oif"));
     let log = f.string(d, "log").and_then(|(s, span)| {
-        nft_string(d, &s, &span, "log", 64)?;
+        // nft holds 127 bytes; its own check (`nft -c`) says so, at the rule.
+        nft_string(d, &s, &span, "log", 1024)?;
         Some(s)
     });
     let counter = f.bool(d, "counter").unwrap_or(false);
