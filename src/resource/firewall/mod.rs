@@ -32,7 +32,7 @@ use render::{drops_connection, render, Rendered, Script};
 
 pub use decode::decode;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Firewall {
     pub id: ResourceId,
     pub meta: Meta,
