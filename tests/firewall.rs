@@ -598,3 +598,114 @@ fn bad_input_is_refused_at_its_line_with_every_problem_at_once() {
         assert!(all.contains(want), "missing {want:?} in\n{all}");
     }
 }
+
+#[test]
+fn a_ruleset_that_drops_the_ssh_session_is_refused_unless_lockout_is_allowed() {
+    if !ready("lockout") {
+        return;
+    }
+    let lab = Lab::new(false);
+    let sb = Sandbox::new();
+    sb.manifest("fw.yaml", RUNBOOK);
+    // The operator is logged in over SSH from outside the LAN.
+    let ssh = [("SSH_CONNECTION", "10.231.61.2 50022 10.231.61.1 22")];
+    let live = lab.ruleset();
+    let refused = lab.run(&sb, "apply", &[], &ssh);
+    assert_eq!(refused.code(), 1, "{}", refused.all());
+    assert!(refused.all().contains("lock you out"), "{}", refused.all());
+    assert!(
+        refused.all().contains("--allow-lockout"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(lab.ruleset(), live);
+    assert!(
+        connects(&lab.far, "10.231.61.1:22"),
+        "the session's source still gets in"
+    );
+    // From the LAN the same ruleset is fine.
+    let lan = [("SSH_CONNECTION", "192.168.231.2 50022 192.168.231.1 22")];
+    lab.run(&sb, "plan", &[], &lan).assert_code(0);
+    lab.run(&sb, "apply", &["--allow-lockout"], &ssh)
+        .assert_code(0);
+    assert!(
+        !connects(&lab.far, "10.231.61.1:22"),
+        "applied when allowed"
+    );
+}
+
+/// The runbook with 9123 allowed instead of denied.
+fn opened() -> String {
+    RUNBOOK.replace(
+        "- deny: { proto: tcp, port: 9123, log: \"blocked: \" }",
+        "- allow: { proto: tcp, port: 9123 }",
+    )
+}
+
+fn audit_log(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.path("/var/log/reconcile/audit.jsonl")).unwrap_or_default()
+}
+
+#[test]
+fn an_unconfirmed_change_is_rolled_back_at_the_deadline_and_a_confirmed_one_stays() {
+    if !ready("confirm") {
+        return;
+    }
+    let lab = Lab::new(false);
+    let sb = Sandbox::new();
+    sb.manifest("fw.yaml", RUNBOOK);
+    converge(&lab, &sb);
+    assert!(!connects(&lab.lan, "192.168.231.1:9123"));
+
+    // Not confirmed: back to the runbook's table after 2 s.
+    sb.manifest("fw.yaml", &opened());
+    lab.run(&sb, "apply", &["--confirm-within", "2s"], &[])
+        .assert_code(0);
+    assert!(
+        connects(&lab.lan, "192.168.231.1:9123"),
+        "the new ruleset is live"
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        !connects(&lab.lan, "192.168.231.1:9123"),
+        "the previous ruleset is back"
+    );
+    sb.manifest("fw.yaml", RUNBOOK);
+    lab.run(&sb, "check", &[], &[]).assert_code(0);
+    let log = audit_log(&sb);
+    assert!(log.contains("confirm-pending"), "{log}");
+    assert!(log.contains("\"revert\""), "{log}");
+
+    // Confirmed in time: it stays.
+    sb.manifest("fw.yaml", &opened());
+    lab.run(&sb, "apply", &["--confirm-within", "2s"], &[])
+        .assert_code(0);
+    let mut c =
+        assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+    let confirmed = Run(c
+        .args(["confirm", "--root"])
+        .arg(&sb.root)
+        .output()
+        .unwrap_or_else(|e| panic!("confirm: {e}")));
+    confirmed.assert_code(0);
+    assert!(confirmed
+        .stdout()
+        .contains("confirmed firewall[inet reconcile]"));
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        connects(&lab.lan, "192.168.231.1:9123"),
+        "the confirmed ruleset stays"
+    );
+    lab.run(&sb, "check", &[], &[]).assert_code(0);
+    assert!(audit_log(&sb).contains("\"confirm\""));
+    // The audit trail is still one intact chain.
+    let mut v =
+        assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+    let verified = Run(v
+        .args(["audit", "--root"])
+        .arg(&sb.root)
+        .arg("verify")
+        .output()
+        .unwrap_or_else(|e| panic!("verify: {e}")));
+    verified.assert_code(0);
+}

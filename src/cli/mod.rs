@@ -159,6 +159,17 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Keep the firewall changes of `apply --confirm-within` (else they are rolled back
+    /// at the deadline).
+    Confirm {
+        /// Target root the apply ran against.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Internal: the watcher that rolls back the pending change with this token at
+        /// its deadline unless it was confirmed.
+        #[arg(long, hide = true, value_name = "TOKEN")]
+        revert: Option<String>,
+    },
     /// Print a saved plan (`plan --out FILE`) as `plan` would, with its hash.
     Show {
         /// The saved plan file.

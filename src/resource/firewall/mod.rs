@@ -12,6 +12,7 @@
 //! is parsed ([`crate::host::parse::nft`]) into rules in `nft list` syntax and
 //! compared with the declared rules rendered the same way ([`render`]).
 
+pub mod confirm;
 pub mod decode;
 pub mod model;
 pub mod render;
@@ -235,13 +236,21 @@ impl Contract for Firewall {
         for op in ops {
             match op {
                 Op::Install { script, .. } => {
+                    let pending = confirm::save_previous(self, ctx, &nft)?;
                     if let Some(msg) = run_script(&nft, &script.text, Some(script), false)? {
                         return Err(ResourceError::Failed(msg));
                     }
+                    if let Some(p) = pending {
+                        confirm::arm(self, ctx, &p)?;
+                    }
                 }
                 Op::Remove { script } => {
+                    let pending = confirm::save_previous(self, ctx, &nft)?;
                     if let Some(msg) = run_script(&nft, script, None, false)? {
                         return Err(ResourceError::Failed(msg));
+                    }
+                    if let Some(p) = pending {
+                        confirm::arm(self, ctx, &p)?;
                     }
                 }
             }
