@@ -212,6 +212,10 @@ impl Lab {
             lab.listen(&host, port);
         }
         lab.udp_echo(&host, 51820);
+        let far = lab.far.clone();
+        for port in [80, 8081] {
+            lab.listen(&far, port);
+        }
         lab
     }
 
@@ -708,4 +712,41 @@ fn an_unconfirmed_change_is_rolled_back_at_the_deadline_and_a_confirmed_one_stay
         .output()
         .unwrap_or_else(|e| panic!("verify: {e}")));
     verified.assert_code(0);
+}
+
+#[test]
+fn with_output_dropped_only_the_package_mirrors_of_apt_sources_are_reachable() {
+    if !ready("package mirrors") {
+        return;
+    }
+    let lab = Lab::new(false);
+    let sb = Sandbox::new();
+    // The target's apt sources name a mirror by address (no DNS needed here).
+    sb.put(
+        "/etc/apt/sources.list.d/mirror.list",
+        b"deb http://10.231.61.2/debian bookworm main\n",
+    );
+    sb.manifest(
+        "fw.yaml",
+        "resources:\n  - firewall: inet reconcile\n    package_mirrors: true\n    output:\n      policy: drop\n",
+    );
+    let plan = lab.run(&sb, "plan", &[], &[]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout()
+            .contains("package mirror 10.231.61.2: 10.231.61.2"),
+        "{}",
+        plan.all()
+    );
+    assert!(plan.stdout().contains("DNS (udp 53)"), "{}", plan.all());
+    assert!(connects(&lab.host, "10.231.61.2:8081"), "open before");
+    converge(&lab, &sb);
+    assert!(
+        connects(&lab.host, "10.231.61.2:80"),
+        "the mirror over http"
+    );
+    assert!(
+        !connects(&lab.host, "10.231.61.2:8081"),
+        "anything else is dropped"
+    );
 }

@@ -216,16 +216,15 @@ pub fn read_pending(host: &Host, path: &str) -> Result<Option<Pending>, String> 
 
 /// The pending entries under the root, by their file names.
 pub fn pending_entries(host: &Host) -> Result<Vec<(String, Pending)>, String> {
-    let dir = host.real_path(DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    if host.lstat(DIR).map_err(|e| e.to_string())?.is_none() {
         return Ok(Vec::new());
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    }
+    let names: Vec<String> = host
+        .list_dir(DIR)
+        .map_err(|e| e.to_string())?
+        .into_iter()
         .filter(|n| n.ends_with(".pending.json"))
         .collect();
-    names.sort();
     let mut out = Vec::new();
     for n in names {
         let path = format!("{DIR}/{n}");

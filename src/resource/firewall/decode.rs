@@ -70,6 +70,21 @@ pub fn decode(
         }
     });
     let egress = f.bool(d, "package_mirrors").unwrap_or(false);
+    if egress {
+        for s in sets
+            .iter()
+            .filter(|s| s.name.starts_with("package_mirrors"))
+        {
+            d.error(
+                &s.span,
+                "sets",
+                format!(
+                    "set `{}` is filled by `package_mirrors: true`; name yours differently",
+                    s.name
+                ),
+            );
+        }
+    }
     let (family, table) = table.ok()?;
     if let Some(t) = family.only() {
         for s in &sets {

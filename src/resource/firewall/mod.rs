@@ -99,6 +99,19 @@ pub struct Observed {
     pub sshd_port: Option<u16>,
     pub allow_lockout: bool,
     pub warnings: Vec<String>,
+    /// With `package_mirrors: true`: apt's mirror hosts and their addresses.
+    pub mirrors: Vec<(String, Vec<IpAddr>)>,
+    /// A `package` or `upgrade` resource is declared: apt must reach its mirrors.
+    pub installs_packages: bool,
+}
+
+impl Observed {
+    fn mirror_addrs(&self) -> Vec<IpAddr> {
+        self.mirrors
+            .iter()
+            .flat_map(|(_, a)| a.iter().copied())
+            .collect()
+    }
 }
 
 /// One thing apply does.
@@ -147,12 +160,22 @@ impl Contract for Firewall {
             live,
             allow_lockout: host.kernel.allow_lockout,
             warnings: other_managers(host),
+            installs_packages: ctx
+                .catalog
+                .resources
+                .iter()
+                .any(|r| matches!(&*r.id().kind, "package" | "upgrade")),
             ..Observed::default()
         };
         if self.ensure == Ensure::Absent {
             return Ok(o);
         }
-        let r = render(self);
+        if self.package_mirrors {
+            let (mirrors, warnings) = resolve_mirrors(host);
+            o.mirrors = mirrors;
+            o.warnings.extend(warnings);
+        }
+        let r = render(self, &o.mirror_addrs());
         if o.live.as_ref() == Some(&r.table) {
             return Ok(o);
         }
@@ -166,7 +189,7 @@ impl Contract for Firewall {
     }
 
     fn diff(&self, o: &Observed, _deps: &DepView) -> Result<Diff<Op>, ResourceError> {
-        let r = render(self);
+        let r = render(self, &o.mirror_addrs());
         let mut d = Diff::new(
             fingerprint([format!("{:?}", o.live).as_bytes()]),
             fingerprint([
@@ -175,6 +198,17 @@ impl Contract for Firewall {
             ]),
         );
         d.warnings.clone_from(&o.warnings);
+        for (host, addrs) in &o.mirrors {
+            let shown: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+            d.notes.push(format!(
+                "package mirror {host}: {}",
+                if shown.is_empty() {
+                    "(did not resolve)".to_string()
+                } else {
+                    shown.join(", ")
+                }
+            ));
+        }
         match (self.ensure, &o.live) {
             (Ensure::Absent, None) => {}
             (Ensure::Absent, Some(_)) => d.op(
@@ -193,7 +227,7 @@ impl Contract for Firewall {
                         return Err(ResourceError::Failed(msg));
                     }
                 }
-                d.warnings.extend(self.egress_warnings());
+                d.warnings.extend(self.egress_warnings(o.installs_packages));
                 let action = if live.is_some() {
                     Action::Update
                 } else {
@@ -303,7 +337,7 @@ impl Firewall {
     }
 
     /// Warnings about outgoing traffic a drop policy cuts off.
-    fn egress_warnings(&self) -> Vec<String> {
+    fn egress_warnings(&self, installs_packages: bool) -> Vec<String> {
         let Some(out) = self.chains.iter().find(|c| c.hook == Hook::Output) else {
             return Vec::new();
         };
@@ -324,7 +358,7 @@ impl Firewall {
         if !allows("udp", 123) {
             missing.push("NTP (udp 123)");
         }
-        if !allows("tcp", 443) && !allows("tcp", 80) {
+        if installs_packages && !self.package_mirrors && !allows("tcp", 443) && !allows("tcp", 80) {
             missing.push("package mirrors (tcp 80/443)");
         }
         if missing.is_empty() {
@@ -395,6 +429,55 @@ fn sshd_port(host: &Host) -> Option<u16> {
         let mut w = l.split_whitespace();
         (w.next()?.eq_ignore_ascii_case("port")).then(|| w.next()?.parse().ok())?
     })
+}
+
+/// apt's mirror hosts on the target and the addresses they resolve to now (with the
+/// resolver of the machine reconcile runs on), and warnings for those that do not.
+fn resolve_mirrors(host: &Host) -> (Vec<(String, Vec<IpAddr>)>, Vec<String>) {
+    use crate::host::parse::apt_mirrors::mirror_hosts;
+    use std::net::ToSocketAddrs;
+    let mut hosts: Vec<String> = Vec::new();
+    let mut files: Vec<(String, bool)> = vec![("/etc/apt/sources.list".into(), false)];
+    if let Ok(names) = host.list_dir("/etc/apt/sources.list.d") {
+        for n in names {
+            if n.ends_with(".list") || n.ends_with(".sources") {
+                let deb822 = n.ends_with(".sources");
+                files.push((format!("/etc/apt/sources.list.d/{n}"), deb822));
+            }
+        }
+    }
+    for (path, deb822) in files {
+        if let Ok(Some(text)) = super::group::read_text(host, &path) {
+            for h in mirror_hosts(&text, deb822) {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    let mirrors = hosts
+        .into_iter()
+        .map(|h| {
+            let addrs: Vec<IpAddr> = match h.parse::<IpAddr>() {
+                Ok(a) => vec![a],
+                Err(_) => match (h.as_str(), 443).to_socket_addrs() {
+                    Ok(it) => {
+                        let mut v: Vec<IpAddr> = it.map(|s| s.ip()).collect();
+                        v.sort();
+                        v.dedup();
+                        v
+                    }
+                    Err(e) => {
+                        warnings.push(format!("package mirror {h} does not resolve ({e}): it is not in the package_mirrors set"));
+                        Vec::new()
+                    }
+                },
+            };
+            (h, addrs)
+        })
+        .collect();
+    (mirrors, warnings)
 }
 
 /// Two firewall managers on one host undo each other: ufw or firewalld enabled on the

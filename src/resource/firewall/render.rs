@@ -299,8 +299,13 @@ fn published(p: &Published, table: TableFamily) -> Vec<Expanded> {
     out
 }
 
-/// The declared table.
-pub fn render(fw: &Firewall) -> Rendered {
+/// The sets `package_mirrors: true` fills with the addresses apt's mirrors resolve to.
+pub const MIRRORS: &str = "package_mirrors";
+pub const MIRRORS6: &str = "package_mirrors6";
+
+/// The declared table; `mirrors` are the addresses of apt's mirrors, resolved when
+/// observing (used with `package_mirrors: true`).
+pub fn render(fw: &Firewall, mirrors: &[IpAddr]) -> Rendered {
     let mut table = NftTable {
         family: fw.family.name().into(),
         name: fw.table.clone(),
@@ -317,9 +322,43 @@ pub fn render(fw: &Firewall) -> Rendered {
             elements,
         });
     }
+    if fw.package_mirrors {
+        for (name, fam) in [(MIRRORS, Family::V4), (MIRRORS6, Family::V6)] {
+            if !fw.family.sees(fam) {
+                continue;
+            }
+            let mut elements: Vec<String> = mirrors
+                .iter()
+                .filter(|a| a.is_ipv4() == (fam == Family::V4))
+                .map(IpAddr::to_string)
+                .collect();
+            sort_elements(&mut elements);
+            elements.dedup();
+            table.sets.push(NftSet {
+                name: name.into(),
+                kind: fam.set_type().into(),
+                flags: vec!["interval".into()],
+                elements,
+            });
+        }
+    }
     let mut origins = Vec::new();
     for c in &fw.chains {
         let mut rules = builtins(&fw.builtins, c.hook, fw.family);
+        if fw.package_mirrors && c.hook == Hook::Output {
+            for (name, fam) in [(MIRRORS, Family::V4), (MIRRORS6, Family::V6)] {
+                if fw.family.sees(fam) {
+                    rules.push(Expanded {
+                        text: format!(
+                            "{} daddr @{name} tcp dport {{ 80, 443 }} accept comment \"package mirrors\"",
+                            fam.proto()
+                        ),
+                        span: None,
+                        eval: None,
+                    });
+                }
+            }
+        }
         for r in &c.rules {
             rules.extend(expand_rule(r, fw.family));
         }
@@ -392,27 +431,20 @@ pub fn script(fw: &Firewall, r: &Rendered) -> Script {
         text.push('\n');
     };
     push(&mut text, format!("table {} {} {{", t.family, t.name), None);
-    for (s, def) in t.sets.iter().zip(&fw.sets) {
-        push(
-            &mut text,
-            format!("\tset {} {{", s.name),
-            Some(def.span.clone()),
-        );
-        push(
-            &mut text,
-            format!("\t\ttype {}", s.kind),
-            Some(def.span.clone()),
-        );
-        push(
-            &mut text,
-            "\t\tflags interval".into(),
-            Some(def.span.clone()),
-        );
+    for s in &t.sets {
+        let origin = fw
+            .sets
+            .iter()
+            .find(|d| d.name == s.name)
+            .map(|d| d.span.clone());
+        push(&mut text, format!("\tset {} {{", s.name), origin.clone());
+        push(&mut text, format!("\t\ttype {}", s.kind), origin.clone());
+        push(&mut text, "\t\tflags interval".into(), origin.clone());
         if !s.elements.is_empty() {
             push(
                 &mut text,
                 format!("\t\telements = {{ {} }}", s.elements.join(", ")),
-                Some(def.span.clone()),
+                origin.clone(),
             );
         }
         push(&mut text, "\t}".into(), None);

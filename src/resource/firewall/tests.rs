@@ -70,7 +70,7 @@ fn rules<'t>(t: &'t NftTable, chain: &str) -> &'t [String] {
 fn the_runbook_renders_to_the_rules_nft_list_prints() {
     let fw = firewall(RUNBOOK);
     assert_eq!(fw.id.to_string(), "firewall[inet reconcile]");
-    let r = render(&fw);
+    let r = render(&fw, &[]);
     assert_eq!(r.table.sets[0].elements, vec!["192.168.0.0/16"]);
     let input = rules(&r.table, "input");
     assert_eq!(
@@ -116,7 +116,7 @@ fn a_rule_expands_per_family_protocol_and_log() {
       - deny: { iif: eth0, proto: icmp, counter: true, comment: "no ping" }
 "#,
     );
-    let r = render(&fw);
+    let r = render(&fw, &[]);
     let input = rules(&r.table, "input");
     assert_eq!(
         &input[6..],
@@ -142,9 +142,9 @@ fn each_builtin_can_be_switched_off() {
     policy: drop
 "#,
     );
-    assert_eq!(rules(&render(&fw).table, "input"), &[] as &[String]);
+    assert_eq!(rules(&render(&fw, &[]).table, "input"), &[] as &[String]);
     let fw = firewall("- firewall: ip t\n  input: {}\n");
-    let input = rules(&render(&fw).table, "input").to_vec();
+    let input = rules(&render(&fw, &[]).table, "input").to_vec();
     assert!(input.iter().all(|r| !r.contains("icmpv6")), "{input:?}");
     assert_eq!(input.len(), 4, "{input:?}");
 }
@@ -248,7 +248,7 @@ fn ops(fw: &Firewall, o: &Observed) -> Result<Diff<Op>, ResourceError> {
 #[test]
 fn the_diff_installs_a_missing_or_drifted_table_and_leaves_a_matching_one() {
     let fw = firewall(RUNBOOK);
-    let want = render(&fw).table;
+    let want = render(&fw, &[]).table;
     let none = ops(&fw, &observed(Some(want.clone()))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(none.action, Action::None);
     assert!(none.ops.is_empty());
@@ -343,6 +343,57 @@ fn a_drop_output_policy_without_dns_ntp_or_mirrors_is_a_warning() {
     let d = ops(&fw, &observed(None)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
     assert!(d.warnings[0].contains("NTP") && !d.warnings[0].contains("DNS"));
+    assert!(
+        !d.warnings[0].contains("mirrors"),
+        "no package resource declared"
+    );
+    let mut o = observed(None);
+    o.installs_packages = true;
+    let d = ops(&fw, &o).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        d.warnings[0].contains("package mirrors"),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn package_mirrors_fill_two_sets_and_an_output_rule_and_show_in_the_plan() {
+    let fw = firewall("- firewall: inet t\n  package_mirrors: true\n  output:\n    policy: drop\n");
+    let mut o = observed(None);
+    o.mirrors = vec![(
+        "deb.debian.org".into(),
+        vec![
+            "151.101.2.132".parse().unwrap_or_else(|e| panic!("{e}")),
+            "2a04:4e42::644".parse().unwrap_or_else(|e| panic!("{e}")),
+        ],
+    )];
+    o.installs_packages = true;
+    let r = render(&fw, &o.mirror_addrs());
+    assert_eq!(r.table.sets[0].name, "package_mirrors");
+    assert_eq!(r.table.sets[0].elements, vec!["151.101.2.132"]);
+    assert_eq!(r.table.sets[1].elements, vec!["2a04:4e42::644"]);
+    let output = rules(&r.table, "output");
+    assert!(output.contains(
+        &"ip daddr @package_mirrors tcp dport { 80, 443 } accept comment \"package mirrors\""
+            .to_string()
+    ));
+    let d = ops(&fw, &o).unwrap_or_else(|e| panic!("{e}"));
+    assert!(d
+        .notes
+        .iter()
+        .any(|n| n.contains("deb.debian.org: 151.101.2.132, 2a04:4e42::644")));
+    assert!(
+        d.warnings.iter().all(|w| !w.contains("package mirrors")),
+        "{:?}",
+        d.warnings
+    );
+    let script = render::script(&fw, &r);
+    assert!(
+        script.text.contains("elements = { 151.101.2.132 }"),
+        "{}",
+        script.text
+    );
 }
 
 #[test]
