@@ -750,3 +750,31 @@ fn with_output_dropped_only_the_package_mirrors_of_apt_sources_are_reachable() {
         "anything else is dropped"
     );
 }
+
+#[test]
+fn the_runbooks_ufw_rules_imported_from_ufw_status_pass_the_traffic_test() {
+    if !ready("import ufw") {
+        return;
+    }
+    let lab = Lab::new(false);
+    let sb = Sandbox::new();
+    let status = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/parse/ufw-status-numbered-runbook.txt"
+    );
+    let mut c =
+        assert_cmd::Command::cargo_bin("reconcile").unwrap_or_else(|e| panic!("binary: {e}"));
+    let imported = Run(c
+        .args(["import", "ufw", status])
+        .output()
+        .unwrap_or_else(|e| panic!("import: {e}")));
+    imported.assert_code(0);
+    sb.manifest("fw.yaml", &imported.stdout());
+    converge(&lab, &sb);
+    assert!(connects(&lab.lan, "192.168.231.1:22"));
+    assert!(connects(&lab.lan, "192.168.231.1:80"));
+    assert!(!connects(&lab.lan, "192.168.231.1:9123"));
+    assert!(!connects(&lab.lan, "192.168.231.1:8081"));
+    assert!(!connects(&lab.far, "10.231.61.1:22"));
+    assert!(udp_echoes(&lab.far, "10.231.61.1:51820"));
+}

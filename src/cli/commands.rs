@@ -243,6 +243,11 @@ pub fn dispatch(cli: Cli) -> u8 {
         ),
         Command::Show { plan, format } => show(&out, &plan, format),
         Command::Confirm { root, revert } => confirm(&out, &root, revert.as_deref()),
+        Command::Import {
+            from: _,
+            file,
+            table,
+        } => import_ufw(&out, file.as_deref(), &table),
         Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -1294,4 +1299,44 @@ fn confirm(out: &Out, root: &std::path::Path, revert: Option<&str>) -> u8 {
         out.error(&trail.errors().join("; "));
         EXIT_ERROR
     }
+}
+
+/// `reconcile import ufw [FILE]`: ufw's status output or commands as a manifest.
+fn import_ufw(out: &Out, file: Option<&std::path::Path>, table: &str) -> u8 {
+    use crate::host::parse::ufw;
+    if let Err(e) = crate::resource::firewall::decode::parse_table_name(table) {
+        out.error(&format!("--table: {e}"));
+        return EXIT_ERROR;
+    }
+    let text = match file.filter(|f| f != &std::path::Path::new("-")) {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())),
+        None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}")),
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let is_status = text
+        .lines()
+        .any(|l| l.starts_with("Status:") || l.trim_start().starts_with("To "));
+    let parsed = if is_status {
+        ufw::parse_status(&text)
+    } else {
+        ufw::parse_commands(&text)
+    };
+    if parsed.rules.is_empty() && parsed.defaults.is_empty() {
+        out.error(
+            "no ufw rules found: give `ufw status verbose` output or a script of ufw commands",
+        );
+        return EXIT_ERROR;
+    }
+    let (manifest, notes) = crate::resource::firewall::import::ufw_manifest(&parsed, table);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    print!("{manifest}");
+    EXIT_OK
 }

@@ -170,6 +170,17 @@ pub enum Command {
         #[arg(long, hide = true, value_name = "TOKEN")]
         revert: Option<String>,
     },
+    /// Print a resource equivalent to another tool's configuration: `import ufw FILE`
+    /// reads `ufw status verbose` (or `numbered`) output or a script of `ufw`
+    /// commands (`-` or no FILE: standard input) and prints a `firewall` manifest.
+    Import {
+        #[arg(value_enum)]
+        from: ImportSource,
+        file: Option<PathBuf>,
+        /// The nftables table the resource owns.
+        #[arg(long, default_value = "inet reconcile")]
+        table: String,
+    },
     /// Print a saved plan (`plan --out FILE`) as `plan` would, with its hash.
     Show {
         /// The saved plan file.
@@ -192,6 +203,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ImportSource {
+    /// ufw's rules.
+    Ufw,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ pub mod nft;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;
+pub mod ufw;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}: {message}")]

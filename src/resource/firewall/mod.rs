@@ -14,6 +14,7 @@
 
 pub mod confirm;
 pub mod decode;
+pub mod import;
 pub mod model;
 pub mod render;
 
