@@ -422,11 +422,13 @@ fn a_hand_added_rule_is_drift_that_apply_removes_and_other_tables_stay_byte_iden
     let other = || in_ns(&lab.host, &["nft", "list", "table", "ip", "other"]);
     let before = other();
 
-    // plan and check are read-only.
+    // plan and check are read-only: the ruleset and the root.
     let ruleset = lab.ruleset();
+    let files = sb.snapshot();
     lab.run(&sb, "plan", &[], &[]).assert_code(0);
     assert_eq!(lab.run(&sb, "check", &[], &[]).code(), 2);
     assert_eq!(lab.ruleset(), ruleset, "plan or check changed the ruleset");
+    assert_eq!(sb.snapshot(), files, "plan or check wrote to the root");
 
     converge(&lab, &sb);
     assert_eq!(other(), before);
@@ -556,6 +558,33 @@ fn removing_the_firewall_deletes_only_its_table() {
     converge(&lab, &sb);
     assert!(!lab.ruleset().contains("reconcile"));
     assert!(connects(&lab.lan, "192.168.231.1:9123"));
+}
+
+#[test]
+fn the_runbook_example_in_the_docs_is_the_one_these_tests_apply() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/firewall.md"))
+        .unwrap_or_else(|e| panic!("docs/firewall.md: {e}"));
+    assert!(
+        doc.contains(&format!("```yaml no-run\n{RUNBOOK}```")),
+        "docs/firewall.md no longer shows the tested runbook ruleset"
+    );
+}
+
+#[test]
+fn another_firewall_manager_enabled_on_the_target_is_a_warning() {
+    if !ready("ufw warning") {
+        return;
+    }
+    let lab = Lab::new(false);
+    let sb = Sandbox::new();
+    sb.manifest("fw.yaml", RUNBOOK);
+    sb.put(
+        "/etc/ufw/ufw.conf",
+        b"# /etc/ufw/ufw.conf\nENABLED=yes\nLOGLEVEL=low\n",
+    );
+    let plan = lab.run(&sb, "plan", &[], &[]);
+    plan.assert_code(0);
+    assert!(plan.all().contains("ufw is enabled"), "{}", plan.all());
 }
 
 #[test]
