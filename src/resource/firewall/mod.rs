@@ -423,13 +423,27 @@ pub fn parse_ssh_connection(v: &str) -> Option<(IpAddr, u16)> {
     Some((client.parse().ok()?, server_port.parse().ok()?))
 }
 
-/// The first `Port` of the target's sshd_config.
+/// The SSH port: `sshd -T` on the host itself (the effective configuration, with
+/// includes and defaults), else the first `Port` of the target's sshd_config.
 fn sshd_port(host: &Host) -> Option<u16> {
+    let first_port = |text: &str| {
+        text.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()?.eq_ignore_ascii_case("port")).then(|| w.next()?.parse().ok())?
+        })
+    };
+    if host.is_machine_root() && host.netns().is_none() {
+        let out = Cmd::new("sshd")
+            .arg("-T")
+            .run()
+            .ok()
+            .filter(|o| o.success());
+        if let Some(port) = out.and_then(|o| first_port(&o.stdout)) {
+            return Some(port);
+        }
+    }
     let text = super::group::read_text(host, "/etc/ssh/sshd_config").ok()??;
-    text.lines().find_map(|l| {
-        let mut w = l.split_whitespace();
-        (w.next()?.eq_ignore_ascii_case("port")).then(|| w.next()?.parse().ok())?
-    })
+    first_port(&text)
 }
 
 /// apt's mirror hosts on the target and the addresses they resolve to now (with the

@@ -477,6 +477,11 @@ pub fn drops_connection(
     src: IpAddr,
     port: u16,
 ) -> Option<Option<Span>> {
+    let fam = Net { addr: src, len: 0 }.family();
+    if !fw.family.sees(fam) {
+        // An `ip6` table never sees an IPv4 session (and `ip` an IPv6 one).
+        return None;
+    }
     let i = fw.chains.iter().position(|c| c.hook == Hook::Input)?;
     let chain = &fw.chains[i];
     let in_sets = |items: &[AddrItem]| {
