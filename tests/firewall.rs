@@ -807,3 +807,41 @@ fn the_runbooks_ufw_rules_imported_from_ufw_status_pass_the_traffic_test() {
     assert!(!connects(&lab.far, "10.231.61.1:22"));
     assert!(udp_echoes(&lab.far, "10.231.61.1:51820"));
 }
+
+/// Inside a booted test host (its own network namespace, systemd as PID 1), with
+/// `--root /`: the firewall targets the kernel reconcile runs on, and the rollback
+/// watcher is a transient systemd timer.
+#[test]
+fn inside_a_booted_host_root_slash_targets_its_kernel_and_the_rollback_is_a_systemd_timer() {
+    let Some(host) = support::testhost::boot_or_skip("firewall in a booted host") else {
+        return;
+    };
+    let rc = |args: &[&str]| {
+        let mut argv = vec![support::testhost::RECONCILE_IN_HOST];
+        argv.extend_from_slice(args);
+        argv.push("/root/m");
+        host.exec_timeout(&argv, Duration::from_secs(120))
+    };
+    host.write_file("/root/m/fw.yaml", RUNBOOK.as_bytes());
+    let applied = rc(&["apply"]);
+    assert!(applied.success(), "{applied}");
+    let listing = host.exec_ok(&["nft", "list", "table", "inet", "reconcile"]);
+    assert!(listing.contains("tcp dport 9123 drop"), "{listing}");
+    assert_eq!(rc(&["check"]).status, 0);
+
+    host.write_file("/root/m/fw.yaml", opened().as_bytes());
+    let applied = rc(&["apply", "--confirm-within", "2s"]);
+    assert!(applied.success(), "{applied}");
+    let timers = host.exec_ok(&["systemctl", "list-timers", "--all", "--no-pager"]);
+    assert!(timers.contains("reconcile-firewall-revert-"), "{timers}");
+    let open = host.exec_ok(&["nft", "list", "table", "inet", "reconcile"]);
+    assert!(open.contains("tcp dport 9123 accept"), "{open}");
+    std::thread::sleep(Duration::from_secs(4));
+    let back = host.exec_ok(&["nft", "list", "table", "inet", "reconcile"]);
+    assert!(
+        back.contains("tcp dport 9123 drop"),
+        "not rolled back:\n{back}"
+    );
+    let trail = host.exec_ok(&[support::testhost::RECONCILE_IN_HOST, "audit", "show"]);
+    assert!(trail.contains("revert"), "{trail}");
+}
