@@ -319,7 +319,9 @@ fn element_key(e: &str) -> (u8, u128, u32, String) {
 /// Whether nft's error says the table does not exist (`list table` of a table that
 /// is absent), as opposed to nft failing.
 pub fn is_no_such_table(stderr: &str) -> bool {
-    stderr.contains("No such file or directory")
+    // nft's own error, not `ip netns exec` failing to open a namespace (which also
+    // says "No such file or directory").
+    stderr.contains("Error: No such file or directory") && stderr.contains("list table")
 }
 
 /// A location in an nft error: `/dev/stdin:12:5-9: Error: ...` → (12, 5, message).
@@ -420,6 +422,9 @@ mod tests {
         );
         assert!(is_no_such_table(
             "Error: No such file or directory\nlist table inet nope\n"
+        ));
+        assert!(!is_no_such_table(
+            "Cannot open network namespace \"x\": No such file or directory\n"
         ));
         assert!(parse_table("{}").is_err());
         assert!(parse_table("not json").is_err());
