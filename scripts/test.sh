@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
     need=()
-    for tool in useradd:passwd systemd-analyze:systemd logrotate:logrotate debootstrap:debootstrap systemd-nspawn:systemd-container ip:iproute2 dpkg-scanpackages:dpkg-dev; do
+    for tool in useradd:passwd systemd-analyze:systemd logrotate:logrotate debootstrap:debootstrap systemd-nspawn:systemd-container ip:iproute2 dpkg-scanpackages:dpkg-dev nft:nftables; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
     done
     if [ "${#need[@]}" -gt 0 ]; then

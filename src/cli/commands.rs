@@ -242,6 +242,12 @@ pub fn dispatch(cli: Cli) -> u8 {
             lock_timeout,
         ),
         Command::Show { plan, format } => show(&out, &plan, format),
+        Command::Confirm { root, revert } => confirm(&out, &root, revert.as_deref()),
+        Command::Import {
+            from: _,
+            file,
+            table,
+        } => import_ufw(&out, file.as_deref(), &table),
         Command::Audit { root, log, command } => audit(&out, &root, &log, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -325,7 +331,12 @@ fn open(out: &Out, target: &Target) -> Option<Host> {
         return None;
     }
     match Host::open(&target.root) {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            let mut h = h.in_netns(target.netns.clone());
+            h.kernel.allow_lockout = target.allow_lockout;
+            h.kernel.confirm_within = target.confirm_within;
+            Some(h)
+        }
         Err(e) => {
             out.error(&e.to_string());
             None
@@ -1244,4 +1255,110 @@ fn outcome_line(o: &Outcome, run_id: &str, key: &engine::FingerprintKey) -> Valu
         fields.extend(outcome);
     }
     line
+}
+
+/// `reconcile confirm`: keeps the pending firewall changes; with `--revert TOKEN` (the
+/// watcher `apply --confirm-within` starts), rolls one back at its deadline. Both are
+/// audit records.
+fn confirm(out: &Out, root: &std::path::Path, revert: Option<&str>) -> u8 {
+    use crate::resource::firewall::confirm as fw;
+    let host = match Host::open(root) {
+        Ok(h) => h,
+        Err(e) => {
+            out.error(&e.to_string());
+            return EXIT_ERROR;
+        }
+    };
+    let (decision, done) = match revert {
+        Some(token) => (
+            "revert",
+            fw::watch(&host, token).map(|p| p.into_iter().collect()),
+        ),
+        None => ("confirm", fw::confirm_all(&host)),
+    };
+    let done: Vec<fw::Pending> = match done {
+        Ok(d) => d,
+        Err(e) => {
+            out.error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    if done.is_empty() {
+        if revert.is_none() {
+            out.error("nothing to confirm: no firewall change is pending");
+            return EXIT_ERROR;
+        }
+        return EXIT_OK;
+    }
+    // The audit log may be held by a running apply: wait for it a little.
+    let mut trail = Trail::open(&host, None, false);
+    for _ in 0..50 {
+        if trail.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        trail = Trail::open(&host, None, false);
+    }
+    let trail = match trail {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&format!("{decision} done, but {e}"));
+            return EXIT_ERROR;
+        }
+    };
+    for p in &done {
+        trail.record(
+            "decision",
+            json!({ "resource": p.resource, "decision": decision, "details": { "token": p.token, "deadline": p.deadline } }),
+        );
+        if revert.is_none() {
+            println!("confirmed {}", p.resource);
+        }
+    }
+    if trail.errors().is_empty() {
+        EXIT_OK
+    } else {
+        out.error(&trail.errors().join("; "));
+        EXIT_ERROR
+    }
+}
+
+/// `reconcile import ufw [FILE]`: ufw's status output or commands as a manifest.
+fn import_ufw(out: &Out, file: Option<&std::path::Path>, table: &str) -> u8 {
+    use crate::host::parse::ufw;
+    if let Err(e) = crate::resource::firewall::decode::parse_table_name(table) {
+        out.error(&format!("--table: {e}"));
+        return EXIT_ERROR;
+    }
+    let text = match file.filter(|f| f != &std::path::Path::new("-")) {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())),
+        None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}")),
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    let is_status = text
+        .lines()
+        .any(|l| l.starts_with("Status:") || l.trim_start().starts_with("To "));
+    let parsed = if is_status {
+        ufw::parse_status(&text)
+    } else {
+        ufw::parse_commands(&text)
+    };
+    if parsed.rules.is_empty() && parsed.defaults.is_empty() {
+        out.error(
+            "no ufw rules found: give `ufw status verbose` output or a script of ufw commands",
+        );
+        return EXIT_ERROR;
+    }
+    let (manifest, notes) = crate::resource::firewall::import::ufw_manifest(&parsed, table);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    print!("{manifest}");
+    EXIT_OK
 }

@@ -84,6 +84,18 @@ pub struct Target {
     /// the manifest (repeatable).
     #[arg(long = "modules", value_name = "DIR")]
     pub modules: Vec<PathBuf>,
+    /// The network namespace (`ip netns`) whose kernel a `firewall` targets; without
+    /// it a firewall targets the running kernel, and only with `--root /`.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Apply a firewall ruleset even if it drops new SSH connections from the current
+    /// session's address or a `management` network.
+    #[arg(long)]
+    pub allow_lockout: bool,
+    /// apply: roll a changed firewall back to the previous ruleset unless
+    /// `reconcile confirm` runs within this time (`60s`, `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::host::lock::parse_duration)]
+    pub confirm_within: Option<std::time::Duration>,
     /// Manifest files or folders (default: manifests/).
     pub paths: Vec<PathBuf>,
 }
@@ -151,6 +163,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Keep the firewall changes of `apply --confirm-within` (else they are rolled back
+    /// at the deadline).
+    Confirm {
+        /// Target root the apply ran against.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Internal: the watcher that rolls back the pending change with this token at
+        /// its deadline unless it was confirmed.
+        #[arg(long, hide = true, value_name = "TOKEN")]
+        revert: Option<String>,
+    },
+    /// Print a resource equivalent to another tool's configuration: `import ufw FILE`
+    /// reads `ufw status verbose` (or `numbered`) output or a script of `ufw`
+    /// commands (`-` or no FILE: standard input) and prints a `firewall` manifest.
+    Import {
+        #[arg(value_enum)]
+        from: ImportSource,
+        file: Option<PathBuf>,
+        /// The nftables table the resource owns.
+        #[arg(long, default_value = "inet reconcile")]
+        table: String,
+    },
     /// Print a saved plan (`plan --out FILE`) as `plan` would, with its hash.
     Show {
         /// The saved plan file.
@@ -178,6 +212,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ImportSource {
+    /// ufw's rules.
+    Ufw,
 }
 
 #[derive(Subcommand, Debug)]

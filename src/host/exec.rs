@@ -186,6 +186,30 @@ impl Cmd {
         })
     }
 
+    /// Starts the command and does not wait for it: no stdin, output discarded, the
+    /// same cleared environment. For a process that must outlive this one (and the
+    /// SSH session that started it), run it under `setsid`. Returns its pid.
+    pub fn spawn_detached(&self) -> Result<u32, HostError> {
+        tracing::debug!(program = %self.program, verb = %self.verb(), "starting detached");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| HostError::Command {
+                command: self.display(),
+                reason: format!("cannot start: {e}"),
+            })?;
+        Ok(child.id())
+    }
+
     /// Runs and turns a non-zero exit into an error carrying stderr.
     pub fn run_ok(&self) -> Result<Output, HostError> {
         let out = self.run()?;

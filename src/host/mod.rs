@@ -37,6 +37,22 @@ pub enum HostError {
 pub struct Host {
     root: PathBuf,
     root_fd: OwnedFd,
+    /// The network namespace whose kernel state (the nftables ruleset) the run
+    /// targets (`--netns NAME`): tools that change the running kernel run inside it
+    /// with `ip netns exec`. `None`: the namespace reconcile runs in.
+    netns: Option<String>,
+    /// Run options for kinds that change the running kernel's state.
+    pub kernel: KernelOptions,
+}
+
+/// What the command line says about changing the running kernel's state (the
+/// firewall): kinds read it, the engine does not.
+#[derive(Debug, Clone, Default)]
+pub struct KernelOptions {
+    /// `--allow-lockout`: apply a ruleset even if it drops the current SSH session.
+    pub allow_lockout: bool,
+    /// `--confirm-within`: roll a changed ruleset back unless confirmed in time.
+    pub confirm_within: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Host {
@@ -62,7 +78,23 @@ impl Host {
             path: root.display().to_string(),
             reason: format!("cannot open target root: {}", e.desc()),
         })?;
-        Ok(Host { root, root_fd })
+        Ok(Host {
+            root,
+            root_fd,
+            netns: None,
+            kernel: KernelOptions::default(),
+        })
+    }
+
+    /// The same target, with its kernel state in network namespace `netns`.
+    pub fn in_netns(mut self, netns: Option<String>) -> Host {
+        self.netns = netns;
+        self
+    }
+
+    /// The network namespace targeted (`--netns`), if any.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     pub fn root(&self) -> &Path {

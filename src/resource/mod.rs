@@ -11,6 +11,7 @@
 pub mod contract;
 pub mod directory;
 pub mod file;
+pub mod firewall;
 pub mod group;
 pub mod managed_file;
 pub mod perms;
@@ -538,6 +539,11 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "group",
         decode: group::decode,
+        flush: None,
+    },
+    Kind {
+        name: "firewall",
+        decode: firewall::decode,
         flush: None,
     },
 ];

@@ -1,8 +1,11 @@
 //! Pure parsers of real host files and tool output, tested against recorded fixtures.
 
+pub mod apt_mirrors;
+pub mod nft;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;
+pub mod ufw;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}: {message}")]
