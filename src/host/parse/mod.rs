@@ -1,5 +1,7 @@
 //! Pure parsers of real host files and tool output, tested against recorded fixtures.
 
+pub mod apt;
+pub mod dpkg;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;

@@ -1,0 +1,252 @@
+//! The `package` and `apt_source` kinds on the real apt and dpkg, inside booted test
+//! hosts (tests/support/testhost.rs), offline: the test builds a local apt repository
+//! of tiny packages with `dpkg-deb --build` and `dpkg-scanpackages` on this machine,
+//! copies it into the host and points an `apt_source` resource at it.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::testhost::{boot_or_skip, in_ci, TestHost, RECONCILE_IN_HOST};
+
+/// A package of the demo repository: name, version, Depends, and a maintainer
+/// script (name, body) if any.
+struct Demo {
+    name: &'static str,
+    version: &'static str,
+    depends: &'static str,
+    script: Option<(&'static str, &'static str)>,
+}
+
+const fn demo(name: &'static str, version: &'static str, depends: &'static str) -> Demo {
+    Demo {
+        name,
+        version,
+        depends,
+        script: None,
+    }
+}
+
+/// The repository: demo-a 1.0 and 1.1, demo-b depending on demo-a, demo-c, demo-d 1.0
+/// and 1.1, demo-slow (its preinst sleeps, so an apt-get installing it holds dpkg's
+/// frontend lock for a while), demo-broken (its postinst fails: half-configured).
+fn demos() -> Vec<Demo> {
+    vec![
+        demo("demo-a", "1.0", ""),
+        demo("demo-a", "1.1", ""),
+        demo("demo-b", "1.0", "demo-a"),
+        demo("demo-c", "1.0", ""),
+        demo("demo-d", "1.0", ""),
+        demo("demo-d", "1.1", ""),
+        Demo {
+            script: Some(("preinst", "#!/bin/sh\nsleep 12\n")),
+            ..demo("demo-slow", "1.0", "")
+        },
+        Demo {
+            script: Some((
+                "postinst",
+                "#!/bin/sh\necho demo-broken fails >&2\nexit 1\n",
+            )),
+            ..demo("demo-broken", "1.0", "")
+        },
+    ]
+}
+
+fn machine(program: &str, args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds the demo repository on this machine (dpkg-deb, dpkg-scanpackages).
+fn build_repo() -> Option<tempfile::TempDir> {
+    let tools = ["dpkg-deb", "dpkg-scanpackages"];
+    if let Some(t) = tools
+        .iter()
+        .find(|t| !Path::new("/usr/bin").join(t).is_file())
+    {
+        if in_ci() {
+            panic!("{t} is missing under CI=true (package dpkg-dev)");
+        }
+        eprintln!("skipping: {t} is missing (package dpkg-dev)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap_or_else(|e| panic!("{e}"));
+    for d in demos() {
+        let build = dir.path().join(format!("{}_{}", d.name, d.version));
+        let debian = build.join("DEBIAN");
+        let share = build.join("usr/share").join(d.name);
+        let etc = build.join("etc").join(d.name);
+        for p in [&debian, &share, &etc] {
+            std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut control = format!(
+            "Package: {}\nVersion: {}\nArchitecture: all\nMaintainer: reconcile tests <tests@example.invalid>\nPriority: optional\nSection: misc\nDescription: reconcile demo package {}\n",
+            d.name, d.version, d.name
+        );
+        if !d.depends.is_empty() {
+            control.push_str(&format!("Depends: {}\n", d.depends));
+        }
+        let write = |p: &Path, s: &str| std::fs::write(p, s).unwrap_or_else(|e| panic!("{e}"));
+        write(&debian.join("control"), &control);
+        write(
+            &debian.join("conffiles"),
+            &format!("/etc/{0}/{0}.conf\n", d.name),
+        );
+        write(&etc.join(format!("{}.conf", d.name)), "setting = 1\n");
+        write(&share.join("VERSION"), &format!("{}\n", d.version));
+        if let Some((name, body)) = d.script {
+            let p = debian.join(name);
+            write(&p, body);
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let deb = repo.join(format!("{}_{}_all.deb", d.name, d.version));
+        let build_s = build.to_string_lossy().into_owned();
+        let deb_s = deb.to_string_lossy().into_owned();
+        machine(
+            "dpkg-deb",
+            &["--root-owner-group", "-Zgzip", "--build", &build_s, &deb_s],
+            dir.path(),
+        );
+    }
+    let packages = machine("dpkg-scanpackages", &["-m", "."], &repo);
+    std::fs::write(repo.join("Packages"), packages).unwrap_or_else(|e| panic!("{e}"));
+    Some(dir)
+}
+
+/// A booted host holding the demo repository at /srv/repo, with no other apt source
+/// (the image's Debian mirror is unreachable from a test host).
+fn host_with_repo(test: &str) -> Option<(TestHost, tempfile::TempDir)> {
+    let repo = build_repo()?;
+    let host = boot_or_skip(test)?;
+    host.copy_in(&repo.path().join("repo"), "/srv/repo");
+    host.sh_ok(
+        "mkdir -p /root/offline-sources && \
+         for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do \
+           [ -e \"$f\" ] && mv \"$f\" /root/offline-sources/; done; true",
+    );
+    Some((host, repo))
+}
+
+/// Runs reconcile inside the host on /root/m.
+fn rc(host: &TestHost, args: &[&str]) -> support::testhost::ExecOutput {
+    let mut argv = vec![RECONCILE_IN_HOST];
+    argv.extend_from_slice(args);
+    argv.push("/root/m");
+    host.exec_timeout(&argv, Duration::from_secs(300))
+}
+
+fn put(host: &TestHost, manifest: &str) {
+    host.sh_ok("rm -rf /root/m && mkdir -p /root/m");
+    host.write_file("/root/m/site.yaml", manifest.as_bytes());
+}
+
+/// Re-records the apt and dpkg fixtures of the parsers in src/host/parse/ from the
+/// real tools: `cargo test --test packages record_apt_fixtures -- --ignored`.
+#[test]
+#[ignore]
+fn record_apt_fixtures() {
+    let Some((host, _repo)) = host_with_repo("record_apt_fixtures") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parse/apt");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let save = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    };
+    host.write_file(
+        "/etc/apt/sources.list.d/demo.sources",
+        b"Types: deb\nURIs: file:/srv/repo\nSuites: ./\nTrusted: yes\n",
+    );
+    host.sh_ok("apt-get update -q");
+    host.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get install -y -q demo-a=1.0 demo-c demo-d=1.0");
+    host.sh_ok("apt-mark hold demo-d");
+    // demo-c removed but not purged: config-files.
+    host.sh_ok("apt-get remove -y -q demo-c");
+    // demo-broken: its postinst fails, it stays half-configured.
+    let _ = host.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q demo-broken");
+    let both = |script: &str| {
+        let out = host.sh(script);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    save(
+        "policy.txt",
+        &host.exec_ok(&[
+            "apt-cache",
+            "policy",
+            "demo-a",
+            "demo-b",
+            "demo-c",
+            "demo-d",
+            "no-such-package",
+        ]),
+    );
+    save(
+        "policy-unknown.txt",
+        &both("apt-cache policy no-such-package 2>&1"),
+    );
+    save(
+        "sim-install.txt",
+        &host.exec_ok(&[
+            "apt-get",
+            "-s",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "install",
+            "demo-b",
+            "demo-d=1.1",
+            "--allow-change-held-packages",
+        ]),
+    );
+    save(
+        "sim-remove.txt",
+        &both("apt-get -s install demo-a- demo-d=1.0 2>&1"),
+    );
+    save(
+        "sim-unknown.txt",
+        &both("apt-get -s install no-such-package 2>&1"),
+    );
+    save(
+        "sim-bad-version.txt",
+        &both("apt-get -s install demo-a=9.9 2>&1"),
+    );
+    save(
+        "sim-interrupted.txt",
+        &both("apt-get -s install demo-b 2>&1"),
+    );
+    // Half-installed: a removal whose postrm fails leaves the package half-installed.
+    host.write_file("/var/lib/dpkg/info/demo-a.postrm", b"#!/bin/sh\nexit 1\n");
+    host.exec_ok(&["chmod", "755", "/var/lib/dpkg/info/demo-a.postrm"]);
+    let _ = host.sh("dpkg --remove demo-a");
+    save(
+        "status",
+        &String::from_utf8_lossy(&host.read_file("/var/lib/dpkg/status").unwrap_or_default()),
+    );
+    save(
+        "demo-d.list",
+        &String::from_utf8_lossy(
+            &host
+                .read_file("/var/lib/dpkg/info/demo-d.list")
+                .unwrap_or_default(),
+        ),
+    );
+    save(
+        "sim-purge-mixed.txt",
+        &both("apt-get -s remove demo-d demo-c_ demo-b+ 2>&1; echo ===; apt-get -s install demo-d- demo-c_ 2>&1; echo ===; apt-get -s purge demo-c 2>&1"),
+    );
+    let lock = host.sh("dpkg --configure -a 2>&1; apt-get -s install demo-b 2>&1");
+    eprintln!("{lock}");
+}
