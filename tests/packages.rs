@@ -250,3 +250,140 @@ fn record_apt_fixtures() {
     let lock = host.sh("dpkg --configure -a 2>&1; apt-get -s install demo-b 2>&1");
     eprintln!("{lock}");
 }
+
+/// The demo repository as a plain sources file and fresh lists (the `apt_source`
+/// kind has its own test).
+fn point_apt_at_repo(host: &TestHost) {
+    host.write_file(
+        "/etc/apt/sources.list.d/demo.sources",
+        b"Types: deb\nURIs: file:/srv/repo\nSuites: ./\nTrusted: yes\n",
+    );
+    host.sh_ok("apt-get update -q");
+}
+
+/// `dpkg-query`'s status and version of a package ("" when dpkg knows nothing).
+fn dpkg_state(host: &TestHost, name: &str) -> String {
+    host.sh(&format!(
+        "dpkg-query -W -f '${{db:Status-Abbrev}}${{Version}}' {name} 2>/dev/null"
+    ))
+    .stdout
+    .trim()
+    .to_string()
+}
+
+/// How many apt transactions the history log records.
+fn transactions(host: &TestHost) -> usize {
+    host.sh("cat /var/log/apt/history.log 2>/dev/null")
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Start-Date:"))
+        .count()
+}
+
+fn converged(host: &TestHost) {
+    let again = rc(host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "plan after apply is not empty: {again}");
+}
+
+#[test]
+fn packages_install_pin_hold_remove_and_purge_each_in_one_transaction() {
+    let Some((host, _repo)) =
+        host_with_repo("packages_install_pin_hold_remove_and_purge_each_in_one_transaction")
+    else {
+        return;
+    };
+    point_apt_at_repo(&host);
+
+    // Three packages in one resource: one transaction, one dpkg run.
+    put(&host, "resources:\n  - package: [demo-a, demo-b, demo-c]\n");
+    let before = host.exec_ok(&["md5sum", "/var/lib/dpkg/status"]);
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.success(), "{plan}");
+    eprintln!("{plan}");
+    assert!(plan.stdout.contains("demo-a"), "{plan}");
+    assert!(plan.stdout.contains("1.1"), "{plan}");
+    assert_eq!(
+        host.exec_ok(&["md5sum", "/var/lib/dpkg/status"]),
+        before,
+        "plan changed dpkg's database"
+    );
+    let n = transactions(&host);
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(transactions(&host), n + 1, "one apt transaction: {apply}");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
+    assert_eq!(dpkg_state(&host, "demo-b"), "ii 1.0");
+    assert_eq!(dpkg_state(&host, "demo-c"), "ii 1.0");
+    converged(&host);
+
+    // A downgrade, a removal and a held install: still one transaction.
+    put(
+        &host,
+        r#"resources:
+  - package: demo-a
+    version: "1.0"
+  - package: demo-b
+  - package: demo-c
+    state: absent
+  - package: demo-d
+    version: "1.0"
+    hold: true
+"#,
+    );
+    let plan = rc(&host, &["plan"]);
+    eprintln!("{plan}");
+    assert!(plan.stdout.contains("1.1 → 1.0"), "{plan}");
+    let n = transactions(&host);
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(transactions(&host), n + 1, "one apt transaction: {apply}");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.0");
+    assert_eq!(dpkg_state(&host, "demo-c"), "rc 1.0");
+    assert_eq!(dpkg_state(&host, "demo-d"), "hi 1.0");
+    converged(&host);
+
+    // An upgrade by hand leaves the held package alone (and demo-a drifts).
+    host.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -q");
+    assert_eq!(dpkg_state(&host, "demo-d"), "hi 1.0");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
+    let plan = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status, 2, "{plan}");
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.0");
+    converged(&host);
+
+    // Asking the held package for another version without `hold: false` is refused.
+    put(
+        &host,
+        "resources:\n  - package: demo-d\n    version: \"1.1\"\n    hold: true\n",
+    );
+    let plan = rc(&host, &["plan"]);
+    assert!(!plan.success(), "{plan}");
+    assert!(
+        plan.stdout.contains("hold: false") || plan.stderr.contains("hold: false"),
+        "{plan}"
+    );
+    assert!(format!("{plan}").contains("site.yaml:2"), "{plan}");
+
+    // Remove one, purge the one left with its config files, lift the hold.
+    put(
+        &host,
+        r#"resources:
+  - package: demo-b
+    state: absent
+  - package: demo-c
+    state: purged
+  - package: demo-d
+    version: "1.1"
+    hold: false
+"#,
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-b"), "rc 1.0");
+    assert_eq!(dpkg_state(&host, "demo-c"), "");
+    assert_eq!(dpkg_state(&host, "demo-d"), "ii 1.1");
+    assert!(host.read_file("/etc/demo-c/demo-c.conf").is_none());
+    converged(&host);
+}

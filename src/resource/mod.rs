@@ -13,6 +13,7 @@ pub mod directory;
 pub mod file;
 pub mod group;
 pub mod managed_file;
+pub mod package;
 pub mod perms;
 pub mod symlink;
 pub mod systemd_keys;
@@ -58,10 +59,12 @@ pub enum Provide {
     Group(String),
     /// A systemd unit, by its unit name (`x.service`).
     Unit(String),
+    /// A Debian package, by name (and `(apt lists)`: what apt_source refreshes).
+    Package(String),
 }
 
 /// How many kinds of [`Provide`] there are: the catalog keeps one index per kind.
-const PROVIDE_KINDS: usize = 5;
+const PROVIDE_KINDS: usize = 6;
 const PATH: usize = 0;
 const DIRECTORY: usize = 1;
 const GROUP: usize = 3;
@@ -74,6 +77,7 @@ impl Provide {
             Provide::Account(n) => (2, n),
             Provide::Group(n) => (GROUP, n),
             Provide::Unit(n) => (4, n),
+            Provide::Package(n) => (5, n),
         }
     }
 }
@@ -513,6 +517,14 @@ pub const KINDS: &[Kind] = &[
         name: "group",
         decode: group::decode,
         flush: None,
+    },
+    Kind {
+        name: "package",
+        decode: package::decode,
+        flush: Some(Flush {
+            step: "apt-get transaction",
+            run: package::flush,
+        }),
     },
 ];
 
