@@ -387,3 +387,99 @@ fn packages_install_pin_hold_remove_and_purge_each_in_one_transaction() {
     assert!(host.read_file("/etc/demo-c/demo-c.conf").is_none());
     converged(&host);
 }
+
+#[test]
+fn unknown_packages_and_unavailable_versions_are_refused_at_plan_time_naming_the_line() {
+    let Some((host, _repo)) = host_with_repo(
+        "unknown_packages_and_unavailable_versions_are_refused_at_plan_time_naming_the_line",
+    ) else {
+        return;
+    };
+    point_apt_at_repo(&host);
+    put(
+        &host,
+        r#"resources:
+  - package: demo-c
+  - package: no-such-package
+  - package: demo-a
+    version: "9.9"
+"#,
+    );
+    let plan = rc(&host, &["plan"]);
+    assert!(!plan.success(), "{plan}");
+    let said = format!("{plan}");
+    assert!(said.contains("site.yaml:3:"), "{said}");
+    assert!(said.contains("no-such-package"), "{said}");
+    assert!(said.contains("not offered by any apt source"), "{said}");
+    assert!(said.contains("site.yaml:4:"), "{said}");
+    assert!(said.contains("version 9.9"), "{said}");
+    let apply = rc(&host, &["apply"]);
+    assert!(!apply.success(), "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-c"), "", "nothing is installed");
+    assert_eq!(transactions(&host), 0);
+}
+
+#[test]
+fn the_plan_shows_what_apt_pulls_in_and_a_half_configured_package() {
+    let Some((host, _repo)) =
+        host_with_repo("the_plan_shows_what_apt_pulls_in_and_a_half_configured_package")
+    else {
+        return;
+    };
+    point_apt_at_repo(&host);
+    let _ = host.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q demo-broken");
+    assert!(dpkg_state(&host, "demo-broken").starts_with("iF"));
+    put(&host, "resources:\n  - package: demo-b\n");
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.success(), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("package demo-a (1.1), pulled in by apt"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout.contains("demo-broken half-configured"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_held_dpkg_lock_is_waited_for_then_named_and_apply_converges_once_released() {
+    let Some((host, _repo)) = host_with_repo(
+        "a_held_dpkg_lock_is_waited_for_then_named_and_apply_converges_once_released",
+    ) else {
+        return;
+    };
+    point_apt_at_repo(&host);
+    // An apt-get whose package's preinst sleeps holds dpkg's frontend lock meanwhile.
+    let holder = host
+        .sh_ok(
+            "DEBIAN_FRONTEND=noninteractive setsid apt-get install -y -q demo-slow \
+             >/root/slow.log 2>&1 & echo $!",
+        )
+        .trim()
+        .to_string();
+    host.sh_ok(
+        "for i in $(seq 100); do grep -q 'Preparing to unpack' /root/slow.log && exit 0; sleep 0.1; done; exit 1",
+    );
+    put(
+        &host,
+        "resources:\n  - package: demo-c\n    lock_timeout: 2\n",
+    );
+    let started = std::time::Instant::now();
+    let apply = rc(&host, &["apply"]);
+    assert!(!apply.success(), "{apply}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+    let said = format!("{apply}");
+    assert!(said.contains(&format!("process {holder}")), "{said}");
+    assert!(said.contains("lock-frontend"), "{said}");
+    assert_eq!(dpkg_state(&host, "demo-c"), "", "nothing half-installed");
+    assert!(host.read_file("/var/lib/dpkg/lock-frontend").is_some());
+    host.sh_ok(&format!(
+        "while kill -0 {holder} 2>/dev/null; do sleep 0.2; done"
+    ));
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-c"), "ii 1.0");
+    converged(&host);
+}
