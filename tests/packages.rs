@@ -296,17 +296,15 @@ fn packages_install_pin_hold_remove_and_purge_each_in_one_transaction() {
 
     // Three packages in one resource: one transaction, one dpkg run.
     put(&host, "resources:\n  - package: [demo-a, demo-b, demo-c]\n");
-    let before = host.exec_ok(&["md5sum", "/var/lib/dpkg/status"]);
+    let before = snapshot(&host);
     let plan = rc(&host, &["plan"]);
     assert!(plan.success(), "{plan}");
     eprintln!("{plan}");
     assert!(plan.stdout.contains("demo-a"), "{plan}");
     assert!(plan.stdout.contains("1.1"), "{plan}");
-    assert_eq!(
-        host.exec_ok(&["md5sum", "/var/lib/dpkg/status"]),
-        before,
-        "plan changed dpkg's database"
-    );
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 2, "{check}");
+    unchanged(&before, &snapshot(&host), "plan and check");
     let n = transactions(&host);
     let apply = rc(&host, &["apply"]);
     assert!(apply.success(), "{apply}");
@@ -482,4 +480,144 @@ fn a_held_dpkg_lock_is_waited_for_then_named_and_apply_converges_once_released()
     assert!(apply.success(), "{apply}");
     assert_eq!(dpkg_state(&host, "demo-c"), "ii 1.0");
     converged(&host);
+}
+
+/// The manifest of docs/packages.md ("Works as written").
+const DOCS_MANIFEST: &str = r#"resources:
+  - apt_source: demo
+    uris: ["file:/srv/repo"]
+    suites: ["./"]
+    trusted: true
+  - package: [demo-a, demo-b]
+  - package: demo-c
+    state: absent
+  - package: demo-d
+    version: "1.0"
+    hold: true
+"#;
+
+/// Every path, size, mtime and mode under what apt and dpkg keep, hashed: plan and
+/// check must leave it as it is.
+fn snapshot(host: &TestHost) -> Vec<String> {
+    host.sh_ok(
+        "find /etc/apt /var/lib/dpkg /var/lib/apt /var/cache/apt /var/log/apt -xdev \
+         -printf '%p %s %T@ %m\n' 2>/dev/null | sort",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Asserts two snapshots are equal, showing only what differs.
+fn unchanged(before: &[String], after: &[String], what: &str) {
+    let gone: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
+    let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{what} changed the host: before {gone:#?}, after {new:#?}"
+    );
+}
+
+/// How many `apt-get update` runs finished (apt's own post-update hook counts them).
+fn updates(host: &TestHost) -> usize {
+    host.sh("cat /root/updates 2>/dev/null")
+        .stdout
+        .lines()
+        .count()
+}
+
+#[test]
+fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
+    let Some((host, _repo)) =
+        host_with_repo("an_apt_source_and_its_packages_converge_with_one_update_per_changed_run")
+    else {
+        return;
+    };
+    host.write_file(
+        "/etc/apt/apt.conf.d/99count-updates",
+        b"APT::Update::Post-Invoke { \"echo update >> /root/updates\"; };\n",
+    );
+    put(&host, DOCS_MANIFEST);
+    let before = snapshot(&host);
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.success(), "{plan}");
+    let check = rc(&host, &["check"]);
+    assert_eq!(check.status, 2, "check finds drift: {check}");
+    unchanged(&before, &snapshot(&host), "plan and check");
+    assert!(plan.stdout.contains("apt_source[demo]"), "{plan}");
+    assert!(
+        plan.stdout.contains("(the candidate after apt-get update)"),
+        "{plan}"
+    );
+    assert!(host
+        .read_file("/etc/apt/sources.list.d/demo.sources")
+        .is_none());
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(updates(&host), 1, "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
+    assert_eq!(dpkg_state(&host, "demo-b"), "ii 1.0");
+    assert_eq!(dpkg_state(&host, "demo-c"), "");
+    assert_eq!(dpkg_state(&host, "demo-d"), "hi 1.0");
+    let sources = host.sh_ok("stat -c '%a %U' /etc/apt/sources.list.d/demo.sources");
+    assert_eq!(sources.trim(), "644 root");
+    converged(&host);
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(updates(&host), 1, "no update when no source changed");
+
+    // A signing key shipped with the manifests, and a legacy duplicate reported.
+    let key = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parse/apt/demo-key.asc"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    put(
+        &host,
+        &DOCS_MANIFEST.replace(
+            "    trusted: true\n",
+            "    trusted: true\n    signed_by: keys/demo.asc\n",
+        ),
+    );
+    host.write_file("/root/m/keys/demo.asc", &key);
+    host.write_file(
+        "/etc/apt/sources.list.d/old.list",
+        b"deb [trusted=yes] file:/srv/repo ./\n",
+    );
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.success(), "{plan}");
+    assert!(
+        format!("{plan}").contains("old.list:1 names the same source"),
+        "{plan}"
+    );
+    host.sh_ok("rm /etc/apt/sources.list.d/old.list");
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(updates(&host), 2, "one update for the changed source");
+    assert_eq!(
+        host.sh_ok("stat -c '%a' /etc/apt/keyrings/demo.asc").trim(),
+        "644"
+    );
+    assert_eq!(host.read_file("/etc/apt/keyrings/demo.asc"), Some(key));
+    assert!(host
+        .sh_ok("cat /etc/apt/sources.list.d/demo.sources")
+        .contains("Signed-By: /etc/apt/keyrings/demo.asc"));
+    converged(&host);
+
+    // A key file that is no key: refused naming the line, nothing changes.
+    host.write_file("/root/m/keys/demo.asc", b"not a key\n");
+    let before =
+        host.sh_ok("md5sum /etc/apt/sources.list.d/demo.sources /etc/apt/keyrings/demo.asc");
+    let apply = rc(&host, &["apply"]);
+    assert!(!apply.success(), "{apply}");
+    let said = format!("{apply}");
+    assert!(said.contains("site.yaml:6"), "{said}");
+    assert!(
+        said.contains("not a valid armored OpenPGP public key"),
+        "{said}"
+    );
+    assert_eq!(
+        host.sh_ok("md5sum /etc/apt/sources.list.d/demo.sources /etc/apt/keyrings/demo.asc"),
+        before
+    );
+    assert_eq!(updates(&host), 2);
 }

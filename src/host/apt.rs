@@ -107,10 +107,21 @@ impl<'a> Apt<'a> {
         Apt { host }
     }
 
-    /// `program` (apt-get, apt-cache, apt-mark) with the options that point it at
-    /// the target root: none on `/`, else `-o Dir=ROOT` and dpkg's status under it.
+    /// `program` (apt-get, apt-cache) for a read-only query, with the options that
+    /// point it at the target root: none on `/`, else `-o Dir=ROOT` and dpkg's
+    /// status under it.
+    /// Queries never write apt's binary caches (`pkgcache.bin`) nor a simulation's
+    /// planner log (`eipp.log.xz`): plan and check leave the target as they found
+    /// it, so the cache is built in memory.
     pub fn cmd(&self, program: &str) -> Cmd {
-        let mut c = Cmd::new(program);
+        let mut c = Cmd::new(program).args([
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            "-o",
+            "Dir::Log::Planner=",
+        ]);
         if !self.host.is_machine_root() {
             let root = self.host.root().display().to_string();
             c = c

@@ -8,6 +8,7 @@
 //! ([`Provide`], [`Need`]), the catalog indexes the providers once, and the graph
 //! turns every need a declared resource provides into an automatic edge.
 
+pub mod apt_source;
 pub mod contract;
 pub mod directory;
 pub mod file;
@@ -517,6 +518,14 @@ pub const KINDS: &[Kind] = &[
         name: "group",
         decode: group::decode,
         flush: None,
+    },
+    Kind {
+        name: "apt_source",
+        decode: apt_source::decode,
+        flush: Some(Flush {
+            step: "apt-get update",
+            run: apt_source::flush,
+        }),
     },
     Kind {
         name: "package",

@@ -37,6 +37,10 @@ use super::{ApplyCtx, Catalog, Meta, Need, PlanCtx, Provide, Resource, ResourceE
 /// resources refresh (a name no Debian package can have).
 pub const APT_LISTS: &str = "(apt lists)";
 
+/// The version a plan shows for a package that comes from a source added in the
+/// same run.
+const AFTER_UPDATE: &str = "(the candidate after apt-get update)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ensure {
     Present,
@@ -277,6 +281,9 @@ pub struct Seen {
     pub held: bool,
     /// The version to install, when one must be: resolved from apt's lists.
     pub target: Option<String>,
+    /// Why no version could be resolved (unknown package, version not offered): a
+    /// plan error, unless the lists are refreshed in this run first.
+    pub unresolved: Option<String>,
 }
 
 /// What observing found for one resource.
@@ -289,6 +296,11 @@ pub struct Observed {
     /// names (dependencies pulled in, packages removed with ours): shown by the first
     /// changing package resource.
     pub extras: Vec<SimOp>,
+    /// apt's refusal of the run's simulated transaction.
+    pub refused: Option<String>,
+    /// The declared resource that refreshes the apt lists (an `apt_source`), if any:
+    /// when it changes in this run, versions are known only after it.
+    pub lists: Option<ResourceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,9 +507,12 @@ impl Contract for Package {
         for (n, a) in self.names.iter().zip(&asks) {
             let e = status.find(n);
             let state = e.map_or(PkgState::NotInstalled, |e| e.state);
-            let target = match a {
-                Ask::Lookup => Some(self.resolve(n, policy.get(n)).map_err(|m| self.failed(m))?),
-                _ => None,
+            let (target, unresolved) = match a {
+                Ask::Lookup => match self.resolve(n, policy.get(n)) {
+                    Ok(v) => (Some(v), None),
+                    Err(m) => (None, Some(m)),
+                },
+                _ => (None, None),
             };
             packages.push(Seen {
                 name: n.clone(),
@@ -507,6 +522,7 @@ impl Contract for Package {
                     .and_then(|e| e.version.clone()),
                 held: e.is_some_and(|e| e.want == Want::Hold),
                 target,
+                unresolved,
             });
         }
         let interrupted = status
@@ -518,6 +534,11 @@ impl Contract for Package {
             packages,
             interrupted,
             extras: Vec::new(),
+            refused: None,
+            lists: ctx
+                .catalog
+                .provider_of(&Provide::Package(APT_LISTS.to_string()))
+                .map(|i| ctx.catalog.resources[i].id().clone()),
         };
         // The run's transaction, simulated once, when this resource changes packages;
         // its extras are shown by the first resource that changes any.
@@ -559,11 +580,11 @@ impl Contract for Package {
                             .collect();
                     }
                     Simulation::Refused { errors } => {
-                        return Err(self.failed(format!(
+                        observed.refused = Some(format!(
                             "apt refuses this run's transaction (apt-get -s install {}): {}; nothing was installed",
                             args.join(" "),
                             errors.join("; ")
-                        )))
+                        ))
                     }
                 }
             }
@@ -590,8 +611,24 @@ impl Contract for Package {
             ]),
         );
         let done = deps.staged().and_then(|s| s.get::<Done>());
+        // An apt_source changes in this run: apt's lists are refreshed before this
+        // resource acts, so what they lack now is no error yet.
+        let lists_change = o.lists.as_ref().is_some_and(|id| deps.changes(id));
+        if let (Some(why), false) = (&o.refused, lists_change) {
+            return Err(self.failed(why));
+        }
         let mut ops = Vec::new();
         for s in &o.packages {
+            if let Some(why) = &s.unresolved {
+                if !lists_change {
+                    return Err(self.failed(why));
+                }
+                ops.push(Op::Install {
+                    name: s.name.clone(),
+                    version: AFTER_UPDATE.into(),
+                });
+                continue;
+            }
             let wants_change = match self.ensure {
                 Ensure::Absent | Ensure::Purged => s.state.has_files(),
                 _ => s.target.as_deref().is_some_and(|t| {
@@ -912,6 +949,7 @@ mod tests {
             version: version.map(str::to_string),
             held,
             target: target.map(str::to_string),
+            unresolved: None,
         }
     }
 

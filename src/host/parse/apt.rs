@@ -260,3 +260,62 @@ mod tests {
         assert_eq!(refusal("Some index files failed to download"), None);
     }
 }
+
+/// One entry of a legacy one-line sources file (`deb [opts] URI SUITE [COMPONENT...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneLine {
+    pub line: usize,
+    pub kind: String,
+    pub uri: String,
+    pub suite: String,
+    pub components: Vec<String>,
+}
+
+/// The entries of a `sources.list`-style file; comments and blank lines skipped.
+pub fn parse_one_line_sources(text: &str) -> Vec<OneLine> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        let mut words = line.split_whitespace().peekable();
+        let Some(kind) = words.next().filter(|k| *k == "deb" || *k == "deb-src") else {
+            continue;
+        };
+        // Options: `[a=b c=d]`, possibly spread over several words.
+        if words.peek().is_some_and(|w| w.starts_with('[')) {
+            for w in words.by_ref() {
+                if w.ends_with(']') {
+                    break;
+                }
+            }
+        }
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
+        out.push(OneLine {
+            line: n + 1,
+            kind: kind.to_string(),
+            uri: uri.to_string(),
+            suite: suite.to_string(),
+            components: words.map(str::to_string).collect(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_sources_give_uri_suite_and_components_past_options_and_comments() {
+        let text = "# comment\ndeb [trusted=yes arch=amd64] file:/srv/repo ./\n\ndeb http://deb.debian.org/debian bookworm main contrib # x\ndeb-src http://x y\nnot a line\n";
+        let got = parse_one_line_sources(text);
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].line, got[0].uri.as_str(), got[0].suite.as_str()),
+            (2, "file:/srv/repo", "./")
+        );
+        assert_eq!(got[1].components, vec!["main", "contrib"]);
+        assert_eq!(got[2].kind, "deb-src");
+    }
+}

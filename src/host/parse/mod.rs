@@ -2,6 +2,7 @@
 
 pub mod apt;
 pub mod dpkg;
+pub mod openpgp;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;
