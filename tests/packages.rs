@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use support::sandbox::Sandbox;
 use support::testhost::{boot_or_skip, in_ci, TestHost, RECONCILE_IN_HOST};
 
 /// A package of the demo repository: name, version, Depends, and a maintainer
@@ -482,19 +483,11 @@ fn a_held_dpkg_lock_is_waited_for_then_named_and_apply_converges_once_released()
     converged(&host);
 }
 
-/// The manifest of docs/packages.md ("Works as written").
-const DOCS_MANIFEST: &str = r#"resources:
-  - apt_source: demo
-    uris: ["file:/srv/repo"]
-    suites: ["./"]
-    trusted: true
-  - package: [demo-a, demo-b]
-  - package: demo-c
-    state: absent
-  - package: demo-d
-    version: "1.0"
-    hold: true
-"#;
+/// The manifest of docs/packages.md ("Works as written"), as examples/packages has it.
+fn docs_manifest() -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/packages/site.yaml");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
 
 /// Every path, size, mtime and mode under what apt and dpkg keep, hashed: plan and
 /// check must leave it as it is.
@@ -537,7 +530,7 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
         "/etc/apt/apt.conf.d/99count-updates",
         b"APT::Update::Post-Invoke { \"echo update >> /root/updates\"; };\n",
     );
-    put(&host, DOCS_MANIFEST);
+    put(&host, &docs_manifest());
     let before = snapshot(&host);
     let plan = rc(&host, &["plan"]);
     assert!(plan.success(), "{plan}");
@@ -573,7 +566,7 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
     .unwrap_or_else(|e| panic!("{e}"));
     put(
         &host,
-        &DOCS_MANIFEST.replace(
+        &docs_manifest().replace(
             "    trusted: true\n",
             "    trusted: true\n    signed_by: keys/demo.asc\n",
         ),
@@ -610,7 +603,7 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
     let apply = rc(&host, &["apply"]);
     assert!(!apply.success(), "{apply}");
     let said = format!("{apply}");
-    assert!(said.contains("site.yaml:6"), "{said}");
+    assert!(said.contains("site.yaml:9"), "{said}");
     assert!(
         said.contains("not a valid armored OpenPGP public key"),
         "{said}"
@@ -620,4 +613,112 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
         before
     );
     assert_eq!(updates(&host), 2);
+}
+
+/// Installed packages of this machine's dpkg database, with their versions.
+fn installed_here(n: usize) -> Option<(Vec<u8>, Vec<(String, String)>)> {
+    let status = std::fs::read("/var/lib/dpkg/status").ok()?;
+    let text = String::from_utf8_lossy(&status).into_owned();
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |k: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if field("Status:").as_deref() == Some("install ok installed") {
+            if let (Some(name), Some(version)) = (field("Package:"), field("Version:")) {
+                out.push((name, version));
+            }
+        }
+        if out.len() == n {
+            break;
+        }
+    }
+    Some((status, out))
+}
+
+#[test]
+fn a_noop_check_of_installed_packages_reads_dpkgs_database_and_spawns_nothing() {
+    let Some((status, installed)) = installed_here(30) else {
+        eprintln!("skipping: no dpkg database on this machine");
+        return;
+    };
+    let s = Sandbox::new();
+    s.put("/var/lib/dpkg/status", &status);
+    let mut m = String::from("resources:\n");
+    for (i, (name, version)) in installed.iter().enumerate() {
+        m.push_str(&format!("  - package: {name}\n"));
+        if i % 3 == 0 {
+            m.push_str(&format!("    version: \"{version}\"\n"));
+        }
+    }
+    m.push_str("  - package: [no-such-package-here, another-missing-one]\n    state: purged\n");
+    s.manifest("site.yaml", &m);
+    let before = s.snapshot();
+    let check = s.run("check", &["-vv", "site.yaml"]);
+    assert_eq!(check.code(), 0, "{}", check.all());
+    assert!(
+        !check.stderr().contains("running"),
+        "a process was spawned: {}",
+        check.stderr()
+    );
+    assert_eq!(s.snapshot(), before);
+}
+
+#[test]
+fn package_manifest_mistakes_are_refused_naming_the_place() {
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        r#"resources:
+  - package: demo-a
+    state: absent
+    version: "1.0"
+  - package: [demo-b, Bad_Name]
+  - package: demo-e
+    state: latest
+    version: "1.*"
+  - apt_source: demo
+    uris: ["file:/srv/repo"]
+    suites: [bookworm]
+  - apt_source: keyed
+    uris: ["file:/srv/repo"]
+    suites: ["./"]
+    signed_by: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----\n"
+"#,
+    );
+    let run = s.run("validate", &["site.yaml"]);
+    assert_ne!(run.code(), 0);
+    let said = run.all();
+    for want in [
+        "site.yaml:4:",
+        "`version:` with `state: absent`",
+        "site.yaml:5:",
+        "`Bad_Name` is not a Debian package name",
+        "site.yaml:8:",
+        "site.yaml:9:",
+        "needs `components`",
+        "site.yaml:15:",
+        "the inline key is not valid",
+    ] {
+        assert!(said.contains(want), "missing {want:?} in:\n{said}");
+    }
+    // One package both present and purged, in two resources.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - package: [demo-c, demo-x]\n  - package: demo-c\n    state: purged\n",
+    );
+    let run = s.run("validate", &["site.yaml"]);
+    assert_ne!(run.code(), 0);
+    let said = run.all();
+    assert!(
+        said.contains("site.yaml:4:") || said.contains("site.yaml:3:"),
+        "{said}"
+    );
+    assert!(
+        said.contains("package `demo-c` is purged here and present"),
+        "{said}"
+    );
 }
