@@ -615,8 +615,11 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
     assert_eq!(updates(&host), 2);
 }
 
-/// Installed packages of this machine's dpkg database, with their versions.
-fn installed_here(n: usize) -> Option<(Vec<u8>, Vec<(String, String)>)> {
+/// A package's name and version.
+type NameVersion = (String, String);
+
+/// This machine's dpkg database, and up to `n` of its installed packages.
+fn installed_here(n: usize) -> Option<(Vec<u8>, Vec<NameVersion>)> {
     let status = std::fs::read("/var/lib/dpkg/status").ok()?;
     let text = String::from_utf8_lossy(&status).into_owned();
     let mut out = Vec::new();
