@@ -440,6 +440,25 @@ fn the_plan_shows_what_apt_pulls_in_and_a_half_configured_package() {
         plan.stdout.contains("demo-broken half-configured"),
         "{plan}"
     );
+
+    // apt tries to finish demo-broken in the same transaction, and fails there: apply
+    // fails with apt's last lines, and the next plan shows the true state.
+    let apply = rc(&host, &["apply"]);
+    assert!(!apply.success(), "{apply}");
+    let said = format!("{apply}");
+    assert!(said.contains("the apt transaction failed"), "{said}");
+    assert!(said.contains("demo-broken"), "{said}");
+    let installed = dpkg_state(&host, "demo-b") == "ii 1.0";
+    let plan = rc(&host, &["plan"]);
+    assert!(
+        plan.stdout.contains("demo-broken half-configured"),
+        "{plan}"
+    );
+    assert_eq!(
+        plan.stdout.contains("package[demo-b]"),
+        !installed,
+        "demo-b installed: {installed}; {plan}"
+    );
 }
 
 #[test]

@@ -159,30 +159,32 @@ pub fn parse_status(text: &str) -> Result<Status, ParseError> {
         Ok(())
     };
     for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        // Only four fields matter: the others (and continuation lines, which start
+        // with a space) are skipped on their first byte or prefix, without splitting.
+        let Some(&first) = line.as_bytes().first() else {
             if let Some(c) = cur.take() {
                 finish(&mut status, c)?;
             }
             continue;
-        }
-        if line.starts_with([' ', '\t']) {
+        };
+        if first == b' ' || first == b'\t' {
             continue;
         }
-        let Some((key, value)) = line.split_once(':') else {
-            return Err(ParseError {
-                file: "dpkg status",
-                line: n + 1,
-                message: format!("not a field: `{line}`"),
-            });
+        let field = match first {
+            b'P' => line.strip_prefix("Package:").map(|v| (0, v)),
+            b'S' => line.strip_prefix("Status:").map(|v| (1, v)),
+            b'V' => line.strip_prefix("Version:").map(|v| (2, v)),
+            b'A' => line.strip_prefix("Architecture:").map(|v| (3, v)),
+            _ => None,
         };
         let (_, p) = cur.get_or_insert_with(|| (n + 1, Partial::default()));
-        let value = value.trim();
-        match key {
-            "Package" => p.name = Some(value.to_string()),
-            "Status" => p.status = Some(value.to_string()),
-            "Version" => p.version = Some(value.to_string()),
-            "Architecture" => p.arch = Some(value.to_string()),
-            _ => {}
+        let Some((k, value)) = field else { continue };
+        let value = Some(value.trim().to_string());
+        match k {
+            0 => p.name = value,
+            1 => p.status = value,
+            2 => p.version = value,
+            _ => p.arch = value,
         }
     }
     if let Some(c) = cur.take() {
@@ -382,6 +384,16 @@ mod tests {
         assert_eq!(broken, vec!["demo-a", "demo-broken"]);
         assert_eq!(s.get("bash:amd64").len(), 1);
         assert_eq!(s.get("bash:i386").len(), 0);
+    }
+
+    #[test]
+    fn whitespace_only_lines_inside_a_stanza_do_not_end_it() {
+        let s = parse_status(
+            "Package: a\nStatus: install ok installed\nDescription: x\n  \n .\nVersion: 1\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.entries[0].version.as_deref(), Some("1"));
     }
 
     #[test]
