@@ -721,7 +721,7 @@ impl Contract for Package {
         for (n, state) in &o.interrupted {
             d.warnings.push(format!(
                 "dpkg left package {n} {state} (an earlier run was interrupted or a maintainer script failed); \
-                 apt will try to finish it in this run's transaction, and `dpkg --configure -a` is not run here"
+                 the next apt transaction tries to finish it; `dpkg --configure -a` is not run here"
             ));
         }
         Ok(d)
