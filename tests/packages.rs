@@ -385,6 +385,18 @@ fn packages_install_pin_hold_remove_and_purge_each_in_one_transaction() {
     assert_eq!(dpkg_state(&host, "demo-d"), "ii 1.1");
     assert!(host.read_file("/etc/demo-c/demo-c.conf").is_none());
     converged(&host);
+
+    // `latest` follows apt's candidate: demo-a goes back up to 1.1.
+    put(
+        &host,
+        "resources:\n  - package: demo-a\n    state: latest\n",
+    );
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.stdout.contains("demo-a: 1.0 → 1.1"), "{plan}");
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
+    converged(&host);
 }
 
 #[test]
