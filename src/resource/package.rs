@@ -298,9 +298,10 @@ pub struct Observed {
     pub extras: Vec<SimOp>,
     /// apt's refusal of the run's simulated transaction.
     pub refused: Option<String>,
-    /// The declared resource that refreshes the apt lists (an `apt_source`), if any:
-    /// when it changes in this run, versions are known only after it.
-    pub lists: Option<ResourceId>,
+    /// The declared resources that refresh the apt lists (`apt_source`s), when a
+    /// name could not be resolved: when one of them changes in this run, versions
+    /// are known only after it (their one `apt-get update` runs before any package).
+    pub lists: Vec<ResourceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,10 +536,7 @@ impl Contract for Package {
             interrupted,
             extras: Vec::new(),
             refused: None,
-            lists: ctx
-                .catalog
-                .provider_of(&Provide::Package(APT_LISTS.to_string()))
-                .map(|i| ctx.catalog.resources[i].id().clone()),
+            lists: Vec::new(),
         };
         // The run's transaction, simulated once, when this resource changes packages;
         // its extras are shown by the first resource that changes any.
@@ -552,6 +550,13 @@ impl Contract for Package {
                 .unwrap_or(false)
         };
         if changes(&observed, self) {
+            // Every resource's versions (the one policy query of the run), so that the
+            // simulation is the whole run's and all resources agree on which shows it.
+            let policy = if policy.is_empty() {
+                apt.policy(&lookups(ctx.catalog, &status))?
+            } else {
+                policy
+            };
             let mut args = Vec::new();
             let mut named = BTreeSet::new();
             let mut first = None;
@@ -589,6 +594,16 @@ impl Contract for Package {
                 }
             }
         }
+        if observed.refused.is_some() || observed.packages.iter().any(|p| p.unresolved.is_some()) {
+            let lists = Provide::Package(APT_LISTS.to_string());
+            observed.lists = ctx
+                .catalog
+                .resources
+                .iter()
+                .filter(|r| r.provides().contains(&lists))
+                .map(|r| r.id().clone())
+                .collect();
+        }
         Ok(observed)
     }
 
@@ -613,7 +628,7 @@ impl Contract for Package {
         let done = deps.staged().and_then(|s| s.get::<Done>());
         // An apt_source changes in this run: apt's lists are refreshed before this
         // resource acts, so what they lack now is no error yet.
-        let lists_change = o.lists.as_ref().is_some_and(|id| deps.changes(id));
+        let lists_change = o.lists.iter().any(|id| deps.changes(id));
         if let (Some(why), false) = (&o.refused, lists_change) {
             return Err(self.failed(why));
         }
@@ -1094,6 +1109,65 @@ mod tests {
                 (got, want) => panic!("{label}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_package_is_an_error_unless_a_source_changes_first_in_this_run() {
+        let p = pkg(&["demo-z"], Ensure::Present, None, None);
+        let source = ResourceId::new("apt_source", "demo".to_string());
+        let o = Observed {
+            packages: vec![Seen {
+                unresolved: Some("package `demo-z` is not offered by any apt source".into()),
+                ..seen("demo-z", PkgState::NotInstalled, None, false, None)
+            }],
+            lists: vec![source.clone()],
+            ..Observed::default()
+        };
+        let e = p.diff(&o, &DepView::none()).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("site.yaml:3:5") && e.contains("demo-z")),
+            "{e:?}"
+        );
+        let changing = |id: &ResourceId| Some(*id == source);
+        let d = p
+            .diff(&o, &DepView::new(&changing))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            d.ops,
+            vec![Op::Install {
+                name: "demo-z".into(),
+                version: AFTER_UPDATE.into()
+            }]
+        );
+        assert_eq!(d.action, Action::Create);
+    }
+
+    #[test]
+    fn after_the_batch_step_the_change_reports_what_it_did_and_apply_does_nothing_more() {
+        let p = pkg(&["demo-a"], Ensure::Present, None, None);
+        let done = Done {
+            ops: vec![Op::Install {
+                name: "demo-a".into(),
+                version: "1.1".into(),
+            }],
+        };
+        let staged = Staged::new(done.clone());
+        let o = Observed {
+            packages: vec![seen(
+                "demo-a",
+                PkgState::Installed,
+                Some("1.1"),
+                false,
+                None,
+            )],
+            ..Observed::default()
+        };
+        let d = p
+            .diff(&o, &DepView::none().after_step(&staged))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.action, Action::Create);
+        assert_eq!(d.ops, vec![done.ops[0].clone(), Op::Flushed]);
     }
 
     #[test]
