@@ -646,6 +646,20 @@ fn an_apt_source_and_its_packages_converge_with_one_update_per_changed_run() {
         before
     );
     assert_eq!(updates(&host), 2);
+
+    // The source removed: its file and key go, one update.
+    put(
+        &host,
+        "resources:\n  - apt_source: demo\n    state: absent\n",
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert!(host
+        .read_file("/etc/apt/sources.list.d/demo.sources")
+        .is_none());
+    assert!(host.read_file("/etc/apt/keyrings/demo.asc").is_none());
+    assert_eq!(updates(&host), 3);
+    converged(&host);
 }
 
 /// A package's name and version.

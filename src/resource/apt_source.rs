@@ -1,7 +1,8 @@
 //! `apt_source`: one deb822 sources file, `/etc/apt/sources.list.d/NAME.sources`,
 //! and its signing key, `/etc/apt/keyrings/NAME.asc` (0644). See docs/packages.md.
 //!
-//! - Both files are [`ManagedFile`]s (atomic write, owner root, mode 0644).
+//! - Both files are [`ManagedFile`]s (atomic write, mode 0644; written by root, so
+//!   owned by root when new).
 //! - The key is a file shipped with the manifests or an inline armored key; it is
 //!   checked when the manifests load (armor, checksum, a public-key packet) and, when
 //!   it would be written and `gpg` is on the machine, by `gpg --show-keys`.
@@ -88,7 +89,7 @@ pub fn render(s: &AptSource) -> String {
     if let Some(t) = s.trusted {
         out.push_str(&format!("Trusted: {}\n", if t { "yes" } else { "no" }));
     }
-    if let Some(k) = &s.key {
+    if let (Some(k), Some(_)) = (&s.key, &s.key_text) {
         out.push_str(&format!("Signed-By: {}\n", k.path));
     }
     out
@@ -242,9 +243,19 @@ pub fn decode(
             format!("{SOURCES_DIR}/{name}.sources"),
             Arc::from(Vec::new()),
         ),
-        key: key_text
-            .as_ref()
-            .map(|k| root_file(format!("{KEYRINGS_DIR}/{name}.asc"), Arc::clone(k))),
+        // A removed source takes the key this kind installed for it along, whether
+        // or not the entry still names one.
+        key: match (&key_text, ensure) {
+            (Some(k), _) => Some(root_file(
+                format!("{KEYRINGS_DIR}/{name}.asc"),
+                Arc::clone(k),
+            )),
+            (None, Ensure::Absent) => Some(root_file(
+                format!("{KEYRINGS_DIR}/{name}.asc"),
+                Arc::from(Vec::new()),
+            )),
+            (None, Ensure::Present) => None,
+        },
         key_text,
         name,
     };
@@ -609,11 +620,13 @@ mod tests {
             "/etc/apt/keyrings/demo.asc".into(),
             Arc::from(Vec::new()),
         ));
+        s.key_text = Some(Arc::from(Vec::new()));
         assert_eq!(
             render(&s),
             "# Managed by reconcile: apt_source[demo]\nTypes: deb\nURIs: https://repo.example/debian\nSuites: bookworm\nComponents: main contrib\nArchitectures: amd64\nSigned-By: /etc/apt/keyrings/demo.asc\n"
         );
         s.key = None;
+        s.key_text = None;
         s.trusted = Some(true);
         assert!(render(&s).ends_with("Trusted: yes\n"));
     }
