@@ -310,6 +310,13 @@ fn packages_install_pin_hold_remove_and_purge_each_in_one_transaction() {
     let apply = rc(&host, &["apply"]);
     assert!(apply.success(), "{apply}");
     assert_eq!(transactions(&host), n + 1, "one apt transaction: {apply}");
+    let trail = host.sh_ok("cat /var/log/reconcile/audit.jsonl");
+    assert!(
+        trail
+            .lines()
+            .any(|l| l.contains("apt-transaction") && l.contains("demo-b=1.0")),
+        "{trail}"
+    );
     assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
     assert_eq!(dpkg_state(&host, "demo-b"), "ii 1.0");
     assert_eq!(dpkg_state(&host, "demo-c"), "ii 1.0");

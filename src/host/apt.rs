@@ -408,6 +408,27 @@ impl<'a> Apt<'a> {
     }
 }
 
+impl Apt<'_> {
+    /// `dpkg --configure -a`: finishes what an interrupted dpkg run left. No kind runs
+    /// it on its own; it is here for the one that decides when (the guarded upgrade).
+    pub fn configure_pending(&self, lock_timeout: Duration) -> Result<Output, HostError> {
+        let cmd = self.changing("dpkg")?;
+        self.wait_frontend_lock(lock_timeout)?;
+        let cmd = cmd
+            .args(["--force-confold", "--configure", "-a"])
+            .timeout(TRANSACTION_TIMEOUT);
+        let out = cmd.run()?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(HostError::Command {
+                command: cmd.display(),
+                reason: last_words(&out),
+            })
+        }
+    }
+}
+
 /// What an error shows of a failed apt run: its `E:` lines and the last lines before
 /// them (apt prints the package and the dpkg error there).
 pub fn last_words(out: &Output) -> String {

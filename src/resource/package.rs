@@ -893,6 +893,20 @@ fn run_transaction(ctx: &ApplyCtx, members: &[(&Package, &[Op])]) -> Result<(), 
     }
     apt.purge_removed(&t.purge_after, timeout)?;
     apt.mark("hold", &t.hold, timeout)?;
+    // The transaction as run, in the audit trail of each member.
+    for (p, _) in members {
+        ctx.record(
+            &p.id,
+            "apt-transaction",
+            serde_json::json!({
+                "install": t.args,
+                "purge": t.purge_flag,
+                "dpkg_purge": t.purge_after,
+                "unhold": t.unhold,
+                "hold": t.hold,
+            }),
+        );
+    }
     Ok(())
 }
 
