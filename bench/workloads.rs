@@ -56,6 +56,8 @@ struct Opts {
     converge_max_n: usize,
     /// `--floor-child LIST`: internal, the floor as its own process.
     floor_child: Option<PathBuf>,
+    /// `--dpkg-floor-child STATUS`: internal, read and parse a dpkg status file.
+    dpkg_floor_child: Option<PathBuf>,
 }
 
 fn parse_args() -> Res<Opts> {
@@ -68,6 +70,7 @@ fn parse_args() -> Res<Opts> {
         generate: None,
         converge_max_n: usize::MAX,
         floor_child: None,
+        dpkg_floor_child: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -87,11 +90,14 @@ fn parse_args() -> Res<Opts> {
             }
             "--converge-max-n" => o.converge_max_n = value("--converge-max-n")?.parse()?,
             "--floor-child" => o.floor_child = Some(PathBuf::from(value("--floor-child")?)),
+            "--dpkg-floor-child" => {
+                o.dpkg_floor_child = Some(PathBuf::from(value("--dpkg-floor-child")?))
+            }
             // cargo bench passes --bench; libtest-style filters are ignored.
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
-                    "usage: workloads [--quick] [--max-n N] [--runs K] [--only noop|converge|drift|mixed|validate] [-j N] [--converge-max-n N] [--reconcile PATH] | --generate N"
+                    "usage: workloads [--quick] [--max-n N] [--runs K] [--only noop|converge|drift|mixed|validate|packages] [-j N] [--converge-max-n N] [--reconcile PATH] | --generate N"
                 );
                 std::process::exit(0);
             }
@@ -792,10 +798,105 @@ fn validate(o: &Opts, n: usize, rows: &mut Vec<Row>) -> Res<()> {
     Ok(())
 }
 
+/// Package resources in the no-op check: the issue's figure.
+const PACKAGES: usize = 50;
+
+/// A no-op `check` of [`PACKAGES`] package resources (a third with their installed
+/// `version:`) on a copy of this machine's dpkg database, against the floor: a
+/// minimal process that reads and parses the same status file. Nothing is spawned
+/// by reconcile for packages in place, so the difference is its own start-up.
+fn packages(o: &Opts, rows: &mut Vec<Row>) -> Res<()> {
+    let Ok(status) = std::fs::read("/var/lib/dpkg/status") else {
+        println!("| no-op check, packages | – | – | – | – | – | – | – | no dpkg database here |");
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("root");
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(root.join("var/lib/dpkg"))?;
+    std::fs::create_dir_all(root.join("etc"))?;
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    let status_path = root.join("var/lib/dpkg/status");
+    std::fs::write(&status_path, &status)?;
+    let text = String::from_utf8_lossy(&status);
+    let mut manifest = String::from("resources:\n");
+    let mut count = 0;
+    for stanza in text.split("\n\n") {
+        let field = |k: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if field("Status:").as_deref() != Some("install ok installed") {
+            continue;
+        }
+        let (Some(name), Some(version)) = (field("Package:"), field("Version:")) else {
+            continue;
+        };
+        let _ = writeln!(manifest, "  - package: {name}");
+        if count % 3 == 0 {
+            let _ = writeln!(manifest, "    version: \"{version}\"");
+        }
+        count += 1;
+        if count == PACKAGES {
+            break;
+        }
+    }
+    std::fs::write(manifests.join("site.yaml"), manifest)?;
+    let w = Workload {
+        tmp,
+        root,
+        manifests,
+        files: Vec::new(),
+    };
+    let runs = if o.quick { 3 } else { o.runs.unwrap_or(21) };
+    let mut walls = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..runs {
+        let (d, st, err) = run_timed(reconcile("check", &w, o.jobs))?;
+        expect_code("package no-op check", st, 0, &err)?;
+        walls.push(d);
+        let mut c = Command::new(std::env::current_exe()?);
+        c.arg("--dpkg-floor-child").arg(&status_path);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (d, st, err) = run_timed(c)?;
+        expect_code("dpkg floor program", st, 0, &err)?;
+        floors.push(d);
+    }
+    let rss = measure_rss(&reconcile("check", &w, o.jobs))?;
+    rows.push(Row {
+        workload: "no-op check, packages".into(),
+        n: count,
+        runs,
+        wall: median(walls),
+        floor: Some(median(floors)),
+        rss,
+        note: format!(
+            "floor: a process reading and parsing a {} KB dpkg status file (issue 13: within 2×)",
+            status.len() / 1024
+        ),
+    });
+    if let Some(r) = rows.last() {
+        print_row(r);
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let o = parse_args()?;
     if let Some(list) = &o.floor_child {
         return floor_child(list);
+    }
+    if let Some(status) = &o.dpkg_floor_child {
+        let text = std::fs::read_to_string(status)?;
+        let parsed = reconcile::host::parse::dpkg::parse_status(&text)?;
+        std::hint::black_box(parsed.entries.len());
+        return Ok(());
     }
     if !nix::unistd::Uid::effective().is_root() {
         // The workloads chown files to a service user, as real manifests do.
@@ -856,6 +957,9 @@ fn main() -> Res<()> {
         for &n in &sizes {
             validate(&o, n, &mut rows)?;
         }
+    }
+    if wants(&o, "packages") {
+        packages(&o, &mut rows)?;
     }
     // Scaling summary: per-resource no-op time at the largest N against the smallest.
     let noop: Vec<&Row> = rows

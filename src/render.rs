@@ -157,6 +157,17 @@ pub fn plan(p: &Plan, style: Style) -> String {
             out.push('\n');
         }
     }
+    // A resource in sync can still see something wrong around it (a package that an
+    // earlier dpkg run left half-configured): its warnings are shown all the same.
+    for c in p.changes.iter().filter(|c| !c.is_change()) {
+        for w in &c.warnings {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.paint("33", &format!("warning: {}: {}", c.id, escape_controls(w)))
+            );
+        }
+    }
     plan_end(&mut out, p, style);
     out
 }

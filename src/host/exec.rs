@@ -48,6 +48,9 @@ pub struct Cmd {
     pub args: Vec<String>,
     pub timeout: Duration,
     pub stdin: Option<Vec<u8>>,
+    /// Variables set on top of the cleared environment (apt's
+    /// `DEBIAN_FRONTEND=noninteractive`); never secrets, they are not redacted.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cmd {
@@ -57,6 +60,7 @@ impl Cmd {
             args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             stdin: None,
+            env: Vec::new(),
         }
     }
 
@@ -71,6 +75,12 @@ impl Cmd {
         S: Into<String>,
     {
         self.args.extend(items.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one variable in the command's (otherwise cleared) environment.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -132,6 +142,7 @@ impl Cmd {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .env("LC_ALL", "C")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {

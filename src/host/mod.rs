@@ -6,6 +6,7 @@
 //! and nothing can escape the root.
 
 pub mod accounts;
+pub mod apt;
 pub mod exec;
 pub mod facts;
 pub mod fs;

@@ -531,6 +531,26 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
                 None
             }
         },
+        // A kind whose entry may name several things (`package: [a, b]`) gets the
+        // names joined with ", " (no such name holds a comma and a space).
+        Value::Seq(items) if LIST_NAMED.contains(&kind.name) => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                match &item.value {
+                    Value::Str(s) => match d.templates.render_inline(s, &item.span) {
+                        Ok(n) => names.push(n),
+                        Err(diag) => d.diags.push(diag.field(kind.name)),
+                    },
+                    other => d.error(
+                        &item.span,
+                        kind.name,
+                        format!("each name must be a string, found {}", other.type_name()),
+                    ),
+                }
+            }
+            (names.len() == items.len() && !names.is_empty())
+                .then(|| (names.join(", "), name_node.span.clone()))
+        }
         other => {
             d.error(
                 &name_node.span,
@@ -552,6 +572,9 @@ fn decode_entry(d: &mut Decoder, entry: &Node) -> Option<Box<dyn Resource>> {
     fields.finish(d);
     resource.filter(|_| enabled)
 }
+
+/// Kinds whose entry may name a list (`package: [auditd, nftables]`).
+const LIST_NAMED: &[&str] = &["package"];
 
 /// Stack of the thread that loads the manifests. Parsing and converting a tree
 /// recurses once per level of nesting (serde-saphyr's frames are large, in debug

@@ -8,12 +8,14 @@
 //! ([`Provide`], [`Need`]), the catalog indexes the providers once, and the graph
 //! turns every need a declared resource provides into an automatic edge.
 
+pub mod apt_source;
 pub mod contract;
 pub mod directory;
 pub mod file;
 pub mod firewall;
 pub mod group;
 pub mod managed_file;
+pub mod package;
 pub mod perms;
 pub mod symlink;
 pub mod systemd_keys;
@@ -59,10 +61,12 @@ pub enum Provide {
     Group(String),
     /// A systemd unit, by its unit name (`x.service`).
     Unit(String),
+    /// A Debian package, by name (and `(apt lists)`: what apt_source refreshes).
+    Package(String),
 }
 
 /// How many kinds of [`Provide`] there are: the catalog keeps one index per kind.
-const PROVIDE_KINDS: usize = 5;
+const PROVIDE_KINDS: usize = 6;
 const PATH: usize = 0;
 const DIRECTORY: usize = 1;
 const GROUP: usize = 3;
@@ -75,6 +79,7 @@ impl Provide {
             Provide::Account(n) => (2, n),
             Provide::Group(n) => (GROUP, n),
             Provide::Unit(n) => (4, n),
+            Provide::Package(n) => (5, n),
         }
     }
 }
@@ -545,6 +550,22 @@ pub const KINDS: &[Kind] = &[
         name: "firewall",
         decode: firewall::decode,
         flush: None,
+    },
+    Kind {
+        name: "apt_source",
+        decode: apt_source::decode,
+        flush: Some(Flush {
+            step: "apt-get update",
+            run: apt_source::flush,
+        }),
+    },
+    Kind {
+        name: "package",
+        decode: package::decode,
+        flush: Some(Flush {
+            step: "apt-get transaction",
+            run: package::flush,
+        }),
     },
 ];
 

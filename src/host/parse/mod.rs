@@ -1,7 +1,10 @@
 //! Pure parsers of real host files and tool output, tested against recorded fixtures.
 
+pub mod apt;
 pub mod apt_mirrors;
+pub mod dpkg;
 pub mod nft;
+pub mod openpgp;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;
