@@ -1,7 +1,7 @@
 //! Orchestration shared by the commands: load → graph → observe (in parallel) → plan.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::diag::Diagnostics;
@@ -129,6 +129,9 @@ fn observe_and_diff(
     // Filled in place as workers finish chunks, indexed by position in `order`.
     let slots: Mutex<Vec<Option<Observed>>> = Mutex::new((0..n).map(|_| None).collect());
     let filled = Condvar::new();
+    // Set (under the slots' lock) while the differ waits: a notification is a system
+    // call, and one per chunk when nobody waits cost more than the waits.
+    let waiting = AtomicBool::new(false);
     let helpers = jobs.min(n.max(1)).saturating_sub(1);
     let running = AtomicUsize::new(helpers);
     // Observes the next chunk of the order; `false` when none is left.
@@ -155,7 +158,9 @@ fn observe_and_diff(
         for (k, r) in done.drain(..) {
             slots[k] = Some(r);
         }
-        filled.notify_all();
+        if waiting.load(Ordering::Relaxed) {
+            filled.notify_all();
+        }
         true
     };
     std::thread::scope(|s| -> Result<(), EngineError> {
@@ -211,7 +216,9 @@ fn observe_and_diff(
                     if running.load(Ordering::Relaxed) == 0 {
                         return Err(EngineError::Other("an observer thread panicked".into()));
                     }
+                    waiting.store(true, Ordering::Relaxed);
                     slots = filled.wait(slots).unwrap_or_else(PoisonError::into_inner);
+                    waiting.store(false, Ordering::Relaxed);
                 }
             }
             if ready.is_empty() {

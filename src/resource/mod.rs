@@ -184,6 +184,9 @@ pub struct Catalog {
     unscoped: IdMap<usize>,
     /// For each kind of [`Provide`], its names and the first resource providing each.
     providers: [NameMap<usize>; PROVIDE_KINDS],
+    /// (later, first) pairs of resources providing the same path, found while
+    /// indexing (asking every resource for its paths again cost an allocation each).
+    same_paths: Vec<(usize, usize)>,
 }
 
 impl Catalog {
@@ -213,11 +216,16 @@ impl Catalog {
             }
         }
         let mut providers: [NameMap<usize>; PROVIDE_KINDS] = Default::default();
+        let mut same_paths = Vec::new();
         for (i, r) in unique.iter().enumerate() {
             for p in r.provides() {
                 let (kind, name) = p.key();
-                if !providers[kind].contains_key(name) {
-                    providers[kind].insert(name.to_string(), i);
+                match providers[kind].get(name) {
+                    Some(&first) if kind == PATH && first != i => same_paths.push((i, first)),
+                    Some(_) => {}
+                    None => {
+                        providers[kind].insert(name.to_string(), i);
+                    }
                 }
             }
         }
@@ -227,6 +235,7 @@ impl Catalog {
                 index,
                 unscoped,
                 providers,
+                same_paths,
             },
             repeated,
         )
@@ -237,29 +246,27 @@ impl Catalog {
     /// replaced by a symlink replaced by a file...), and nothing can live below a
     /// path that is declared as a file, symlink or unit file.
     pub fn path_conflicts(&self) -> Vec<(usize, usize, PathConflict)> {
-        // One `provides()` per resource (each call allocates its paths), two lists so
-        // that same-path conflicts are still reported first.
-        let mut same = Vec::new();
-        let mut below = Vec::new();
-        for (i, r) in self.resources.iter().enumerate() {
-            for p in r.provides() {
-                let Provide::Path(path) = p else {
-                    continue;
-                };
-                if let Some(j) = self.provider(PATH, &path).filter(|&j| j != i) {
-                    same.push((i, j, PathConflict::SamePath));
-                }
-                let under = crate::manifest::decode::ancestors(&path).find_map(|a| {
+        let mut conflicts: Vec<(usize, usize, PathConflict)> = self
+            .same_paths
+            .iter()
+            .map(|&(i, j)| (i, j, PathConflict::SamePath))
+            .collect();
+        // Each path once, with its first provider: a later one on the same path is
+        // already a conflict above.
+        let mut below: Vec<(usize, usize, PathConflict)> = self.providers[PATH]
+            .iter()
+            .filter_map(|(path, &i)| {
+                let j = crate::manifest::decode::ancestors(path).find_map(|a| {
                     let j = self.provider(PATH, a)?;
                     (self.provider(DIRECTORY, a) != Some(j)).then_some(j)
-                });
-                if let Some(j) = under {
-                    below.push((i, j, PathConflict::BelowNonDirectory));
-                }
-            }
-        }
-        same.append(&mut below);
-        same
+                })?;
+                Some((i, j, PathConflict::BelowNonDirectory))
+            })
+            .collect();
+        // The map's order is not the declarations': report in declaration order.
+        below.sort_unstable_by_key(|&(i, j, _)| (i, j));
+        conflicts.append(&mut below);
+        conflicts
     }
 
     fn provider(&self, kind: usize, name: &str) -> Option<usize> {
