@@ -305,6 +305,47 @@ fn a_hardlinked_unit_file_is_refused_without_showing_the_other_names_content() {
 }
 
 #[test]
+fn a_temp_file_a_killed_run_left_beside_a_unit_file_is_reported_and_swept() {
+    if !systemd_tools_or_skip(
+        "a_temp_file_a_killed_run_left_beside_a_unit_file_is_reported_and_swept",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - unit: rc-job.service\n    sections:\n      Service: { Type: oneshot, ExecStart: /bin/true }\n",
+    );
+    s.converge(&["site.yaml"]);
+    let unit_file = s.read("/etc/systemd/system/rc-job.service");
+    // Half a unit file by a writer that is gone (no pid is above the kernel's maximum),
+    // and a name that only looks like a temp file.
+    let stray = "rc-job.service.reconcile-4194305-0~";
+    let lookalike = "rc-job.service.reconcile-new~";
+    s.put(
+        &format!("/etc/systemd/system/{stray}"),
+        b"[Service]\nExecStart=/bin/tr",
+    );
+    s.put(&format!("/etc/systemd/system/{lookalike}"), b"not ours\n");
+    let snap = s.snapshot();
+    let check = s.run("check", &["site.yaml"]);
+    check.assert_code(2);
+    assert!(
+        check
+            .stdout()
+            .contains(&format!("temp file {stray}: left by a killed run")),
+        "{}",
+        check.all()
+    );
+    assert!(!check.stdout().contains(lookalike), "{}", check.all());
+    assert_eq!(s.snapshot(), snap, "check changed the root");
+    s.converge(&["site.yaml"]);
+    assert!(!s.path(&format!("/etc/systemd/system/{stray}")).exists());
+    assert!(s.path(&format!("/etc/systemd/system/{lookalike}")).exists());
+    assert_eq!(s.read("/etc/systemd/system/rc-job.service"), unit_file);
+}
+
+#[test]
 fn offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line() {
     if !systemd_tools_or_skip(
         "offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line",
