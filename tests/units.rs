@@ -1174,6 +1174,55 @@ fn live_mask_unmask_and_disable_a_packaged_unit() {
     );
 }
 
+#[test]
+fn live_a_wrong_mode_and_a_killed_runs_temp_file_are_fixed_without_a_reload_or_restart() {
+    let Some(host) = boot_or_skip(
+        "live_a_wrong_mode_and_a_killed_runs_temp_file_are_fixed_without_a_reload_or_restart",
+    ) else {
+        return;
+    };
+    host.write_file(
+        "/root/m/site.yaml",
+        b"resources:\n  - unit: rc-fix.service\n    active: true\n    sections:\n      Service: { ExecStart: /bin/sleep infinity }\n",
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop(&host, "rc-fix.service", "ActiveState"), "active");
+    let stray = "rc-fix.service.reconcile-4194305-0~";
+    host.write_file(
+        &format!("/etc/systemd/system/{stray}"),
+        b"[Service]\nExecStart=/bin/sl",
+    );
+    host.sh_ok("chmod 0600 /etc/systemd/system/rc-fix.service");
+    let (reloads_before, starts_before) = (reloads(&host), starts(&host, "rc-fix.service"));
+    let plan = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status, 2, "{plan}");
+    assert!(plan.stdout.contains("mode: 0600 → 0644"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains(&format!("temp file {stray}: left by a killed run")),
+        "{plan}"
+    );
+    assert!(!plan.stdout.contains("daemon-reload"), "{plan}");
+    assert!(!plan.stdout.contains("restart"), "{plan}");
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(
+        host.exec_ok(&["stat", "-c", "%a", "/etc/systemd/system/rc-fix.service"])
+            .trim(),
+        "644"
+    );
+    host.sh_ok(&format!("test ! -e /etc/systemd/system/{stray}"));
+    assert_eq!(reloads(&host), reloads_before, "a daemon-reload ran");
+    assert_eq!(
+        starts(&host, "rc-fix.service"),
+        starts_before,
+        "the unit restarted"
+    );
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
+}
+
 /// Re-records the `systemctl show` fixtures from a real systemd:
 /// `cargo test --test units record_show_fixtures -- --ignored`.
 #[test]

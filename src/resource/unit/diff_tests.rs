@@ -425,6 +425,16 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             ],
         ),
         (
+            "live: a wrong mode is fixed in place, without a reload or restart",
+            svc(),
+            live(file(TEXT, 0o600), running()),
+            Action::Update,
+            vec![perm(PermOp::Mode {
+                from: Some(0o600),
+                to: 0o644,
+            })],
+        ),
+        (
             "live: a declared drop-in that changes restarts its unit",
             svc(),
             Observed {
