@@ -305,6 +305,47 @@ fn a_hardlinked_unit_file_is_refused_without_showing_the_other_names_content() {
 }
 
 #[test]
+fn a_temp_file_a_killed_run_left_beside_a_unit_file_is_reported_and_swept() {
+    if !systemd_tools_or_skip(
+        "a_temp_file_a_killed_run_left_beside_a_unit_file_is_reported_and_swept",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - unit: rc-job.service\n    sections:\n      Service: { Type: oneshot, ExecStart: /bin/true }\n",
+    );
+    s.converge(&["site.yaml"]);
+    let unit_file = s.read("/etc/systemd/system/rc-job.service");
+    // Half a unit file by a writer that is gone (no pid is above the kernel's maximum),
+    // and a name that only looks like a temp file.
+    let stray = "rc-job.service.reconcile-4194305-0~";
+    let lookalike = "rc-job.service.reconcile-new~";
+    s.put(
+        &format!("/etc/systemd/system/{stray}"),
+        b"[Service]\nExecStart=/bin/tr",
+    );
+    s.put(&format!("/etc/systemd/system/{lookalike}"), b"not ours\n");
+    let snap = s.snapshot();
+    let check = s.run("check", &["site.yaml"]);
+    check.assert_code(2);
+    assert!(
+        check
+            .stdout()
+            .contains(&format!("temp file {stray}: left by a killed run")),
+        "{}",
+        check.all()
+    );
+    assert!(!check.stdout().contains(lookalike), "{}", check.all());
+    assert_eq!(s.snapshot(), snap, "check changed the root");
+    s.converge(&["site.yaml"]);
+    assert!(!s.path(&format!("/etc/systemd/system/{stray}")).exists());
+    assert!(s.path(&format!("/etc/systemd/system/{lookalike}")).exists());
+    assert_eq!(s.read("/etc/systemd/system/rc-job.service"), unit_file);
+}
+
+#[test]
 fn offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line() {
     if !systemd_tools_or_skip(
         "offline_verify_rejects_a_typo_and_a_bad_value_naming_the_manifest_line",
@@ -1131,6 +1172,55 @@ fn live_mask_unmask_and_disable_a_packaged_unit() {
         format!("{plan}").contains("remove the file first"),
         "{plan}"
     );
+}
+
+#[test]
+fn live_a_wrong_mode_and_a_killed_runs_temp_file_are_fixed_without_a_reload_or_restart() {
+    let Some(host) = boot_or_skip(
+        "live_a_wrong_mode_and_a_killed_runs_temp_file_are_fixed_without_a_reload_or_restart",
+    ) else {
+        return;
+    };
+    host.write_file(
+        "/root/m/site.yaml",
+        b"resources:\n  - unit: rc-fix.service\n    active: true\n    sections:\n      Service: { ExecStart: /bin/sleep infinity }\n",
+    );
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(prop(&host, "rc-fix.service", "ActiveState"), "active");
+    let stray = "rc-fix.service.reconcile-4194305-0~";
+    host.write_file(
+        &format!("/etc/systemd/system/{stray}"),
+        b"[Service]\nExecStart=/bin/sl",
+    );
+    host.sh_ok("chmod 0600 /etc/systemd/system/rc-fix.service");
+    let (reloads_before, starts_before) = (reloads(&host), starts(&host, "rc-fix.service"));
+    let plan = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status, 2, "{plan}");
+    assert!(plan.stdout.contains("mode: 0600 → 0644"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains(&format!("temp file {stray}: left by a killed run")),
+        "{plan}"
+    );
+    assert!(!plan.stdout.contains("daemon-reload"), "{plan}");
+    assert!(!plan.stdout.contains("restart"), "{plan}");
+    let apply = rc(&host, &["apply"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(
+        host.exec_ok(&["stat", "-c", "%a", "/etc/systemd/system/rc-fix.service"])
+            .trim(),
+        "644"
+    );
+    host.sh_ok(&format!("test ! -e /etc/systemd/system/{stray}"));
+    assert_eq!(reloads(&host), reloads_before, "a daemon-reload ran");
+    assert_eq!(
+        starts(&host, "rc-fix.service"),
+        starts_before,
+        "the unit restarted"
+    );
+    let again = rc(&host, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.status, 0, "{again}");
 }
 
 /// Re-records the `systemctl show` fixtures from a real systemd:

@@ -298,19 +298,34 @@ impl ManagedFile {
     /// leftovers and accounts; runs the validator on a scratch copy of content that
     /// would be written. Large files are hashed streaming, here, in parallel.
     pub fn observe(&self, ctx: &PlanCtx, ensure: Ensure) -> Result<Seen, ResourceError> {
+        Ok(self.observe_embedded(ctx, ensure, false)?.0)
+    }
+
+    /// [`ManagedFile::observe`] for a kind that embeds a managed file and decides itself
+    /// what a symlink at the path means (a unit's mask link to /dev/null): with
+    /// `over_symlink`, a symlink there is observed as absent, since the write renames
+    /// the file over the link itself (the live fingerprint still names the link).
+    /// Hands back the live content as read (whole up to the diff limit) for the kind's
+    /// own comparisons.
+    pub fn observe_embedded(
+        &self,
+        ctx: &PlanCtx,
+        ensure: Ensure,
+        over_symlink: bool,
+    ) -> Result<(Seen, Option<Body>), ResourceError> {
         let host = ctx.host;
         let live =
             observe_below_declared(ctx, &self.path, host.read_body(&self.path, diff_limit()))?;
-        let (stat, live_body) = match &live {
+        let (mut stat, mut live_body) = match &live {
             Some((st, body)) => (Some(*st), body.as_ref()),
             None => (None, None),
         };
+        let over_link = over_symlink && stat.is_some_and(|s| s.kind == FileKind::Symlink);
         let live_hash = live_body.map(body_hash).unwrap_or_default();
         let temps =
             observe_below_declared(ctx, &self.path, host.stale_temps_of(&self.path).map(Some))?
                 .unwrap_or_default();
         let mut seen = Seen {
-            live: stat,
             live_fp: fingerprint(
                 [
                     stat_fingerprint(stat.as_ref()).as_bytes(),
@@ -322,15 +337,20 @@ impl ManagedFile {
             temps,
             // Only a refusal shows the path: a no-op formats none.
             shown: stat
-                .filter(|s| s.kind != FileKind::File || s.nlink > 1)
+                .filter(|s| !over_link && (s.kind != FileKind::File || s.nlink > 1))
                 .map(|_| host.show(&self.path))
                 .unwrap_or_default(),
             ..Seen::default()
         };
+        if over_link {
+            stat = None;
+            live_body = None;
+        }
+        seen.live = stat;
         if let Some(st) = stat.filter(|s| s.kind != FileKind::File) {
             if ensure == Ensure::Present || st.kind != FileKind::Symlink {
                 seen.refused = Some(st.kind);
-                return Ok(seen);
+                return Ok((seen, None));
             }
         }
         let desired = match ensure {
@@ -411,7 +431,7 @@ impl ManagedFile {
                 }
             }
         }
-        Ok(seen)
+        Ok((seen, live.and_then(|(_, body)| body)))
     }
 
     /// Pure: the operations that make `seen` match this file in state `ensure`.

@@ -6,23 +6,26 @@ use super::*;
 // Applying
 
 impl Unit {
-    /// Writes this resource's file (unmasking first when a mask link stands there).
-    pub(super) fn write_file(&self, host: &Host) -> Result<(), ResourceError> {
-        let Some(c) = &self.content else {
-            return Ok(());
+    /// Carries out the unit file's operations through its managed file (a mask link
+    /// standing at the path is removed first, so that the file takes its place).
+    /// Whether the content was written.
+    pub(super) fn apply_file(&self, host: &Host, ops: &[Op]) -> Result<bool, ResourceError> {
+        let Some(mf) = &self.file else {
+            return Ok(false);
         };
-        if matches!(read_file_state(host, &self.path)?, FileState::Masked) {
+        let file_ops: Vec<managed_file::Op> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::File(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let writes = ops.iter().any(Op::writes_file);
+        if writes && read_file_state(host, &self.path)? == FileState::Masked {
             host.remove(&self.path)?;
         }
-        let mut implied = Vec::new();
-        host.write_atomic(
-            &self.path,
-            c.text.as_bytes(),
-            &self.perms(),
-            &mut implied,
-            None,
-        )?;
-        Ok(())
+        mf.apply(host, &file_ops)?;
+        Ok(writes)
     }
 
     pub(super) fn start_timeout(&self) -> Duration {
@@ -86,12 +89,7 @@ impl Unit {
         let m = detect_mode(host);
         if !ops.contains(&Op::Flushed) {
             // The executor did not stage this resource (its change needed no batch).
-            let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
-            if writes {
-                self.write_file(host)?;
-            } else if ops.iter().any(Op::is_file_op) {
-                host.set_perms(&self.path, &self.perms())?;
-            }
+            let writes = self.apply_file(host, ops)?;
             if (writes || ops.contains(&Op::DaemonReload)) && m == Mode::Live {
                 run_ok(systemctl(host, m).arg("daemon-reload"))?;
             }

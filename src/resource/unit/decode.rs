@@ -161,11 +161,15 @@ pub fn decode(
         Some((c, _)) => format!("{unit_name}.d/{c}"),
         None => unit_name.clone(),
     };
+    let file = content
+        .as_ref()
+        .map(|c| unit_file(&path, &c.text, &c.span, meta.secret, want_owner()));
     Some(Box::new(Unit {
         id: ResourceId::new("unit", id_name),
         meta,
         unit: unit_name,
         dropin: dropin.map(|(c, _)| c),
+        file,
         path,
         content,
         enabled,

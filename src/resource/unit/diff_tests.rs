@@ -7,13 +7,88 @@ use super::*;
 
 const TEXT: &str = "[Service]\nExecStart=/bin/true\n\n[Install]\nWantedBy=multi-user.target\n";
 
-fn file(text: &str, mode: u32) -> FileState {
-    FileState::File {
+/// What stands at the unit file's place, for a test's observation.
+#[derive(Clone)]
+enum Live {
+    Absent,
+    File {
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        nlink: u64,
+        text: String,
+    },
+    Masked,
+    Other(&'static str),
+}
+
+fn file(text: &str, mode: u32) -> Live {
+    Live::File {
         uid: 0,
         gid: 0,
         mode,
         nlink: 1,
-        bytes: text.as_bytes().to_vec(),
+        text: text.into(),
+    }
+}
+
+/// What the unit's managed file observes of `live` against [`TEXT`] declared root:root
+/// 0644 (the mask link as absent), as [`ManagedFile::observe_embedded`] reports it.
+fn seen_of(live: &Live) -> (FileState, Option<Seen>, Option<Vec<u8>>) {
+    let new = TEXT.as_bytes();
+    let created = || Seen {
+        content: Some(Box::new(managed_file::ContentSeen {
+            from: None,
+            to: short_hash(new),
+            shown: None,
+        })),
+        owners: crate::resource::perms::Owners {
+            uid: Some(0),
+            gid: Some(0),
+            ..Default::default()
+        },
+        ..Seen::default()
+    };
+    match live {
+        Live::Absent => (FileState::Absent, Some(created()), None),
+        Live::Masked => (FileState::Masked, Some(created()), None),
+        Live::Other(what) => (FileState::Other(what.to_string()), None, None),
+        Live::File {
+            uid,
+            gid,
+            mode,
+            nlink,
+            text,
+        } => {
+            let old = text.as_bytes();
+            let differs = old != new;
+            let seen = Seen {
+                live: Some(crate::host::Stat {
+                    kind: FileKind::File,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    size: u64::try_from(old.len()).unwrap_or(0),
+                    nlink: *nlink,
+                }),
+                content: differs.then(|| {
+                    Box::new(managed_file::ContentSeen {
+                        from: Some(short_hash(old)),
+                        to: short_hash(new),
+                        shown: None,
+                    })
+                }),
+                owners: crate::resource::perms::Owners {
+                    uid: Some(0),
+                    gid: Some(0),
+                    live_user: (*uid != 0).then(|| uid.to_string()),
+                    live_group: (*gid != 0).then(|| gid.to_string()),
+                    unknown: None,
+                },
+                ..Seen::default()
+            };
+            (FileState::File, Some(seen), differs.then(|| old.to_vec()))
+        }
     }
 }
 
@@ -35,15 +110,16 @@ fn show_with(props: &[(&str, &str)]) -> ShowUnit {
 type AfterFlushCase = (&'static str, Unit, Observed, Flushed, Action, Vec<Op>);
 
 /// Observed offline with the declared content in place, nothing else known.
-fn observed(f: FileState) -> Observed {
+fn observed(live: Live) -> Observed {
+    let (file, seen, old) = seen_of(&live);
     Observed {
         mode: Mode::Offline,
         mode_note: "offline".into(),
         shown: "/r/etc/systemd/system/u.service".into(),
         root: "/r".into(),
-        file: f,
-        want_owner: true,
-        implied: Vec::new(),
+        file,
+        seen,
+        old,
         enablement: None,
         show: None,
         dropin_changed: None,
@@ -55,7 +131,23 @@ fn observed(f: FileState) -> Observed {
     }
 }
 
-fn live(f: FileState, sh: ShowUnit) -> Observed {
+/// `o` with a temp file that a killed run left beside the unit file.
+fn with_temp(mut o: Observed) -> Observed {
+    if let Some(seen) = &mut o.seen {
+        seen.temps = vec![TEMP.into()];
+    }
+    o
+}
+
+const TEMP: &str = "u.service.reconcile-4194305-0~";
+
+fn sweep() -> Op {
+    Op::File(managed_file::Op::SweepTemps {
+        temps: vec![TEMP.into()],
+    })
+}
+
+fn live(f: Live, sh: ShowUnit) -> Observed {
     Observed {
         mode: Mode::Live,
         show: Some(sh),
@@ -82,6 +174,19 @@ fn shown(u: &Unit, ops: &[Op]) -> Vec<String> {
         .collect()
 }
 
+/// The unit file written over `before` (None: created) with [`TEXT`].
+fn write(before: Option<&str>) -> Op {
+    Op::File(managed_file::Op::Write {
+        from: before.map(|b| short_hash(b.as_bytes())),
+        to: short_hash(TEXT.as_bytes()),
+        shown: None,
+    })
+}
+
+fn perm(p: PermOp) -> Op {
+    Op::File(managed_file::Op::Perm(p))
+}
+
 fn restart(reason: &str, verb: &'static str) -> Op {
     Op::Restart {
         from: "active (running)".into(),
@@ -101,35 +206,11 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
         enabled: Some(false),
         ..svc()
     };
-    let with_enablement = |f: FileState, e: Option<&str>| Observed {
+    let with_enablement = |f: Live, e: Option<&str>| Observed {
         enablement: Some(e.map(String::from)),
         ..observed(f)
     };
     let new_install = TEXT.replace("multi-user", "graphical");
-    let write = |before: Option<&str>, replaces_mask: bool| Op::WriteFile {
-        before: before.map(|b| short_hash(b.as_bytes())),
-        after: short_hash(TEXT.as_bytes()),
-        diff: None,
-        replaces_mask,
-    };
-    let strip = |ops: Vec<Op>| -> Vec<Op> {
-        ops.into_iter()
-            .map(|o| match o {
-                Op::WriteFile {
-                    before,
-                    after,
-                    replaces_mask,
-                    ..
-                } => Op::WriteFile {
-                    before,
-                    after,
-                    diff: None,
-                    replaces_mask,
-                },
-                o => o,
-            })
-            .collect()
-    };
     let cases: Vec<(&str, Unit, Observed, Action, Vec<Op>)> = vec![
         (
             "in sync",
@@ -141,36 +222,49 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
         (
             "absent: created",
             svc(),
-            observed(FileState::Absent),
+            observed(Live::Absent),
             Action::Create,
-            vec![write(None, false)],
+            vec![write(None)],
         ),
         (
             "a mask link is replaced by the file",
             svc(),
-            observed(FileState::Masked),
+            observed(Live::Masked),
             Action::Create,
-            vec![write(None, true)],
+            vec![write(None), Op::ReplaceMask],
         ),
         (
             "other content: written",
             svc(),
             observed(file("[Unit]\n", 0o644)),
             Action::Update,
-            vec![write(Some("[Unit]\n"), false)],
+            vec![write(Some("[Unit]\n"))],
         ),
         (
             "mode and owner fixed in place",
             svc(),
-            observed(FileState::File {
+            observed(Live::File {
                 uid: 5,
                 gid: 6,
                 mode: 0o600,
                 nlink: 1,
-                bytes: TEXT.as_bytes().to_vec(),
+                text: TEXT.into(),
             }),
             Action::Update,
-            vec![Op::SetMode { from: 0o600 }, Op::SetOwner { uid: 5, gid: 6 }],
+            vec![
+                perm(PermOp::Owner {
+                    from: Some("5".into()),
+                    to: "root".into(),
+                }),
+                perm(PermOp::Group {
+                    from: Some("6".into()),
+                    to: "root".into(),
+                }),
+                perm(PermOp::Mode {
+                    from: Some(0o600),
+                    to: 0o644,
+                }),
+            ],
         ),
         (
             "enabled: from disabled",
@@ -186,7 +280,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             enabled(),
             with_enablement(file(&new_install, 0o644), Some("enabled")),
             Action::Update,
-            vec![write(Some(&new_install), false), Op::Reenable],
+            vec![write(Some(&new_install)), Op::Reenable],
         ),
         (
             "enabled and in sync",
@@ -209,9 +303,10 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             Unit {
                 masked: Some(true),
                 content: None,
+                file: None,
                 ..svc()
             },
-            with_enablement(FileState::Absent, Some("enabled")),
+            with_enablement(Live::Absent, Some("enabled")),
             Action::Update,
             vec![Op::Mask],
         ),
@@ -221,9 +316,10 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
                 masked: Some(false),
                 enabled: Some(false),
                 content: None,
+                file: None,
                 ..svc()
             },
-            with_enablement(FileState::Masked, Some("masked")),
+            with_enablement(Live::Masked, Some("masked")),
             Action::Update,
             vec![
                 Op::Unmask,
@@ -238,7 +334,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             live(file("[Unit]\n", 0o644), running()),
             Action::Update,
             vec![
-                write(Some("[Unit]\n"), false),
+                write(Some("[Unit]\n")),
                 restart("its unit file changes", "try-restart"),
             ],
         ),
@@ -271,7 +367,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
                 ]),
             ),
             Action::Update,
-            vec![write(Some("[Unit]\n"), false)],
+            vec![write(Some("[Unit]\n"))],
         ),
         (
             "live: active: true starts a stopped unit (no restart besides)",
@@ -285,7 +381,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             ),
             Action::Update,
             vec![
-                write(Some("[Unit]\n"), false),
+                write(Some("[Unit]\n")),
                 Op::Start {
                     from: "inactive (dead)".into(),
                 },
@@ -302,6 +398,41 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             vec![Op::Stop {
                 from: "active (running)".into(),
             }],
+        ),
+        (
+            "a temp file a killed run left beside the unit file is swept",
+            svc(),
+            with_temp(observed(file(TEXT, 0o644))),
+            Action::Update,
+            vec![sweep()],
+        ),
+        (
+            "live: sweeping a temp file neither reloads nor restarts the unit",
+            svc(),
+            with_temp(live(file(TEXT, 0o644), running())),
+            Action::Update,
+            vec![sweep()],
+        ),
+        (
+            "live: a changed file is written and the temp file beside it swept",
+            svc(),
+            with_temp(live(file("[Unit]\n", 0o644), running())),
+            Action::Update,
+            vec![
+                write(Some("[Unit]\n")),
+                sweep(),
+                restart("its unit file changes", "try-restart"),
+            ],
+        ),
+        (
+            "live: a wrong mode is fixed in place, without a reload or restart",
+            svc(),
+            live(file(TEXT, 0o600), running()),
+            Action::Update,
+            vec![perm(PermOp::Mode {
+                from: Some(0o600),
+                to: 0o644,
+            })],
         ),
         (
             "live: a declared drop-in that changes restarts its unit",
@@ -324,7 +455,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
                 ..live(file("[Unit]\n", 0o644), running())
             },
             Action::Update,
-            vec![write(Some("[Unit]\n"), false)],
+            vec![write(Some("[Unit]\n"))],
         ),
         (
             "live: a drop-in alone restarts its unit itself",
@@ -332,7 +463,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             live(file("[Unit]\n", 0o644), running()),
             Action::Update,
             vec![
-                write(Some("[Unit]\n"), false),
+                write(Some("[Unit]\n")),
                 restart("its unit file changes", "try-restart"),
             ],
         ),
@@ -341,7 +472,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
         let d = u
             .diff_unit(&o, &DepView::none())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(strip(d.ops), ops, "{name}");
+        assert_eq!(d.ops, ops, "{name}");
         assert_eq!(d.action, action, "{name}");
     }
 
@@ -353,14 +484,14 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
             svc(),
             live(file(TEXT, 0o644), running()),
             Flushed {
-                done: vec![write(Some("[Unit]\n"), false)],
+                done: vec![write(Some("[Unit]\n"))],
                 done_action: Some(Action::Update),
                 restart_due: Some("try-restart"),
                 ..Flushed::default()
             },
             Action::Update,
             vec![
-                write(Some("[Unit]\n"), false),
+                write(Some("[Unit]\n")),
                 restart(
                     "its unit file, a drop-in or a resource it listens to changed",
                     "try-restart",
@@ -401,7 +532,7 @@ fn unit_diffs_decide_file_enablement_and_run_operations() {
         let d = u
             .diff_unit(&o, &DepView::none().after_step(&staged))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(strip(d.ops), ops, "{name}");
+        assert_eq!(d.ops, ops, "{name}");
         assert_eq!(d.action, action, "{name}");
         // The same observation without the step's result plans the unit anew.
         let fresh = u
@@ -466,18 +597,18 @@ fn unit_diffs_refuse_what_they_must_not_touch() {
         (
             "a directory at the unit's path",
             svc(),
-            observed(FileState::Other("a directory".into())),
+            observed(Live::Other("a directory")),
             "is a directory; a unit resource will not replace it",
         ),
         (
             "a hardlinked unit file that would change",
             svc(),
-            observed(FileState::File {
+            observed(Live::File {
                 uid: 0,
                 gid: 0,
                 mode: 0o644,
                 nlink: 2,
-                bytes: b"[Unit]\n".to_vec(),
+                text: "[Unit]\n".into(),
             }),
             "hard link",
         ),
@@ -486,6 +617,7 @@ fn unit_diffs_refuse_what_they_must_not_touch() {
             Unit {
                 masked: Some(true),
                 content: None,
+                file: None,
                 ..svc()
             },
             Observed {
@@ -499,11 +631,12 @@ fn unit_diffs_refuse_what_they_must_not_touch() {
             Unit {
                 enabled: Some(true),
                 content: None,
+                file: None,
                 ..svc()
             },
             Observed {
                 enablement: Some(Some("static".into())),
-                ..observed(FileState::Absent)
+                ..observed(Live::Absent)
             },
             "cannot be enabled",
         ),
@@ -551,14 +684,27 @@ fn unit_diffs_refuse_what_they_must_not_touch() {
 fn operations_render_the_plan_fields() {
     let u = unit("u.service", None, TEXT);
     let ops = [
-        Op::WriteFile {
-            before: None,
-            after: "abc".into(),
-            diff: None,
-            replaces_mask: true,
-        },
-        Op::SetMode { from: 0o600 },
-        Op::SetOwner { uid: 5, gid: 6 },
+        Op::File(managed_file::Op::Write {
+            from: None,
+            to: "abc".into(),
+            shown: None,
+        }),
+        Op::ReplaceMask,
+        perm(PermOp::Mode {
+            from: Some(0o600),
+            to: 0o644,
+        }),
+        perm(PermOp::Owner {
+            from: Some("5".into()),
+            to: "root".into(),
+        }),
+        perm(PermOp::Group {
+            from: Some("6".into()),
+            to: "root".into(),
+        }),
+        Op::File(managed_file::Op::SweepTemps {
+            temps: vec!["u.service.reconcile-7-1~".into()],
+        }),
         Op::Mask,
         Op::Unmask,
         Op::Enable {
@@ -583,7 +729,9 @@ fn operations_render_the_plan_fields() {
             "content: - → abc",
             "masked: yes → no",
             "mode: 0600 → 0644",
-            "owner: 5:6 → 0:0 (root)",
+            "owner: 5 → root",
+            "group: 6 → root",
+            "temp file u.service.reconcile-7-1~: left by a killed run → -",
             "masked: no → yes",
             "masked: yes → no",
             "enabled: disabled → enabled",

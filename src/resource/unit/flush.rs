@@ -63,20 +63,14 @@ pub fn flush(
         .collect()
 }
 
-/// One member's part of [`flush`]: its file written (or its perms fixed). Whether it
+/// One member's part of [`flush`]: its file's operations carried out (written, or its
+/// perms fixed, or temp files of a killed run swept). Whether it
 /// needs a reload, and what was done, for the diff right before its apply.
 pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<(bool, Flushed), ResourceError> {
     let ops = ops_of(c);
-    let writes = ops.iter().any(|o| matches!(o, Op::WriteFile { .. }));
-    let perms = ops
-        .iter()
-        .any(|o| matches!(o, Op::SetMode { .. } | Op::SetOwner { .. }));
     let reload_due = ops.contains(&Op::DaemonReload);
-    if writes {
-        u.write_file(host)?;
-    } else if perms {
-        host.set_perms(&u.path, &u.perms())?;
-    }
+    let writes = u.apply_file(host, ops)?;
+    let file_ops = ops.iter().any(Op::is_file_op);
     let mut f = Flushed {
         // Enablement as planned, before the file is written (a new unit is
         // `not-found` until then, `disabled` after): the diff after the step shows it.
@@ -86,7 +80,7 @@ pub(super) fn stage(host: &Host, u: &Unit, c: &Change) -> Result<(bool, Flushed)
         }),
         ..Flushed::default()
     };
-    if writes || perms {
+    if file_ops {
         // The file's operations carry their diff, so apply shows it as the plan did;
         // the mask link is replaced by the file, so unmasking is done too.
         f.done = ops

@@ -1,9 +1,10 @@
 //! `unit`: a systemd unit file (or one drop-in of it), its enablement, its mask and
 //! whether it runs. See docs/units.md.
 //!
-//! On the typed contract ([`Contract`]): `plan.rs` observes (the file, `systemctl
-//! is-enabled`/`show`, declared drop-in files, systemd's verdict on the content) and
-//! diffs purely into [`Op`]s; `ops.rs` renders them for the plan; `apply.rs` and
+//! On the typed contract ([`Contract`]): `plan.rs` observes (the file through its
+//! [`ManagedFile`], `systemctl is-enabled`/`show`, declared drop-in files, systemd's
+//! verdict on the content) and diffs purely into [`Op`]s (the file's are the managed
+//! file's, carried in [`Op::File`]); `ops.rs` renders them for the plan; `apply.rs` and
 //! `flush.rs` match on them. `decode.rs` reads the manifest entry, `verify.rs` runs
 //! `systemd-analyze` on a scratch root, `systemctl.rs` holds the modes and commands.
 //!
@@ -28,22 +29,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
-use crate::host::fs::ScratchDir;
+use crate::host::fs::{Body, ScratchDir};
 use crate::host::parse::systemctl::{
     exec_program, parse_is_enabled, parse_security_json, parse_security_overall, parse_show_one,
     parse_unit_file, parse_verify, top_exposures, unit_value, unit_values, ShowUnit, UnitEntry,
     VerifyMessage,
 };
-use crate::host::{Cmd, FileKind, Host, HostError, Perms};
+use crate::host::{Cmd, FileKind, Host, HostError};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::manifest::yaml::{Node, Value};
-use crate::plan::{fingerprint, short_hash, text_diff, Action, Change};
+use crate::plan::{fingerprint, short_hash, Action, Change};
 
 use super::contract::{self, Contract, DepView, Diff};
+use super::managed_file::{self, ManagedFile, Seen};
+use super::perms::{PermOp, PermSpec};
 use super::{
-    implied_parents, parent_dir_need, ApplyCtx, Catalog, Meta, Need, PlanCtx, Provide, Purpose,
-    Resource, ResourceError,
+    parent_dir_need, ApplyCtx, Catalog, Ensure, Meta, Need, PlanCtx, Provide, Purpose, Resource,
+    ResourceError,
 };
 
 /// Where reconcile writes units: the administrator's directory, which overrides
@@ -142,6 +145,9 @@ pub struct Unit {
     /// The managed file: `/etc/systemd/system/UNIT` or `.../UNIT.d/NAME.conf`.
     pub path: String,
     pub content: Option<Rendered>,
+    /// The file as a managed file (set exactly when `content` is): observed, diffed,
+    /// described and written through the component that `file` uses too.
+    pub file: Option<ManagedFile>,
     pub enabled: Option<bool>,
     pub active: Option<bool>,
     pub masked: Option<bool>,
@@ -372,6 +378,16 @@ mod tests {
                 Some(c) => format!("{UNIT_DIR}/{name}.d/{c}"),
                 None => format!("{UNIT_DIR}/{name}"),
             },
+            file: Some(unit_file(
+                &match dropin {
+                    Some(c) => format!("{UNIT_DIR}/{name}.d/{c}"),
+                    None => format!("{UNIT_DIR}/{name}"),
+                },
+                text,
+                &span,
+                false,
+                true,
+            )),
             content: Some(Rendered {
                 text: Arc::from(text),
                 origins: Vec::new(),

@@ -6,20 +6,13 @@ use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// The unit file or drop-in written with the declared content.
-    WriteFile {
-        /// Short hashes of the content there now (`None`: nothing there) and to be.
-        before: Option<String>,
-        after: String,
-        /// The content diff, unless the resource is secret.
-        diff: Option<String>,
-        /// A mask link (`/dev/null`) stands at the path: writing the file unmasks.
-        replaces_mask: bool,
-    },
-    /// The file's mode set to 0644 in place (no reload, no restart).
-    SetMode { from: u32 },
-    /// The file's owner set to root in place.
-    SetOwner { uid: u32, gid: u32 },
+    /// The unit file's (or drop-in's) managed-file operations: the content written
+    /// atomically (root:root 0644 when reconcile runs as root), owner or mode fixed in
+    /// place (no reload, no restart), temp files of killed runs swept.
+    File(managed_file::Op),
+    /// The file written replaces a mask link (`/dev/null`) at its path: writing it
+    /// unmasks the unit.
+    ReplaceMask,
     /// `systemctl mask` (`--now` live).
     Mask,
     /// `systemctl unmask`; with content, writing the file already replaced the link.
@@ -51,10 +44,12 @@ pub enum Op {
 impl Op {
     /// Changes the unit file or its permissions (the flush's part).
     pub fn is_file_op(&self) -> bool {
-        matches!(
-            self,
-            Op::WriteFile { .. } | Op::SetMode { .. } | Op::SetOwner { .. }
-        )
+        matches!(self, Op::File(_) | Op::ReplaceMask)
+    }
+
+    /// Writes the unit file's content.
+    pub fn writes_file(&self) -> bool {
+        matches!(self, Op::File(managed_file::Op::Write { .. }))
     }
 
     /// Runs systemctl verbs that write or remove links under /etc/systemd/system.
@@ -66,11 +61,21 @@ impl Op {
                 | Op::Enable { .. }
                 | Op::Reenable
                 | Op::Disable { .. }
-                | Op::WriteFile {
-                    replaces_mask: true,
-                    ..
-                }
+                | Op::ReplaceMask
         )
+    }
+
+    /// The same kind of operation (a managed-file operation: the same one of those),
+    /// so that work the flush did is reported once.
+    pub fn same_kind(&self, other: &Op) -> bool {
+        use std::mem::discriminant;
+        match (self, other) {
+            (Op::File(managed_file::Op::Perm(a)), Op::File(managed_file::Op::Perm(b))) => {
+                discriminant(a) == discriminant(b)
+            }
+            (Op::File(a), Op::File(b)) => discriminant(a) == discriminant(b),
+            (a, b) => discriminant(a) == discriminant(b),
+        }
     }
 
     /// Changes whether the unit is masked.
@@ -85,28 +90,8 @@ impl Unit {
     /// the plan text and JSON show for it.
     pub(super) fn describe_op(&self, op: &Op, change: &mut Change) {
         match op {
-            Op::WriteFile {
-                before,
-                after,
-                diff,
-                replaces_mask,
-            } => {
-                change.secret_field("content", before.clone(), Some(after.clone()));
-                if diff.is_some() && change.diff.is_none() {
-                    change.diff.clone_from(diff);
-                }
-                if *replaces_mask {
-                    change.field("masked", Some("yes".into()), Some("no".into()));
-                }
-            }
-            Op::SetMode { from } => {
-                change.field("mode", Some(format!("{from:04o}")), Some("0644".into()))
-            }
-            Op::SetOwner { uid, gid } => change.field(
-                "owner",
-                Some(format!("{uid}:{gid}")),
-                Some("0:0 (root)".into()),
-            ),
+            Op::File(op) => ManagedFile::describe(op, change),
+            Op::ReplaceMask => change.field("masked", Some("yes".into()), Some("no".into())),
             Op::Mask => change.field("masked", Some("no".into()), Some("yes".into())),
             Op::Unmask => change.field("masked", Some("yes".into()), Some("no".into())),
             Op::Enable { from } => {

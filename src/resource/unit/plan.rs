@@ -7,38 +7,58 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileState {
     Absent,
-    File {
-        uid: u32,
-        gid: u32,
-        mode: u32,
-        /// Hard links: above 1, another name (possibly outside the root) shares it.
-        nlink: u64,
-        bytes: Vec<u8>,
-    },
+    /// A regular file (for a unit with content, [`Observed::seen`] says how it differs).
+    File,
     /// `/dev/null` symlink: the unit is masked.
     Masked,
     Other(String),
 }
 
+/// The mode of a unit file.
+pub(super) const UNIT_MODE: u32 = 0o644;
+
+/// What stands at a unit file's place: the mask link is the unit's own business (a
+/// managed file would refuse it as a symlink), so it is looked at first.
 pub(super) fn read_file_state(host: &Host, path: &str) -> Result<FileState, ResourceError> {
-    Ok(match host.read(path)? {
+    Ok(match host.lstat(path)? {
         None => FileState::Absent,
-        Some((st, Some(bytes))) => FileState::File {
-            uid: st.uid,
-            gid: st.gid,
-            mode: st.mode,
-            nlink: st.nlink,
-            bytes,
+        Some(st) if st.kind == FileKind::File => FileState::File,
+        Some(st) if st.kind == FileKind::Symlink => match host.read_link(path)?.as_deref() {
+            Some("/dev/null") => FileState::Masked,
+            Some(t) => FileState::Other(format!("a symlink to {t}")),
+            None => FileState::Other("a symlink".into()),
         },
-        Some((st, None)) if st.kind == FileKind::Symlink => {
-            match host.read_link(path)?.as_deref() {
-                Some("/dev/null") => FileState::Masked,
-                Some(t) => FileState::Other(format!("a symlink to {t}")),
-                None => FileState::Other("a symlink".into()),
-            }
-        }
-        Some((st, None)) => FileState::Other(format!("a {}", st.kind.name())),
+        Some(st) => FileState::Other(format!("a {}", st.kind.name())),
     })
+}
+
+/// A unit's file as a managed file: the rendered text, root:root 0644 when reconcile
+/// runs as root (`as_root`; 0644 only otherwise), no validator (systemd's verification
+/// is the unit's own, on a scratch root of all units), no backup, hard links refused.
+pub(super) fn unit_file(
+    path: &str,
+    text: &str,
+    span: &Span,
+    secret: bool,
+    as_root: bool,
+) -> ManagedFile {
+    // Numeric: a bare `--root` tree has no /etc/passwd to name root in.
+    let root = || ("0".to_string(), span.clone());
+    ManagedFile {
+        path: path.to_string(),
+        content: Some(managed_file::Content::Bytes(Arc::from(text.as_bytes()))),
+        perms: PermSpec {
+            owner: as_root.then(root),
+            group: as_root.then(root),
+            mode: Some(UNIT_MODE),
+        },
+        default_mode: UNIT_MODE,
+        validate: None,
+        origin: None,
+        backup: false,
+        hardlinks_allowed: false,
+        secret,
+    }
 }
 
 pub(super) fn want_owner() -> bool {
@@ -126,10 +146,13 @@ pub struct Observed {
     /// The target's root as messages show it.
     pub root: String,
     pub file: FileState,
-    /// Whether the file is owned by root when written (reconcile runs as root).
-    pub want_owner: bool,
-    /// Missing parents no declared directory creates, for a file to be created.
-    pub implied: Vec<String>,
+    /// What the unit's managed file observed (for a unit with content, unless the place
+    /// holds something it will not replace); a mask link is observed as absent, since
+    /// the write replaces it.
+    pub seen: Option<Seen>,
+    /// The live file's content where it differs from the declared: its `[Install]`
+    /// section decides a re-enable.
+    pub old: Option<Vec<u8>>,
     /// `systemctl is-enabled` (`None`: not asked; `Some(None)`: not found).
     pub enablement: Option<Option<String>>,
     /// `systemctl show` (live only).
@@ -149,24 +172,6 @@ pub struct Observed {
 }
 
 impl Unit {
-    pub(super) fn perms(&self) -> Perms {
-        let owner = want_owner();
-        Perms {
-            uid: owner.then_some(0),
-            gid: owner.then_some(0),
-            mode: Some(0o644),
-        }
-    }
-
-    /// Whether the declared content differs from what `file` holds.
-    fn content_differs(&self, file: &FileState) -> bool {
-        match (&self.content, file) {
-            (None, _) => false,
-            (Some(c), FileState::File { bytes, .. }) => bytes.as_slice() != c.text.as_bytes(),
-            (Some(_), _) => true,
-        }
-    }
-
     /// [`Contract::observe`]: every host read planning a unit needs.
     pub(super) fn observe_unit(&self, ctx: &PlanCtx) -> Result<Observed, ResourceError> {
         self.check_accounts(ctx)?;
@@ -179,8 +184,8 @@ impl Unit {
             shown: host.show(&self.path),
             root: host.root().display().to_string(),
             file,
-            want_owner: want_owner(),
-            implied: Vec::new(),
+            seen: None,
+            old: None,
             enablement: None,
             show: None,
             dropin_changed: None,
@@ -190,14 +195,23 @@ impl Unit {
             findings: None,
             unsafe_links: None,
         };
-        if self.content.is_some() && matches!(o.file, FileState::Other(_)) {
-            // Refused by the diff whatever else is found.
-            return Ok(o);
+        if let Some(mf) = &self.file {
+            if matches!(o.file, FileState::Other(_)) {
+                // Refused by the diff whatever else is found.
+                return Ok(o);
+            }
+            let masked = matches!(o.file, FileState::Masked);
+            let (seen, body) = mf.observe_embedded(ctx, Ensure::Present, masked)?;
+            if seen.content.is_some() && seen.live.is_some() {
+                o.old = match body {
+                    Some(Body::Whole(bytes)) => Some(bytes),
+                    // Over the diff limit: read whole, for its [Install] section.
+                    _ => host.read(&self.path)?.and_then(|(_, bytes)| bytes),
+                };
+            }
+            o.seen = Some(seen);
         }
-        if self.content.is_some() && matches!(o.file, FileState::Absent | FileState::Masked) {
-            o.implied = implied_parents(ctx, &self.path)?;
-        }
-        let file_changes = self.content_differs(&o.file);
+        let file_changes = o.seen.as_ref().is_some_and(|s| s.content.is_some());
         let links = self.dropin.is_none()
             && (self.enabled.is_some()
                 || self.masked.is_some()
@@ -236,7 +250,7 @@ impl Unit {
     fn changed_dropin(&self, ctx: &PlanCtx) -> Result<Option<ResourceId>, ResourceError> {
         for d in self.declared_dropins(ctx.catalog) {
             let Some(c) = &d.content else { continue };
-            let same = matches!(read_file_state(ctx.host, &d.path)?, FileState::File { ref bytes, .. } if bytes.as_slice() == c.text.as_bytes());
+            let same = matches!(ctx.host.read(&d.path)?, Some((_, Some(ref bytes))) if bytes.as_slice() == c.text.as_bytes());
             if !same {
                 return Ok(Some(d.id.clone()));
             }
@@ -256,18 +270,14 @@ impl Unit {
         let staged = deps.staged().and_then(|s| s.get::<Flushed>());
         let batched = staged.is_some();
         let flags = staged.cloned().unwrap_or_default();
-        let mut live_parts: Vec<String> = Vec::new();
-        match &o.file {
-            FileState::Absent => live_parts.push("absent".into()),
-            FileState::File {
-                uid,
-                gid,
-                mode,
-                bytes,
-                ..
-            } => live_parts.push(format!("{uid}:{gid}:{mode:o}:{}", short_hash(bytes))),
-            FileState::Masked => live_parts.push("masked".into()),
-            FileState::Other(what) => live_parts.push(what.clone()),
+        let mut live_parts: Vec<String> = vec![match &o.file {
+            FileState::Absent => "absent".into(),
+            FileState::File => "file".into(),
+            FileState::Masked => "masked".into(),
+            FileState::Other(what) => what.clone(),
+        }];
+        if let Some(seen) = &o.seen {
+            live_parts.push(seen.live_fp.clone());
         }
         let desired = format!(
             "{}|{:?}|{:?}|{:?}|{:?}",
@@ -283,68 +293,70 @@ impl Unit {
         let mut d: Diff<Op> = Diff::new(String::new(), fingerprint([desired.as_bytes()]));
         d.notes.push(o.mode_note.clone());
 
-        // The file.
+        // The file, through its managed file.
         let mut file_changes = false;
-        if let Some(c) = &self.content {
-            let new = c.text.as_bytes();
-            match &o.file {
-                FileState::Other(what) => {
+        if let Some(mf) = &self.file {
+            let refuse = |what: &str| -> ResourceError {
+                HostError::Unsafe {
+                    path: o.shown.clone(),
+                    reason: format!("is {what}; a unit resource will not replace it (remove it, or manage the unit without content)"),
+                }
+                .into()
+            };
+            if let FileState::Other(what) = &o.file {
+                return Err(refuse(what));
+            }
+            let seen = o.seen.as_ref().ok_or_else(|| {
+                ResourceError::Failed(format!("{}: the unit file was not observed", self.path))
+            })?;
+            if let Some(kind) = seen.refused {
+                return Err(refuse(&format!("a {}", kind.name())));
+            }
+            // A unit has no `hardlinks: allow`: a change to a file with other names is
+            // refused with the links named only.
+            if let Some(st) = seen
+                .live
+                .filter(|s| s.kind == FileKind::File && s.nlink > 1)
+            {
+                let perms = mf.perms.changes(&seen.owners, Some(&st), UNIT_MODE);
+                if seen.content.is_some() || !perms.is_empty() {
                     return Err(HostError::Unsafe {
                         path: o.shown.clone(),
-                        reason: format!("is {what}; a unit resource will not replace it (remove it, or manage the unit without content)"),
+                        reason: crate::host::fs::hardlink_reason(st.nlink),
                     }
-                    .into())
+                    .into());
                 }
-                FileState::Absent | FileState::Masked => {
-                    d.implied.clone_from(&o.implied);
-                    let diff = if self.meta.secret {
-                        None
-                    } else {
-                        text_diff(b"", new, &self.path)
-                    };
-                    d.op(
-                        Action::Create,
-                        Op::WriteFile {
-                            before: None,
-                            after: short_hash(new),
-                            diff,
-                            replaces_mask: matches!(o.file, FileState::Masked),
-                        },
-                    );
+            }
+            let fd = mf.diff(Ensure::Present, seen)?;
+            d.implied = fd.implied;
+            let created = seen.live.is_none();
+            for op in fd.ops {
+                let op = match op {
+                    // A new file gets root:root 0644 with its write: the plan shows its
+                    // content, as for every unit file created.
+                    managed_file::Op::Perm(_) if created => continue,
+                    // Owner and group are root, set numerically (a bare root has no
+                    // /etc/passwd): the plan names them.
+                    managed_file::Op::Perm(PermOp::Owner { from, .. }) => {
+                        managed_file::Op::Perm(PermOp::Owner {
+                            from,
+                            to: "root".into(),
+                        })
+                    }
+                    managed_file::Op::Perm(PermOp::Group { from, .. }) => {
+                        managed_file::Op::Perm(PermOp::Group {
+                            from,
+                            to: "root".into(),
+                        })
+                    }
+                    op => op,
+                };
+                let write = matches!(op, managed_file::Op::Write { .. });
+                d.op(fd.action, Op::File(op));
+                if write {
                     file_changes = true;
-                }
-                FileState::File { uid, gid, mode, nlink, bytes } => {
-                    let owner_differs = o.want_owner && (*uid != 0 || *gid != 0);
-                    if *nlink > 1 && (bytes.as_slice() != new || *mode != 0o644 || owner_differs) {
-                        return Err(HostError::Unsafe {
-                            path: o.shown.clone(),
-                            reason: crate::host::fs::hardlink_reason(*nlink),
-                        }
-                        .into());
-                    }
-                    if bytes.as_slice() != new {
-                        let diff = if self.meta.secret {
-                            None
-                        } else {
-                            text_diff(bytes, new, &self.path)
-                        };
-                        d.op(
-                            Action::Update,
-                            Op::WriteFile {
-                                before: Some(short_hash(bytes)),
-                                after: short_hash(new),
-                                diff,
-                                replaces_mask: false,
-                            },
-                        );
-                        file_changes = true;
-                    }
-                    // Owner and mode are fixed in place: no reload, no restart.
-                    if *mode != 0o644 {
-                        d.op(Action::Update, Op::SetMode { from: *mode });
-                    }
-                    if owner_differs {
-                        d.op(Action::Update, Op::SetOwner { uid: *uid, gid: *gid });
+                    if o.file == FileState::Masked {
+                        d.op(fd.action, Op::ReplaceMask);
                     }
                 }
             }
@@ -353,8 +365,7 @@ impl Unit {
         // Work done by the flush in this run stays part of this resource's change.
         if batched {
             for done in &flags.done {
-                let kind = std::mem::discriminant(done);
-                if !d.ops.iter().any(|o| std::mem::discriminant(o) == kind) {
+                if !d.ops.iter().any(|o| o.same_kind(done)) {
                     d.op(Action::Update, done.clone());
                 }
             }
@@ -377,7 +388,7 @@ impl Unit {
             }
             match self.masked {
                 Some(true) if !masked_now => {
-                    if let FileState::File { .. } = o.file {
+                    if o.file == FileState::File {
                         return Err(ResourceError::Failed(format!(
                             "cannot mask {}: {} is a unit file, and a mask is a link to /dev/null at that place; remove the file first (a `file` resource with `state: absent` that this unit requires)",
                             self.unit,
@@ -403,13 +414,14 @@ impl Unit {
                     if self.content.is_none() && now == "static" {
                         return Err(ResourceError::Failed(format!("{} has no [Install] section (is-enabled: static): it cannot be enabled", self.unit)));
                     }
-                    let install_changed = self.content.as_ref().is_some_and(|c| match &o.file {
-                        FileState::File { bytes, .. } => {
-                            install_section(&parse_unit_file(&String::from_utf8_lossy(bytes)).0)
-                                != install_section(&c.entries)
-                        }
-                        _ => false,
-                    });
+                    let install_changed =
+                        self.content
+                            .as_ref()
+                            .zip(o.old.as_ref())
+                            .is_some_and(|(c, old)| {
+                                install_section(&parse_unit_file(&String::from_utf8_lossy(old)).0)
+                                    != install_section(&c.entries)
+                            });
                     if now != "enabled" {
                         d.op(Action::Update, Op::Enable { from: shown_now });
                     } else if install_changed {
