@@ -185,7 +185,11 @@ fn observe_and_diff(
                 // serve every file below them.
                 let _dirs = host.cache_dirs();
                 let mut done = Vec::with_capacity(OBSERVE_CHUNK);
-                while observe_chunk(&mut done) {}
+                // A panic stays in this thread (the scope would re-raise it): its
+                // chunk's states never arrive, which the differ reports.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while observe_chunk(&mut done) {}
+                }));
             });
         }
         // The calling thread diffs and helps observing; what it allocates reuses the

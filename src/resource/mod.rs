@@ -173,10 +173,43 @@ pub enum PathConflict {
     BelowNonDirectory,
 }
 
+/// Catalog indexes by the id of the resource there: the ids stay in the resources (a
+/// map keyed by copies of them was the largest index of a 100,000-resource run).
+#[derive(Default)]
+struct IdIndex(hashbrown::HashTable<usize>);
+
+fn id_hash(id: &ResourceId) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<crate::id::IdHasher>::default().hash_one(id)
+}
+
+impl IdIndex {
+    fn with_capacity(n: usize) -> IdIndex {
+        IdIndex(hashbrown::HashTable::with_capacity(n))
+    }
+
+    fn get(&self, resources: &[Box<dyn Resource>], id: &ResourceId) -> Option<usize> {
+        self.0
+            .find(id_hash(id), |&i| {
+                resources.get(i).is_some_and(|r| r.id() == id)
+            })
+            .copied()
+    }
+
+    /// Indexes `resources[i]`, which no other entry has the id of.
+    fn insert_new(&mut self, resources: &[Box<dyn Resource>], i: usize) {
+        if let Some(r) = resources.get(i) {
+            self.0.insert_unique(id_hash(r.id()), i, |&k| {
+                resources.get(k).map_or(0, |r| id_hash(r.id()))
+            });
+        }
+    }
+}
+
 /// All declared resources by id, for cross-resource checks and lookups.
 pub struct Catalog {
     pub resources: Vec<Box<dyn Resource>>,
-    index: IdMap<usize>,
+    index: IdIndex,
     /// Resources declared by module calls, by their id without the call's prefix
     /// (`user[x]` for `svc[a]/user[x]`): what a kind means when it asks whether a
     /// user, group or unit of that name is declared anywhere. Unique: the loader
@@ -197,21 +230,21 @@ impl Catalog {
     /// The catalog of the first declaration of every id, and the later declarations
     /// that repeat one, each with the index of the first.
     pub fn dedup(resources: Vec<Box<dyn Resource>>) -> (Catalog, Vec<Repeated>) {
-        let mut index = IdMap::with_capacity_and_hasher(resources.len(), Default::default());
+        let mut index = IdIndex::with_capacity(resources.len());
         let mut unscoped = IdMap::default();
         let mut unique = Vec::with_capacity(resources.len());
         let mut repeated = Vec::new();
         for r in resources {
-            match index.get(r.id()) {
-                Some(&first) => repeated.push((r, first)),
+            match index.get(&unique, r.id()) {
+                Some(first) => repeated.push((r, first)),
                 None => {
                     if r.id().scope.is_some() {
                         unscoped
                             .entry(r.id().in_scope(None))
                             .or_insert(unique.len());
                     }
-                    index.insert(r.id().clone(), unique.len());
                     unique.push(r);
+                    index.insert_new(&unique, unique.len() - 1);
                 }
             }
         }
@@ -317,7 +350,7 @@ impl Catalog {
     /// call, `a[x]/b[y]/file[/p]`) the same id in the scopes around it, outwards,
     /// and finally a module's resource by its unprefixed id.
     pub fn index_of(&self, id: &ResourceId) -> Option<usize> {
-        if let Some(&i) = self.index.get(id) {
+        if let Some(i) = self.index.get(&self.resources, id) {
             return Some(i);
         }
         if self.unscoped.is_empty() && id.scope.is_none() {
@@ -327,7 +360,7 @@ impl Catalog {
         while let Some(s) = scope {
             scope = s.rfind("]/").map(|i| &s[..=i]);
             let outer = id.in_scope(scope.map(std::sync::Arc::from));
-            if let Some(&i) = self.index.get(&outer) {
+            if let Some(i) = self.index.get(&self.resources, &outer) {
                 return Some(i);
             }
         }
