@@ -369,7 +369,11 @@ impl ManagedFile {
             None => String::new(),
         };
         seen.desired_fp = fingerprint([
-            format!("{ensure:?}").as_bytes(),
+            // As `{ensure:?}` printed it, without a string per file.
+            match ensure {
+                Ensure::Present => b"Present".as_slice(),
+                Ensure::Absent => b"Absent".as_slice(),
+            },
             desired_hash.as_bytes(),
             self.perms.fingerprint_parts().as_bytes(),
             self.validate.as_deref().unwrap_or("").as_bytes(),
