@@ -33,6 +33,14 @@ pub enum EngineError {
 pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError> {
     let started = std::time::Instant::now();
     let mut loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
+    // What resources provide according to the target (a package's files): read once,
+    // here, because `provides()` is pure and knows only the manifest.
+    for i in 0..loaded.catalog.len() {
+        let found = loaded.catalog.resources[i].target_provides(host);
+        if !found.is_empty() {
+            loaded.catalog.add_target_provides(i, found);
+        }
+    }
     let (graph, warnings) = crate::graph::build(&loaded.catalog).map_err(|mut d| {
         d.0.splice(0..0, loaded.diags.0.iter().cloned());
         EngineError::Manifest(d)
