@@ -839,7 +839,7 @@ fn a_file_a_declared_package_ships_is_applied_after_the_package_even_when_declar
     // no edge, and the plan says so.
     put(
         &host,
-        "resources:\n  - file: /etc/demo-c/demo-c.conf\n    content: \"x\\n\"\n  - package: demo-c\n",
+        "resources:\n  - file: /etc/demo-c/demo-c.conf\n    content: \"x\\n\"\n  - package: demo-c\n  - package: demo-d\n",
     );
     host.write_file(
         "/etc/apt/sources.list.d/demo.sources",
@@ -848,10 +848,13 @@ fn a_file_a_declared_package_ships_is_applied_after_the_package_even_when_declar
     host.sh_ok("apt-get update -q && mv /srv/repo/demo-c_1.0_all.deb /root/");
     let graph = rc(&host, &["graph"]);
     assert!(!graph.stdout.contains("after package[demo-c]"), "{graph}");
-    let plan = rc(&host, &["plan"]);
+    let plan = rc(&host, &["plan", "-vv"]);
     assert!(
         plan.stdout
-            .contains("cannot be known before it is installed"),
+            .contains("the files of package demo-c cannot be known before it is installed"),
         "{plan}"
     );
+    assert!(!plan.stdout.contains("package demo-d cannot"), "{plan}");
+    // Both packages' files were looked up in one apt query.
+    assert_eq!(plan.stderr.matches("verb=download").count(), 1, "{plan}");
 }

@@ -67,6 +67,7 @@ type Cache<K, V> = Mutex<Option<(K, Arc<V>)>>;
 static STATUS_CACHE: Cache<(PathBuf, Option<Ident>), Status> = Mutex::new(None);
 static POLICY_CACHE: Cache<QueryKey, HashMap<String, Policy>> = Mutex::new(None);
 static SIM_CACHE: Cache<QueryKey, Simulation> = Mutex::new(None);
+static DEB_CACHE: Cache<QueryKey, Vec<DebUri>> = Mutex::new(None);
 
 /// What a query's answer depends on: the root, dpkg's database, apt's lists and the
 /// request itself.
@@ -280,18 +281,22 @@ impl<'a> Apt<'a> {
     }
 
     /// The package files apt would install for `names` (their candidates), as
-    /// `apt-get download --print-uris` names them: one query for all names; a name
-    /// apt does not know is simply missing (apt still prints the others).
-    pub fn candidate_debs(&self, names: &[String]) -> Result<Vec<DebUri>, HostError> {
+    /// `apt-get download --print-uris` names them: one query for all names (callers
+    /// pass every name of the run, so it runs once); a name apt does not know is
+    /// simply missing (apt still prints the others).
+    pub fn candidate_debs(&self, names: &[String]) -> Result<Arc<Vec<DebUri>>, HostError> {
         if names.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Arc::new(Vec::new()));
         }
-        let out = self
-            .cmd("apt-get")
-            .args(["-q", "download", "--print-uris"])
-            .args(names.iter().cloned())
-            .run()?;
-        Ok(parse_print_uris(&out.stdout))
+        let key = self.key(names.to_vec())?;
+        cached(&DEB_CACHE, key, || {
+            let out = self
+                .cmd("apt-get")
+                .args(["-q", "download", "--print-uris"])
+                .args(names.iter().cloned())
+                .run()?;
+            Ok(parse_print_uris(&out.stdout))
+        })
     }
 
     /// What a candidate package file holds, when it is on this machine already: a

@@ -436,8 +436,9 @@ pub trait Resource: Send + Sync + Debug + Any {
     /// What this resource provides according to the target as it is, read once at
     /// load before the graph is built (host access read-only): a package's files,
     /// from dpkg's lists or the package file apt would install. Most kinds know
-    /// everything from the manifest and keep the default (nothing, no read).
-    fn target_provides(&self, _host: &Host) -> Vec<Provide> {
+    /// everything from the manifest and keep the default (nothing, no read). The
+    /// catalog lets a kind ask one query for all its resources.
+    fn target_provides(&self, _host: &Host, _catalog: &Catalog) -> Vec<Provide> {
         Vec::new()
     }
 

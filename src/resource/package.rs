@@ -228,11 +228,14 @@ impl Resource for Package {
     /// dpkg's list for an installed one, else from its candidate's package file when
     /// that is on this machine (a `file:` source, apt's download cache). A package
     /// to remove provides nothing. What cannot be read gives no edge (and a note).
-    fn target_provides(&self, host: &Host) -> Vec<Provide> {
+    fn target_provides(&self, host: &Host, catalog: &Catalog) -> Vec<Provide> {
         if !self.ensure.installed() {
             return Vec::new();
         }
-        let (paths, unknown) = match packaged_files(&Apt::new(host), &self.names) {
+        let found = packaged_files(&Apt::new(host), &self.names, |status| {
+            uninstalled(catalog, status)
+        });
+        let (paths, unknown) = match found {
             Ok(found) => found,
             Err(e) => {
                 tracing::debug!(resource = %self.id, error = %e, "the package's files could not be read");
@@ -467,28 +470,34 @@ impl Package {
 
 /// The package resources of the catalog, in declaration order.
 /// The regular files and symlinks of `names` (see [`Package::target_provides`]),
-/// and the names whose files cannot be known yet.
-fn packaged_files(apt: &Apt, names: &[String]) -> Result<(Vec<String>, Vec<String>), HostError> {
+/// and the names to install whose files cannot be known yet. `uninstalled`: every
+/// name of the run to install, asked of apt in one query (cached for the run).
+fn packaged_files(
+    apt: &Apt,
+    names: &[String],
+    uninstalled: impl FnOnce(&Status) -> Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), HostError> {
     let status = apt.status()?;
     let mut paths = Vec::new();
     let mut missing = Vec::new();
     let base = |n: &str| n.split(':').next().unwrap_or(n).to_string();
     for n in names {
-        let listed = match status.find(n).filter(|e| e.state.has_files()) {
-            Some(e) => apt.package_files(&base(n), &e.arch)?,
-            None => None,
-        };
-        match listed {
-            Some(list) => {
-                let refs: Vec<&str> = list.iter().map(String::as_str).collect();
-                paths.extend(list_leaves(&refs).into_iter().map(str::to_string));
-            }
+        match status.find(n).filter(|e| e.state.has_files()) {
+            Some(e) => match apt.package_files(&base(n), &e.arch)? {
+                Some(list) => {
+                    let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+                    paths.extend(list_leaves(&refs).into_iter().map(str::to_string));
+                }
+                // Installed without a list (a damaged or copied database): its
+                // files are on disk already, nothing to install, nothing to say.
+                None => tracing::debug!(package = %n, "installed, but dpkg lists no files"),
+            },
             None => missing.push(n.clone()),
         }
     }
     let mut unknown = Vec::new();
     if !missing.is_empty() {
-        let debs = apt.candidate_debs(&missing)?;
+        let debs = apt.candidate_debs(&uninstalled(&status))?;
         for n in missing {
             let contents = match debs.iter().find(|d| d.name == base(&n)) {
                 Some(deb) => apt.deb_contents(deb)?,
@@ -503,6 +512,18 @@ fn packaged_files(apt: &Apt, names: &[String]) -> Result<(Vec<String>, Vec<Strin
         }
     }
     Ok((paths, unknown))
+}
+
+/// Every name a package resource of the run installs that has no files on the
+/// target yet, sorted (the same query for every resource).
+fn uninstalled(catalog: &Catalog, status: &Status) -> Vec<String> {
+    let names: BTreeSet<String> = package_resources(catalog)
+        .filter(|p| p.ensure.installed())
+        .flat_map(|p| p.names.iter())
+        .filter(|n| !status.find(n).is_some_and(|e| e.state.has_files()))
+        .cloned()
+        .collect();
+    names.into_iter().collect()
 }
 
 fn package_resources(catalog: &Catalog) -> impl Iterator<Item = &Package> {
