@@ -10,7 +10,7 @@ use crate::host::Host;
 use crate::manifest::{LoadOptions, Loaded};
 use crate::plan::{Change, Plan, PlanError, PLAN_FORMAT, PLAN_VERSION};
 use crate::resource::contract::{DepView, State};
-use crate::resource::{Catalog, PlanCtx, Purpose, ResourceError};
+use crate::resource::{Catalog, PlanCtx, Provide, Purpose, ResourceError};
 
 /// Everything a command needs once the manifests are known to be valid.
 pub struct Model {
@@ -33,6 +33,19 @@ pub enum EngineError {
 pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError> {
     let started = std::time::Instant::now();
     let mut loaded = crate::manifest::load(opts, host).map_err(EngineError::Manifest)?;
+    // What resources provide according to the target (a package's files): read once,
+    // here, because `provides()` is pure and knows only the manifest.
+    let found: Vec<(usize, Vec<Provide>)> = loaded
+        .catalog
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, r.target_provides(host, &loaded.catalog)))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    for (i, provides) in found {
+        loaded.catalog.add_target_provides(i, provides);
+    }
     let (graph, warnings) = crate::graph::build(&loaded.catalog).map_err(|mut d| {
         d.0.splice(0..0, loaded.diags.0.iter().cloned());
         EngineError::Manifest(d)

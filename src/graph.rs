@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::id::ResourceId;
-use crate::resource::Catalog;
+use crate::resource::{Catalog, Provide};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeKind {
@@ -163,6 +163,9 @@ pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
             diags.push(d);
         }
     }
+    if catalog.has_packaged_paths() {
+        packaged_path_edges(catalog, &mut dag, &nodes, &mut add);
+    }
     let order = match declaration_order_toposort(&dag, n) {
         Some(order) => order,
         None => {
@@ -207,6 +210,44 @@ pub fn build(catalog: &Catalog) -> Result<(Graph, Diagnostics), Diagnostics> {
         notifies,
     };
     Ok((graph, diags))
+}
+
+/// Every resource that manages a path a declared package puts on disk comes after
+/// that package: installing the package would otherwise overwrite (or, for a
+/// conffile, leave dpkg asking about) what the resource wrote first. Packages list
+/// only regular files and symlinks as [`Provide::PackagedPath`]: directories like
+/// `/etc` or `/usr/share/doc` are shipped by hundreds of packages, and a declared
+/// directory there is no reason to order it after whichever package came first.
+/// Added after every explicit and other automatic edge, and skipped (with a debug
+/// log) where it would close a cycle: an explicit `requires`/`before` that says the
+/// opposite order is the manifest's decision.
+fn packaged_path_edges(
+    catalog: &Catalog,
+    dag: &mut DiGraph<usize, EdgeKind>,
+    nodes: &[NodeIndex],
+    add: &mut impl FnMut(&mut DiGraph<usize, EdgeKind>, usize, usize, EdgeKind),
+) {
+    let mut space = petgraph::algo::DfsSpace::new(&*dag);
+    for (i, r) in catalog.resources.iter().enumerate() {
+        let Some(path) = r.managed_path() else {
+            continue;
+        };
+        let Some(j) = catalog.provider_of(&Provide::PackagedPath(path.to_string())) else {
+            continue;
+        };
+        if i == j {
+            continue;
+        }
+        if petgraph::algo::has_path_connecting(&*dag, nodes[i], nodes[j], Some(&mut space)) {
+            tracing::debug!(
+                package = %catalog.resources[j].id(),
+                resource = %r.id(),
+                "no automatic edge from the package that ships this path: the declared order says otherwise"
+            );
+            continue;
+        }
+        add(dag, j, i, EdgeKind::Auto);
+    }
 }
 
 /// Kahn's algorithm, always taking the earliest-declared ready resource, so plans
@@ -317,9 +358,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::plan::Change;
-    use crate::resource::{
-        contract, ApplyCtx, Meta, Need, PlanCtx, Provide, Resource, ResourceError,
-    };
+    use crate::resource::{contract, ApplyCtx, Meta, Need, PlanCtx, Resource, ResourceError};
 
     #[derive(Debug)]
     struct Linted {
@@ -544,6 +583,218 @@ mod tests {
         ];
         for (what, resources, want) in cases {
             assert_eq!(auto_edges(resources), want, "{what}");
+        }
+    }
+
+    /// A resource managing a path, like a file, directory or unit.
+    #[derive(Debug)]
+    struct AtPath {
+        fake: Fake,
+        path: String,
+    }
+
+    impl Resource for AtPath {
+        fn id(&self) -> &ResourceId {
+            &self.fake.id
+        }
+        fn meta(&self) -> &Meta {
+            &self.fake.meta
+        }
+        fn managed_path(&self) -> Option<&str> {
+            Some(&self.path)
+        }
+        fn observe_state(&self, c: &PlanCtx) -> Result<contract::State, ResourceError> {
+            self.fake.observe_state(c)
+        }
+        fn diff_state(
+            &self,
+            s: contract::State,
+            d: &contract::DepView,
+        ) -> Result<Change, ResourceError> {
+            self.fake.diff_state(s, d)
+        }
+        fn apply(&self, c: &ApplyCtx, ch: &Change) -> Result<(), ResourceError> {
+            self.fake.apply(c, ch)
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    fn at(id: &str, path: &str, requires: &[&str], before: &[&str]) -> Box<dyn Resource> {
+        let ids = |l: &[&str]| -> Vec<(ResourceId, Span)> {
+            l.iter()
+                .map(|i| {
+                    let id = ResourceId::parse(i).unwrap_or_else(|| panic!("bad id {i}"));
+                    (id, Span::file_only("site.yaml".into()))
+                })
+                .collect()
+        };
+        Box::new(AtPath {
+            fake: Fake {
+                id: ResourceId::parse(id).unwrap_or_else(|| panic!("bad id {id}")),
+                meta: Meta {
+                    requires: ids(requires),
+                    before: ids(before),
+                    ..Meta::default()
+                },
+                provides: Vec::new(),
+                needs: Vec::new(),
+            },
+            path: path.into(),
+        })
+    }
+
+    /// The automatic edges once packages `(catalog index, paths)` are known to ship
+    /// these paths, as the engine adds them at load.
+    fn packaged_edges(
+        resources: Vec<Box<dyn Resource>>,
+        shipped: &[(usize, &[&str])],
+    ) -> Vec<String> {
+        let mut catalog = Catalog::new(resources);
+        for (i, paths) in shipped {
+            catalog.add_target_provides(
+                *i,
+                paths
+                    .iter()
+                    .map(|p| Provide::PackagedPath(p.to_string()))
+                    .collect(),
+            );
+        }
+        let graph = match build(&catalog) {
+            Ok((g, _)) => g,
+            Err(d) => panic!("{d:?}"),
+        };
+        let mut out: Vec<String> = graph
+            .dag
+            .raw_edges()
+            .iter()
+            .filter(|e| e.weight == EdgeKind::Auto)
+            .map(|e| {
+                format!(
+                    "{} -> {}",
+                    catalog.resources[graph.dag[e.source()]].id(),
+                    catalog.resources[graph.dag[e.target()]].id()
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_resource_managing_a_path_a_declared_package_ships_comes_after_that_package() {
+        let pkg = || fake("package[demo-a]", &[], &[]);
+        type Case = (
+            &'static str,
+            Vec<Box<dyn Resource>>,
+            Vec<(usize, &'static [&'static str])>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "a file the package ships, declared before it",
+                vec![
+                    at("file[/etc/demo-a.conf]", "/etc/demo-a.conf", &[], &[]),
+                    pkg(),
+                ],
+                vec![(1, &["/etc/demo-a.conf", "/usr/bin/demo-a"])],
+                vec!["package[demo-a] -> file[/etc/demo-a.conf]"],
+            ),
+            (
+                "any kind with a managed path: a unit file the package ships",
+                vec![
+                    pkg(),
+                    at(
+                        "unit[demo-a.service]",
+                        "/lib/systemd/system/demo-a.service",
+                        &[],
+                        &[],
+                    ),
+                ],
+                vec![(0, &["/lib/systemd/system/demo-a.service"])],
+                vec!["package[demo-a] -> unit[demo-a.service]"],
+            ),
+            (
+                "a path the package does not ship is no edge",
+                vec![pkg(), at("file[/etc/other]", "/etc/other", &[], &[])],
+                vec![(0, &["/etc/demo-a.conf"])],
+                vec![],
+            ),
+            (
+                "no package known to ship anything: no edge",
+                vec![
+                    pkg(),
+                    at("file[/etc/demo-a.conf]", "/etc/demo-a.conf", &[], &[]),
+                ],
+                vec![],
+                vec![],
+            ),
+            (
+                "an explicit order the other way wins: before",
+                vec![
+                    pkg(),
+                    at(
+                        "file[/etc/demo-a.conf]",
+                        "/etc/demo-a.conf",
+                        &[],
+                        &["package[demo-a]"],
+                    ),
+                ],
+                vec![(0, &["/etc/demo-a.conf"])],
+                vec![],
+            ),
+            (
+                "an explicit order the other way wins: requires",
+                vec![
+                    Box::new(AtPath {
+                        fake: Fake {
+                            id: ResourceId::new("package", "demo-a"),
+                            meta: Meta {
+                                requires: vec![(
+                                    ResourceId::new("file", "/etc/demo-a.conf"),
+                                    Span::file_only("site.yaml".into()),
+                                )],
+                                ..Meta::default()
+                            },
+                            provides: Vec::new(),
+                            needs: Vec::new(),
+                        },
+                        path: "/nowhere".into(),
+                    }),
+                    at("file[/etc/demo-a.conf]", "/etc/demo-a.conf", &[], &[]),
+                ],
+                vec![(0, &["/etc/demo-a.conf"])],
+                vec![],
+            ),
+            (
+                "an explicit order the other way wins, through another resource",
+                vec![
+                    pkg(),
+                    at(
+                        "file[/etc/demo-a.conf]",
+                        "/etc/demo-a.conf",
+                        &[],
+                        &["file[/etc/mid]"],
+                    ),
+                    at("file[/etc/mid]", "/etc/mid", &[], &["package[demo-a]"]),
+                ],
+                vec![(0, &["/etc/demo-a.conf"])],
+                vec![],
+            ),
+            (
+                "the first package shipping a path gives the edge",
+                vec![
+                    pkg(),
+                    fake("package[demo-b]", &[], &[]),
+                    at("file[/etc/shared]", "/etc/shared", &[], &[]),
+                ],
+                vec![(0, &["/etc/shared"]), (1, &["/etc/shared"])],
+                vec!["package[demo-a] -> file[/etc/shared]"],
+            ),
+        ];
+        for (what, resources, shipped, want) in cases {
+            assert_eq!(packaged_edges(resources, &shipped), want, "{what}");
         }
     }
 

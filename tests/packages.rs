@@ -779,3 +779,82 @@ fn package_manifest_mistakes_are_refused_naming_the_place() {
         "{said}"
     );
 }
+
+/// The ids of an `apply --format jsonl` run's outcome lines, in the order they came.
+fn outcome_order(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["format"] == "reconcile-apply-outcome")
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_file_a_declared_package_ships_is_applied_after_the_package_even_when_declared_before() {
+    let Some((host, _repo)) = host_with_repo(
+        "a_file_a_declared_package_ships_is_applied_after_the_package_even_when_declared_before",
+    ) else {
+        return;
+    };
+    point_apt_at_repo(&host);
+    // demo-a ships /etc/demo-a/demo-a.conf (a conffile); the file is declared first.
+    let manifest = "resources:\n  - file: /etc/demo-a/demo-a.conf\n    content: \"managed = 1\\n\"\n  - package: demo-a\n";
+    put(&host, manifest);
+    let edge = "file[/etc/demo-a/demo-a.conf]\n    after package[demo-a] (auto)";
+
+    // Not installed yet: the edge comes from the candidate's package file in the
+    // `file:` source.
+    let graph = rc(&host, &["graph"]);
+    assert!(graph.success(), "{graph}");
+    assert!(graph.stdout.contains(edge), "{graph}");
+    assert!(
+        graph.stdout.find("package[demo-a]") < graph.stdout.find("file[/etc/demo-a/demo-a.conf]"),
+        "{graph}"
+    );
+    let plan = rc(&host, &["plan"]);
+    assert!(plan.success(), "{plan}");
+    assert!(!plan.stdout.contains("cannot be known"), "{plan}");
+
+    let apply = rc(&host, &["apply", "--format", "jsonl"]);
+    assert!(apply.success(), "{apply}");
+    assert_eq!(
+        outcome_order(&apply.stdout),
+        vec!["package[demo-a]", "file[/etc/demo-a/demo-a.conf]"],
+        "{apply}"
+    );
+    assert_eq!(dpkg_state(&host, "demo-a"), "ii 1.1");
+    assert_eq!(
+        host.read_file("/etc/demo-a/demo-a.conf").as_deref(),
+        Some(&b"managed = 1\n"[..])
+    );
+    converged(&host);
+
+    // Installed, with no source left that offers it: the edge comes from dpkg's list.
+    host.sh_ok("rm /etc/apt/sources.list.d/demo.sources && apt-get update -q");
+    let graph = rc(&host, &["graph"]);
+    assert!(graph.stdout.contains(edge), "{graph}");
+    converged(&host);
+
+    // A package whose files cannot be known (not installed, no package file here):
+    // no edge, and the plan says so.
+    put(
+        &host,
+        "resources:\n  - file: /etc/demo-c/demo-c.conf\n    content: \"x\\n\"\n  - package: demo-c\n  - package: demo-d\n",
+    );
+    host.write_file(
+        "/etc/apt/sources.list.d/demo.sources",
+        b"Types: deb\nURIs: file:/srv/repo\nSuites: ./\nTrusted: yes\n",
+    );
+    host.sh_ok("apt-get update -q && mv /srv/repo/demo-c_1.0_all.deb /root/");
+    let graph = rc(&host, &["graph"]);
+    assert!(!graph.stdout.contains("after package[demo-c]"), "{graph}");
+    let plan = rc(&host, &["plan", "-vv"]);
+    assert!(
+        plan.stdout
+            .contains("the files of package demo-c cannot be known before it is installed"),
+        "{plan}"
+    );
+    assert!(!plan.stdout.contains("package demo-d cannot"), "{plan}");
+    // Both packages' files were looked up in one apt query.
+    assert_eq!(plan.stderr.matches("verb=download").count(), 1, "{plan}");
+}

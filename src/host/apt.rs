@@ -25,8 +25,8 @@ use nix::fcntl::{fcntl, openat, AtFlags, FcntlArg, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 
 use super::exec::{Cmd, Output};
-use super::parse::apt::{parse_policy, parse_simulation, Policy, SimOp};
-use super::parse::dpkg::{parse_status, Status};
+use super::parse::apt::{parse_policy, parse_print_uris, parse_simulation, DebUri, Policy, SimOp};
+use super::parse::dpkg::{parse_deb_contents, parse_status, DebMember, Status};
 use super::{Host, HostError};
 
 /// dpkg's status database.
@@ -35,6 +35,8 @@ pub const STATUS: &str = "/var/lib/dpkg/status";
 pub const LOCK_FRONTEND: &str = "/var/lib/dpkg/lock-frontend";
 /// Where dpkg lists each installed package's files.
 pub const INFO_DIR: &str = "/var/lib/dpkg/info";
+/// apt's cache of downloaded package files.
+pub const ARCHIVES_DIR: &str = "/var/cache/apt/archives";
 /// apt's downloaded indexes; `apt-get update` rewrites them.
 pub const LISTS_DIR: &str = "/var/lib/apt/lists";
 /// apt's record of every transaction.
@@ -65,6 +67,7 @@ type Cache<K, V> = Mutex<Option<(K, Arc<V>)>>;
 static STATUS_CACHE: Cache<(PathBuf, Option<Ident>), Status> = Mutex::new(None);
 static POLICY_CACHE: Cache<QueryKey, HashMap<String, Policy>> = Mutex::new(None);
 static SIM_CACHE: Cache<QueryKey, Simulation> = Mutex::new(None);
+static DEB_CACHE: Cache<QueryKey, Vec<DebUri>> = Mutex::new(None);
 
 /// What a query's answer depends on: the root, dpkg's database, apt's lists and the
 /// request itself.
@@ -261,18 +264,70 @@ impl<'a> Apt<'a> {
     }
 
     /// The paths dpkg lists for an installed package (`info/NAME.list`, or
-    /// `NAME:ARCH.list` for a multi-arch-same package); empty when none.
-    pub fn package_files(&self, name: &str) -> Result<Vec<String>, HostError> {
-        for file in [format!("{name}.list"), format!("{name}:amd64.list")] {
+    /// `NAME:ARCH.list` for a multi-arch-same package); `None` when there is no list.
+    pub fn package_files(&self, name: &str, arch: &str) -> Result<Option<Vec<String>>, HostError> {
+        for file in [format!("{name}.list"), format!("{name}:{arch}.list")] {
             if let Some((_, Some(bytes))) = self.host.read(&format!("{INFO_DIR}/{file}"))? {
                 let text = String::from_utf8_lossy(&bytes);
-                return Ok(super::parse::dpkg::parse_list(&text)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect());
+                return Ok(Some(
+                    super::parse::dpkg::parse_list(&text)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                ));
             }
         }
-        Ok(Vec::new())
+        Ok(None)
+    }
+
+    /// The package files apt would install for `names` (their candidates), as
+    /// `apt-get download --print-uris` names them: one query for all names (callers
+    /// pass every name of the run, so it runs once); a name apt does not know is
+    /// simply missing (apt still prints the others).
+    pub fn candidate_debs(&self, names: &[String]) -> Result<Arc<Vec<DebUri>>, HostError> {
+        if names.is_empty() {
+            return Ok(Arc::new(Vec::new()));
+        }
+        let key = self.key(names.to_vec())?;
+        cached(&DEB_CACHE, key, || {
+            let out = self
+                .cmd("apt-get")
+                .args(["-q", "download", "--print-uris"])
+                .args(names.iter().cloned())
+                .run()?;
+            Ok(parse_print_uris(&out.stdout))
+        })
+    }
+
+    /// What a candidate package file holds, when it is on this machine already: a
+    /// `file:` source's file (where apt itself reads it) or apt's download cache
+    /// under the root. `None` when it would have to be downloaded first.
+    pub fn deb_contents(&self, deb: &DebUri) -> Result<Option<Vec<DebMember>>, HostError> {
+        let local = deb
+            .local_path()
+            .filter(|p| std::path::Path::new(p).is_file())
+            .map(PathBuf::from);
+        let cached = format!("{ARCHIVES_DIR}/{}", deb.filename);
+        let file = match local {
+            Some(p) => p,
+            None if !deb.filename.contains('/')
+                && matches!(self.host.lstat(&cached)?, Some(st) if st.kind == super::FileKind::File) =>
+            {
+                self.host.root().join(cached.trim_start_matches('/'))
+            }
+            None => return Ok(None),
+        };
+        let out = Cmd::new("dpkg-deb")
+            .arg("-c")
+            .arg(file.display().to_string())
+            .run()?;
+        if !out.success() {
+            return Err(HostError::Command {
+                command: format!("dpkg-deb -c {}", file.display()),
+                reason: out.reason(),
+            });
+        }
+        Ok(Some(parse_deb_contents(&out.stdout)))
     }
 
     /// Who holds dpkg's frontend lock now: `Some(pid)` (0 when the kernel does not

@@ -63,13 +63,18 @@ pub enum Provide {
     Unit(String),
     /// A Debian package, by name (and `(apt lists)`: what apt_source refreshes).
     Package(String),
+    /// A regular file or symlink that a package puts at this path, as read from the
+    /// target at load ([`Resource::target_provides`]): whatever manages the path
+    /// comes after the package (see `graph::build`).
+    PackagedPath(String),
 }
 
 /// How many kinds of [`Provide`] there are: the catalog keeps one index per kind.
-const PROVIDE_KINDS: usize = 6;
+const PROVIDE_KINDS: usize = 7;
 const PATH: usize = 0;
 const DIRECTORY: usize = 1;
 const GROUP: usize = 3;
+const PACKAGED_PATH: usize = 6;
 
 impl Provide {
     fn key(&self) -> (usize, &str) {
@@ -80,6 +85,7 @@ impl Provide {
             Provide::Group(n) => (GROUP, n),
             Provide::Unit(n) => (4, n),
             Provide::Package(n) => (5, n),
+            Provide::PackagedPath(p) => (PACKAGED_PATH, p),
         }
     }
 }
@@ -302,6 +308,24 @@ impl Catalog {
         conflicts
     }
 
+    /// Adds what resource `i` provides according to the target (read once at load,
+    /// [`Resource::target_provides`]) to the provider index; the first provider of
+    /// a name keeps it, as with [`Resource::provides`].
+    pub fn add_target_provides(&mut self, i: usize, provides: Vec<Provide>) {
+        for p in provides {
+            let (kind, name) = p.key();
+            if !self.providers[kind].contains_key(name) {
+                self.providers[kind].insert(name.to_string(), i);
+            }
+        }
+    }
+
+    /// Whether any declared resource provides a packaged path: without one, the
+    /// graph looks up no managed path.
+    pub fn has_packaged_paths(&self) -> bool {
+        !self.providers[PACKAGED_PATH].is_empty()
+    }
+
     fn provider(&self, kind: usize, name: &str) -> Option<usize> {
         self.providers[kind].get(name).copied()
     }
@@ -439,6 +463,15 @@ pub trait Resource: Send + Sync + Debug + Any {
 
     /// What this resource makes exist, for others to need (see [`Provide`]).
     fn provides(&self) -> Vec<Provide> {
+        Vec::new()
+    }
+
+    /// What this resource provides according to the target as it is, read once at
+    /// load before the graph is built (host access read-only): a package's files,
+    /// from dpkg's lists or the package file apt would install. Most kinds know
+    /// everything from the manifest and keep the default (nothing, no read). The
+    /// catalog lets a kind ask one query for all its resources.
+    fn target_provides(&self, _host: &Host, _catalog: &Catalog) -> Vec<Provide> {
         Vec::new()
     }
 

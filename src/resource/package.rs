@@ -18,14 +18,16 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
 use crate::host::apt::{Apt, Simulation, DEFAULT_LOCK_TIMEOUT};
 use crate::host::parse::apt::{Policy, SimOp};
 use crate::host::parse::dpkg::{
-    compare_versions, is_glob, version_matches, PkgState, Status, Want,
+    compare_versions, is_glob, list_leaves, version_matches, PkgState, Status, Want,
 };
+use crate::host::{Host, HostError};
 use crate::id::ResourceId;
 use crate::manifest::decode::{Decoder, Fields};
 use crate::plan::{fingerprint, Action, Change};
@@ -81,6 +83,10 @@ pub struct Package {
     pub install_recommends: bool,
     /// How long a change waits for another dpkg frontend to finish.
     pub lock_timeout: Duration,
+    /// The names whose files could not be known at load (not installed, and no
+    /// package file on this machine): set once by [`Resource::target_provides`],
+    /// shown as a plan note.
+    pub files_unknown: OnceLock<Vec<String>>,
 }
 
 /// Debian package names (policy 5.6.1), optionally `:arch`.
@@ -191,6 +197,7 @@ pub fn decode(
         hold,
         install_recommends,
         lock_timeout,
+        files_unknown: OnceLock::new(),
     }))
 }
 
@@ -215,6 +222,28 @@ impl Resource for Package {
 
     fn needs(&self) -> Vec<Need> {
         vec![Need::Exact(Provide::Package(APT_LISTS.to_string()))]
+    }
+
+    /// The regular files and symlinks this resource's packages put on disk: from
+    /// dpkg's list for an installed one, else from its candidate's package file when
+    /// that is on this machine (a `file:` source, apt's download cache). A package
+    /// to remove provides nothing. What cannot be read gives no edge (and a note).
+    fn target_provides(&self, host: &Host, catalog: &Catalog) -> Vec<Provide> {
+        if !self.ensure.installed() {
+            return Vec::new();
+        }
+        let found = packaged_files(&Apt::new(host), &self.names, |status| {
+            uninstalled(catalog, status)
+        });
+        let (paths, unknown) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(resource = %self.id, error = %e, "the package's files could not be read");
+                (Vec::new(), self.names.clone())
+            }
+        };
+        let _ = self.files_unknown.set(unknown);
+        paths.into_iter().map(Provide::PackagedPath).collect()
     }
 
     fn removes(&self) -> bool {
@@ -302,6 +331,8 @@ pub struct Observed {
     /// name could not be resolved: when one of them changes in this run, versions
     /// are known only after it (their one `apt-get update` runs before any package).
     pub lists: Vec<ResourceId>,
+    /// Names whose files were unknown at load ([`Package::files_unknown`]).
+    pub files_unknown: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,6 +469,63 @@ impl Package {
 }
 
 /// The package resources of the catalog, in declaration order.
+/// The regular files and symlinks of `names` (see [`Package::target_provides`]),
+/// and the names to install whose files cannot be known yet. `uninstalled`: every
+/// name of the run to install, asked of apt in one query (cached for the run).
+fn packaged_files(
+    apt: &Apt,
+    names: &[String],
+    uninstalled: impl FnOnce(&Status) -> Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), HostError> {
+    let status = apt.status()?;
+    let mut paths = Vec::new();
+    let mut missing = Vec::new();
+    let base = |n: &str| n.split(':').next().unwrap_or(n).to_string();
+    for n in names {
+        match status.find(n).filter(|e| e.state.has_files()) {
+            Some(e) => match apt.package_files(&base(n), &e.arch)? {
+                Some(list) => {
+                    let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+                    paths.extend(list_leaves(&refs).into_iter().map(str::to_string));
+                }
+                // Installed without a list (a damaged or copied database): its
+                // files are on disk already, nothing to install, nothing to say.
+                None => tracing::debug!(package = %n, "installed, but dpkg lists no files"),
+            },
+            None => missing.push(n.clone()),
+        }
+    }
+    let mut unknown = Vec::new();
+    if !missing.is_empty() {
+        let debs = apt.candidate_debs(&uninstalled(&status))?;
+        for n in missing {
+            let contents = match debs.iter().find(|d| d.name == base(&n)) {
+                Some(deb) => apt.deb_contents(deb)?,
+                None => None,
+            };
+            match contents {
+                Some(members) => {
+                    paths.extend(members.into_iter().filter(|m| !m.directory).map(|m| m.path))
+                }
+                None => unknown.push(n),
+            }
+        }
+    }
+    Ok((paths, unknown))
+}
+
+/// Every name a package resource of the run installs that has no files on the
+/// target yet, sorted (the same query for every resource).
+fn uninstalled(catalog: &Catalog, status: &Status) -> Vec<String> {
+    let names: BTreeSet<String> = package_resources(catalog)
+        .filter(|p| p.ensure.installed())
+        .flat_map(|p| p.names.iter())
+        .filter(|n| !status.find(n).is_some_and(|e| e.state.has_files()))
+        .cloned()
+        .collect();
+    names.into_iter().collect()
+}
+
 fn package_resources(catalog: &Catalog) -> impl Iterator<Item = &Package> {
     catalog
         .resources
@@ -537,6 +625,7 @@ impl Contract for Package {
             extras: Vec::new(),
             refused: None,
             lists: Vec::new(),
+            files_unknown: self.files_unknown.get().cloned().unwrap_or_default(),
         };
         // The run's transaction, simulated once, when this resource changes packages;
         // its extras are shown by the first resource that changes any.
@@ -731,6 +820,18 @@ impl Contract for Package {
                     SimOp::Purg { name, .. } => format!("package {name} purged by apt"),
                     SimOp::Conf { name, .. } => format!("package {name} configured by apt"),
                 });
+            }
+        }
+        for n in &o.files_unknown {
+            if d.ops
+                .iter()
+                .any(|op| matches!(op, Op::Install { name, .. } if name == n))
+            {
+                d.notes.push(format!(
+                    "the files of package {n} cannot be known before it is installed (no package file of it on this machine): \
+                     nothing declared gets an automatic edge from it; give a resource that manages one of its files `requires: [{}]`",
+                    self.id
+                ));
             }
         }
         for (n, state) in &o.interrupted {
@@ -962,6 +1063,7 @@ mod tests {
             hold,
             install_recommends: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            files_unknown: OnceLock::new(),
         }
     }
 
@@ -1296,6 +1398,37 @@ mod tests {
                 ("auditd", None, Some("1:3.4-1"))
             ]
         );
+    }
+
+    #[test]
+    fn a_package_to_install_whose_files_are_unknown_says_so_and_suggests_requires() {
+        let p = pkg(&["demo-a", "demo-b"], Ensure::Present, None, None);
+        let notes = |unknown: &[&str], a: PkgState| {
+            let o = Observed {
+                packages: vec![
+                    seen("demo-a", a, None, false, Some("1.1")),
+                    seen("demo-b", PkgState::Installed, Some("1.0"), false, None),
+                ],
+                files_unknown: unknown.iter().map(|s| s.to_string()).collect(),
+                ..Observed::default()
+            };
+            p.diff(&o, &DepView::none())
+                .map(|d| d.notes)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let got = notes(&["demo-a"], PkgState::NotInstalled);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("package demo-a cannot be known before it is installed"),
+            "{got:?}"
+        );
+        assert!(
+            got[0].contains("requires: [package[demo-a, demo-b]]"),
+            "{got:?}"
+        );
+        // Known files, or nothing to install: no note.
+        assert!(notes(&[], PkgState::NotInstalled).is_empty());
+        assert!(notes(&["demo-b"], PkgState::NotInstalled).is_empty());
     }
 
     #[test]

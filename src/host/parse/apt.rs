@@ -54,6 +54,59 @@ pub fn parse_policy(text: &str) -> HashMap<String, Policy> {
     out
 }
 
+/// One package file of `apt-get download --print-uris NAMES`: `'URI' FILENAME SIZE
+/// HASH`, FILENAME being `NAME_VERSION_ARCH.deb` with the version percent-encoded
+/// (as apt names it in /var/cache/apt/archives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebUri {
+    pub name: String,
+    pub uri: String,
+    pub filename: String,
+}
+
+impl DebUri {
+    /// The file a `file:` URI names, percent-decoded; `None` for other schemes.
+    pub fn local_path(&self) -> Option<String> {
+        let rest = self.uri.strip_prefix("file:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        percent_decode(rest)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses `apt-get download --print-uris`; lines of any other shape are skipped.
+pub fn parse_print_uris(text: &str) -> Vec<DebUri> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix('\'')?;
+            let (uri, rest) = rest.split_once('\'')?;
+            let filename = rest.split_whitespace().next()?;
+            let name = filename.split_once('_')?.0;
+            filename.ends_with(".deb").then(|| DebUri {
+                name: name.to_string(),
+                uri: uri.to_string(),
+                filename: filename.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// One line of a simulated transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SimOp {
@@ -174,6 +227,24 @@ mod tests {
             .join("tests/fixtures/parse/apt")
             .join(name);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn recorded_print_uris_give_each_package_file_and_where_a_file_source_keeps_it() {
+        let uris = parse_print_uris(&fixture("print-uris.txt"));
+        assert_eq!(uris.len(), 1);
+        assert_eq!(uris[0].name, "demo-a");
+        assert_eq!(uris[0].filename, "demo-a_1%3a1.0_all.deb");
+        assert_eq!(
+            uris[0].local_path().as_deref(),
+            Some("/tmp/edgex/repo/./demo-a_1.0_all.deb")
+        );
+        let http = DebUri {
+            name: "x".into(),
+            uri: "http://deb.debian.org/x.deb".into(),
+            filename: "x_1_all.deb".into(),
+        };
+        assert_eq!(http.local_path(), None);
     }
 
     #[test]

@@ -238,6 +238,79 @@ pub fn parse_list(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The entries of a `.list` that nothing else listed is below: its regular files,
+/// symlinks (and empty directories, which a list does not tell apart). A listed
+/// path with another below it is a directory, and directories (`/etc`,
+/// `/usr/share/doc`) are shared by many packages.
+pub fn list_leaves<'a>(paths: &[&'a str]) -> Vec<&'a str> {
+    let mut parents = std::collections::HashSet::new();
+    for p in paths {
+        let mut at = *p;
+        while let Some(i) = at.rfind('/') {
+            at = &at[..i];
+            if at.is_empty() || !parents.insert(at) {
+                break;
+            }
+        }
+    }
+    paths
+        .iter()
+        .copied()
+        .filter(|p| !parents.contains(p))
+        .collect()
+}
+
+/// One member of a package file, from `dpkg-deb -c`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebMember {
+    /// The absolute path it is installed at (`./etc/x` → `/etc/x`).
+    pub path: String,
+    pub directory: bool,
+}
+
+/// `dpkg-deb -c FILE` (tar's verbose listing): `MODE OWNER/GROUP SIZE DATE TIME
+/// PATH`, where a symlink's PATH is followed by ` -> TARGET` and a hard link's by
+/// ` link to TARGET`. The root (`./`) is left out.
+pub fn parse_deb_contents(text: &str) -> Vec<DebMember> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(kind) = line.bytes().next() else {
+            continue;
+        };
+        // Skip the five fields before the path; the path itself may hold spaces.
+        let mut rest = line;
+        let mut ok = true;
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            match rest.find(' ') {
+                Some(i) => rest = &rest[i..],
+                None => ok = false,
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut path = rest.trim_start();
+        if kind == b'l' {
+            path = path.split_once(" -> ").map_or(path, |(p, _)| p);
+        } else if kind == b'h' {
+            path = path.split_once(" link to ").map_or(path, |(p, _)| p);
+        }
+        let Some(rel) = path.strip_prefix("./") else {
+            continue;
+        };
+        let rel = rel.trim_end_matches('/');
+        if rel.is_empty() {
+            continue;
+        }
+        out.push(DebMember {
+            path: format!("/{rel}"),
+            directory: kind == b'd',
+        });
+    }
+    out
+}
+
 /// Debian version ordering (deb-version(7)): `[epoch:]upstream[-revision]`, each part
 /// compared by alternating non-digit runs (letters before non-letters, `~` before
 /// everything, even the end) and numeric runs.
@@ -361,6 +434,35 @@ mod tests {
             .join("tests/fixtures/parse/apt")
             .join(name);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn a_recorded_package_listing_gives_files_symlinks_and_hard_links_apart_from_directories() {
+        let got = parse_deb_contents(&fixture("deb-contents.txt"));
+        let show: Vec<(&str, bool)> = got.iter().map(|m| (m.path.as_str(), m.directory)).collect();
+        assert_eq!(
+            show,
+            vec![
+                ("/etc", true),
+                ("/etc/demo-a", true),
+                ("/etc/demo-a/demo-a.conf", false),
+                ("/etc/demo-a/hard.conf", false),
+                ("/usr", true),
+                ("/usr/bin", true),
+                ("/usr/bin/we ird", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_list_s_leaves_are_what_nothing_else_listed_is_below() {
+        let list = fixture("demo-d.list");
+        let paths = parse_list(&list);
+        assert_eq!(
+            list_leaves(&paths),
+            vec!["/etc/demo-d/demo-d.conf", "/usr/share/demo-d/VERSION"]
+        );
+        assert_eq!(list_leaves(&["/a", "/a/b", "/ab"]), vec!["/a/b", "/ab"]);
     }
 
     #[test]
