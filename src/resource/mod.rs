@@ -12,6 +12,7 @@ pub mod contract;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod logrotate;
 pub mod managed_file;
 pub mod perms;
 pub mod symlink;
@@ -512,6 +513,11 @@ pub const KINDS: &[Kind] = &[
     Kind {
         name: "group",
         decode: group::decode,
+        flush: None,
+    },
+    Kind {
+        name: "logrotate",
+        decode: logrotate::decode,
         flush: None,
     },
 ];
