@@ -8,6 +8,7 @@
 //! ([`Provide`], [`Need`]), the catalog indexes the providers once, and the graph
 //! turns every need a declared resource provides into an automatic edge.
 
+pub mod audit_rule;
 pub mod contract;
 pub mod directory;
 pub mod file;
@@ -519,6 +520,14 @@ pub const KINDS: &[Kind] = &[
         name: "logrotate",
         decode: logrotate::decode,
         flush: None,
+    },
+    Kind {
+        name: "audit_rule",
+        decode: audit_rule::decode,
+        flush: Some(Flush {
+            step: "augenrules --load",
+            run: audit_rule::flush,
+        }),
     },
 ];
 

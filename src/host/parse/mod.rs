@@ -1,5 +1,6 @@
 //! Pure parsers of real host files and tool output, tested against recorded fixtures.
 
+pub mod auditctl;
 pub mod passwd;
 pub mod shadow;
 pub mod systemctl;
