@@ -296,6 +296,7 @@ fn load_options(target: &Target) -> LoadOptions {
         env: target.env.clone(),
         vars: target.vars.clone(),
         tags: target.tags.clone(),
+        strict: target.strict,
     }
 }
 
@@ -673,6 +674,8 @@ fn apply(
                 env: p.environment.clone(),
                 vars: p.vars.clone(),
                 tags: p.tags.clone(),
+                // Its lints were shown when it was planned.
+                strict: false,
             };
             let choice = EnvChoice {
                 env: p.environment.clone(),

@@ -42,6 +42,8 @@ pub struct Meta {
     /// Never show content or values of this resource.
     pub secret: bool,
     pub tags: Vec<String>,
+    /// Lint codes silenced for this resource (`allow: [R0003]`), see `crate::lint`.
+    pub allow: Vec<(String, Span)>,
 }
 
 /// Something a declared resource makes exist on the target, which other resources
