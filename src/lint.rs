@@ -195,7 +195,11 @@ fn unit_lints(u: &Unit, catalog: &Catalog, out: &mut Out) {
         for r in &catalog.resources {
             for script in reload_scripts(r.as_ref()) {
                 if reloads(&script, &u.unit) {
-                    why.push(format!("{} runs `{}`", r.id(), script.trim()));
+                    why.push(if r.meta().secret {
+                        format!("{} reloads it (its script is secret, not shown)", r.id())
+                    } else {
+                        format!("{} runs `{}`", r.id(), script.trim())
+                    });
                 }
             }
         }
@@ -325,10 +329,16 @@ fn file_lints(f: &File, out: &mut Out) {
                 } else if t == "endscript" {
                     in_script = false;
                 } else if !in_script && !t.starts_with('#') && t.contains('#') {
+                    // A secret file's content is never quoted, not even one line.
+                    let shown = if f.meta.secret {
+                        " (not shown: the file is secret)".to_string()
+                    } else {
+                        format!(", `{t}`")
+                    };
                     out.fire(
                         "R0004",
                         None,
-                        format!("line {} of the content, `{t}`: logrotate allows comments only on their own line and skips the whole block (the runbook's `rotate 2555  # 7 years` rotates nothing)", n + 1),
+                        format!("line {} of the content{shown}: logrotate allows comments only on their own line and skips the whole block (the runbook's `rotate 2555  # 7 years` rotates nothing)", n + 1),
                         "put the comment on its own line",
                     );
                 }
