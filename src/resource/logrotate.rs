@@ -785,8 +785,17 @@ impl Contract for Logrotate {
         match run_logrotate_debug(ctx, &self.name, &for_check.text) {
             Ok(out) => {
                 let verdict = judge(&out, &self.file.path, &self.rendered.origins);
-                o.rejected = verdict.rejected;
-                o.warnings = verdict.warnings;
+                // logrotate quotes the values it rejects: never for a secret policy.
+                o.rejected = verdict.rejected.map(|why| {
+                    if self.meta.secret {
+                        "`logrotate -d` rejects it (its output is not shown: the resource is secret)".into()
+                    } else {
+                        why
+                    }
+                });
+                if !self.meta.secret {
+                    o.warnings = verdict.warnings;
+                }
             }
             Err(e) => o.rejected = Some(format!("cannot run `logrotate -d`: {e}")),
         }
