@@ -292,6 +292,19 @@ fn an_error_only_logrotate_finds_is_a_plan_error_with_the_manifest_line() {
     );
     assert!(!run.all().contains("reconcile-logrotate-"), "{}", run.all());
     assert_eq!(s.snapshot(), before);
+    // A secret policy: logrotate quotes what it rejects, so its output is not shown.
+    s.manifest(
+        "site.yaml",
+        "resources:\n  - logrotate: app\n    secret: true\n    paths: [\"/var/log/app/*.log\"]\n    missingok: true\n    rotate: 4000000000\n",
+    );
+    let run = s.run("plan", &["site.yaml"]);
+    run.assert_code(1);
+    assert!(
+        run.all().contains("its output is not shown"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("bad rotation count"), "{}", run.all());
     // An unknown `su` group is the target's business, found by reconcile.
     s.manifest(
         "site.yaml",

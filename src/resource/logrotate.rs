@@ -778,7 +778,10 @@ impl Contract for Logrotate {
         let for_check = self.policy.render(
             &self.name,
             RenderFor {
-                root: (!ctx.host.is_machine_root()).then_some(root.as_str()),
+                // A root logrotate would split (whitespace, quotes) is left out: the
+                // policy's syntax is still checked, against the machine's paths.
+                root: (!ctx.host.is_machine_root() && path_problem(&format!("{root}/x")).is_none())
+                    .then_some(root.as_str()),
                 root_owners: true,
             },
         );
