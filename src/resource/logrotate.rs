@@ -530,9 +530,17 @@ pub fn decode(
         None => true,
     };
     let ensure = Ensure::decode(d, f);
+    let given = f.string_list(d, "paths");
+    if given.is_empty() && ensure == Ensure::Present {
+        let at = f.span.clone();
+        d.error(
+            &at,
+            "paths",
+            "`logrotate` requires the field `paths` (a list of log files, globs allowed)",
+        );
+    }
     let mut p = Policy {
-        paths: f
-            .string_list(d, "paths")
+        paths: given
             .into_iter()
             .filter(|(path, s)| match path_problem(path) {
                 Some(msg) => {
@@ -544,14 +552,6 @@ pub fn decode(
             .collect(),
         ..Policy::default()
     };
-    if p.paths.is_empty() && ensure == Ensure::Present && !f.has("paths") {
-        let at = f.span.clone();
-        d.error(
-            &at,
-            "paths",
-            "`logrotate` requires the field `paths` (the log files, globs allowed)",
-        );
-    }
     p.frequency = f.string(d, "frequency").and_then(|(v, s)| {
         if FREQUENCIES.contains(&v.as_str()) {
             Some((v, s))
