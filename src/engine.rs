@@ -52,6 +52,17 @@ pub fn load_model(opts: &LoadOptions, host: &Host) -> Result<Model, EngineError>
     })?;
     loaded.diags.extend(warnings);
     tracing::debug!(elapsed = ?started.elapsed(), "dependency graph built");
+    let lints = crate::lint::run(&loaded.catalog);
+    if opts.strict && !lints.is_empty() {
+        let mut all = Diagnostics(loaded.diags.0.clone());
+        for mut d in lints {
+            d.severity = crate::diag::Severity::Error;
+            d.message.push_str(" [--strict]");
+            all.push(d);
+        }
+        return Err(EngineError::Manifest(all));
+    }
+    loaded.diags.extend(Diagnostics(lints));
     let selected = vec![true; loaded.catalog.len()];
     let mut model = Model {
         loaded,

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod graph;
 pub mod host;
 pub mod id;
+pub mod lint;
 pub mod manifest;
 pub mod plan;
 pub mod render;

@@ -74,7 +74,7 @@ fn hardening_runbook_converges_on_a_development_host() {
     let run = s.converge(&[&path]);
     assert!(
         run.stdout()
-            .contains("Apply: 14 changed, 0 unchanged, 0 failed, 0 skipped."),
+            .contains("Apply: 15 changed, 0 unchanged, 0 failed, 0 skipped."),
         "{}",
         run.all()
     );

@@ -319,6 +319,7 @@ fn load_options(target: &Target) -> LoadOptions {
         vars: target.vars.clone(),
         tags: target.tags.clone(),
         modules: target.modules.clone(),
+        strict: target.strict,
     }
 }
 
@@ -706,6 +707,8 @@ fn apply(
                 vars: p.vars.clone(),
                 tags: p.tags.clone(),
                 modules: p.modules.iter().map(PathBuf::from).collect(),
+                // Its lints were shown when it was planned.
+                strict: false,
             };
             let choice = EnvChoice {
                 env: p.environment.clone(),

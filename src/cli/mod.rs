@@ -72,6 +72,9 @@ pub struct Target {
     /// plus everything they depend on.
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
+    /// Lint warnings (R0001..., docs/lints.md) are errors: exit 1, nothing changed.
+    #[arg(long)]
+    pub strict: bool,
     /// Resources observed/applied at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,

@@ -33,6 +33,8 @@ pub struct LoadOptions {
     pub tags: Vec<String>,
     /// `--modules DIR`: searched for modules after `modules/` beside the manifest.
     pub modules: Vec<PathBuf>,
+    /// `--strict`: lint warnings are errors.
+    pub strict: bool,
 }
 
 /// Settings that are not resources (top-level `settings:`).
@@ -55,7 +57,9 @@ pub struct Loaded {
 }
 
 const TOP_LEVEL: &[&str] = &["vars", "environments", "include", "resources", "settings"];
-const META_FIELDS: &[&str] = &["requires", "before", "notify", "secret", "tags", "when"];
+const META_FIELDS: &[&str] = &[
+    "requires", "before", "notify", "secret", "tags", "when", "allow",
+];
 
 struct ParsedFile {
     path: PathBuf,
@@ -462,6 +466,25 @@ fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
             }
         },
     };
+    let allow = f
+        .string_list(d, "allow")
+        .into_iter()
+        .filter(|(code, span)| {
+            let ok = crate::lint::known(code);
+            if !ok {
+                let codes: Vec<&str> = crate::lint::LINTS.iter().map(|l| l.code).collect();
+                d.error(
+                    span,
+                    "allow",
+                    format!(
+                        "`{code}` is not a lint code; known: {} (docs/lints.md)",
+                        codes.join(", ")
+                    ),
+                );
+            }
+            ok
+        })
+        .collect();
     let meta = Meta {
         span: Some(f.span.clone()),
         requires,
@@ -469,6 +492,7 @@ fn decode_meta(d: &mut Decoder, f: &mut Fields) -> (Meta, bool) {
         notify,
         secret,
         tags,
+        allow,
     };
     (meta, enabled)
 }

@@ -9,11 +9,13 @@
 //! turns every need a declared resource provides into an automatic edge.
 
 pub mod apt_source;
+pub mod audit_rule;
 pub mod contract;
 pub mod directory;
 pub mod file;
 pub mod firewall;
 pub mod group;
+pub mod logrotate;
 pub mod managed_file;
 pub mod package;
 pub mod perms;
@@ -43,6 +45,8 @@ pub struct Meta {
     /// Never show content or values of this resource.
     pub secret: bool,
     pub tags: Vec<String>,
+    /// Lint codes silenced for this resource (`allow: [R0003]`), see `crate::lint`.
+    pub allow: Vec<(String, Span)>,
 }
 
 /// Something a declared resource makes exist on the target, which other resources
@@ -638,6 +642,19 @@ pub const KINDS: &[Kind] = &[
         flush: Some(Flush {
             step: "apt-get transaction",
             run: package::flush,
+        }),
+    },
+    Kind {
+        name: "logrotate",
+        decode: logrotate::decode,
+        flush: None,
+    },
+    Kind {
+        name: "audit_rule",
+        decode: audit_rule::decode,
+        flush: Some(Flush {
+            step: "augenrules --load",
+            run: audit_rule::flush,
         }),
     },
 ];

@@ -2,6 +2,7 @@
 
 pub mod apt;
 pub mod apt_mirrors;
+pub mod auditctl;
 pub mod dpkg;
 pub mod nft;
 pub mod openpgp;

@@ -484,14 +484,6 @@ pub(super) fn lint_content(
     on_notify: OnNotify,
     entry: &Span,
 ) {
-    let at = |key: &str, section: &str| -> Span {
-        r.entries
-            .iter()
-            .rev()
-            .find(|e| e.section == section && e.key == key)
-            .and_then(|e| r.origins.get(e.line.saturating_sub(1)).cloned().flatten())
-            .unwrap_or_else(|| r.span.clone())
-    };
     let e = &r.entries;
     if !is_dropin
         && enabled == Some(true)
@@ -518,24 +510,7 @@ pub(super) fn lint_content(
         );
     }
     if ty == "timer" {
-        let stem = unit.rsplit_once('.').map(|(s, _)| s).unwrap_or(unit);
-        let triggered = unit_value(e, "Timer", "Unit")
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{stem}.service"));
-        for key in ["Requires", "Wants", "BindsTo", "Requisite", "Upholds"] {
-            let names = unit_values(e, "Unit", key);
-            if names
-                .iter()
-                .flat_map(|v| v.split_whitespace())
-                .any(|n| n == triggered)
-            {
-                d.warn(
-                    &at(key, "Unit"),
-                    "sections",
-                    format!("{key}={triggered} in a timer starts {triggered} at once whenever the timer starts (enable --now, boot), outside its schedule; a timer needs no {key}= on the unit it triggers"),
-                );
-            }
-        }
+        // Requires= on the triggered unit is lint R0001 (src/lint.rs).
         if !is_dropin
             && ![
                 "OnCalendar",
