@@ -65,7 +65,7 @@ fn two_hardened_service_calls_converge_in_a_scratch_root_then_plan_nothing() {
     let run = s.converge(&args);
     assert!(
         run.stdout()
-            .contains("Apply: 17 changed, 0 unchanged, 0 failed, 0 skipped."),
+            .contains("Apply: 19 changed, 0 unchanged, 0 failed, 0 skipped."),
         "{}",
         run.all()
     );
