@@ -20,6 +20,7 @@ pub mod perms;
 pub mod symlink;
 pub mod systemd_keys;
 pub mod unit;
+pub mod upgrade;
 pub mod user;
 
 use std::any::Any;
@@ -606,6 +607,11 @@ pub const KINDS: &[Kind] = &[
             step: "apt-get transaction",
             run: package::flush,
         }),
+    },
+    Kind {
+        name: "upgrade",
+        decode: upgrade::decode,
+        flush: None,
     },
 ];
 
