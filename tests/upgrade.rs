@@ -246,3 +246,77 @@ fn an_upgrade_waits_for_its_window_and_soak_is_blocked_by_guards_and_then_upgrad
         "{trail}"
     );
 }
+
+/// Runs this build's reconcile on this machine (no host needed: `validate` reads
+/// only the manifests).
+fn validate(manifest: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(dir.path().join("site.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reconcile"))
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("reconcile: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn bad_windows_zones_thresholds_and_timeouts_are_refused_with_their_place() {
+    let (ok, text) = validate(
+        r#"resources:
+  - upgrade: system
+    timezone: Mars/Olympus
+    windows:
+      - { days: [sun, funday], from: "04:00", to: "02:00" }
+      - { days: [mon], from: "25:00", to: "26:00", only: bugfixes }
+    soak: a week
+    mode: yolo
+    guards:
+      disk: { path: /data, critical: 101, timeout: 11m }
+      command: { argv: ["sh", "-c", "true"] }
+      postgres: { max_active: 5 }
+"#,
+    );
+    assert!(!ok, "{text}");
+    for (place, what) in [
+        ("site.yaml:3:", "not a known IANA time zone"),
+        ("site.yaml:5:", "`funday` is not a weekday"),
+        ("site.yaml:5:", "`to` must be after `from` on the same day"),
+        ("site.yaml:6:", "`25:00` is not a time"),
+        ("site.yaml:6:", "use `only: security`"),
+        ("site.yaml:7:", "`a week` is not a duration"),
+        ("site.yaml:8:", "`yolo` is not a mode"),
+        ("site.yaml:10:", "101 is not a percentage"),
+        ("site.yaml:10:", "over the limit of 10m"),
+        ("site.yaml:11:", "absolute program path"),
+        (
+            "site.yaml:12:",
+            "`postgres` is not a guard this version knows",
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(place) && l.contains(what)),
+            "{place} {what}: {text}"
+        );
+    }
+    let (ok, text) = validate(
+        r#"resources:
+  - upgrade: system
+    windows:
+      - { days: [sun], from: "02:00", to: "04:00" }
+    guards:
+      disk: { path: /data, warn: 96, critical: 95 }
+"#,
+    );
+    assert!(
+        !ok && text.contains("warn (96) is above critical (95)"),
+        "{text}"
+    );
+}
