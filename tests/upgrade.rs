@@ -149,6 +149,17 @@ fn in_sync(host: &TestHost, now: &str) -> String {
     p.to_string()
 }
 
+/// What apt, dpkg and reconcile keep on the host: paths, sizes, times, modes.
+fn snapshot(host: &TestHost) -> Vec<String> {
+    host.sh_ok(
+        "find /etc/apt /var/lib/dpkg /var/lib/apt /var/cache/apt /var/log/apt /var/lib/reconcile \
+         -xdev -printf '%p %s %T@ %m\\n' 2>/dev/null | sort; true",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
 const SEEN: &str = "/var/lib/reconcile/upgrade/system.json";
 /// Wednesday 2026-12-02 13:00 in Berlin: outside the window.
 const WEDNESDAY: &str = "2026-12-02T12:00:00Z";
@@ -168,8 +179,11 @@ fn an_upgrade_waits_for_its_window_and_soak_is_blocked_by_guards_and_then_upgrad
     let n = transactions(&host);
 
     // Outside the window: deferred with the next window; the first sight of demo-a
-    // 1.1 is the only change, and plan writes nothing.
+    // 1.1 is the only change, and plan and check write nothing.
+    let before = snapshot(&host);
     let plan = rc(&host, WEDNESDAY, &["plan"]);
+    let _ = rc(&host, WEDNESDAY, &["check"]);
+    assert_eq!(before, snapshot(&host), "plan or check changed the host");
     assert!(plan.success(), "{plan}");
     let text = plan.to_string();
     assert!(
@@ -221,7 +235,9 @@ fn an_upgrade_waits_for_its_window_and_soak_is_blocked_by_guards_and_then_upgrad
     // ...and only warns in development: one transaction upgrades demo-a, the held
     // demo-d is left alone, and a plan afterwards is empty.
     put(&host, "development", sleepy);
+    let before = snapshot(&host);
     let plan = rc(&host, NEXT_SUNDAY, &["plan", "--detailed-exitcode"]);
+    assert_eq!(before, snapshot(&host), "plan changed the host");
     assert_eq!(plan.status, 2, "{plan}");
     assert!(plan.to_string().contains("1.0 → 1.1"), "{plan}");
     let apply = rc(&host, NEXT_SUNDAY, &["apply"]);

@@ -372,7 +372,19 @@ fn decode_guard(d: &mut Decoder, key: &Node, node: &Node) -> Option<Guard> {
     match name.as_str() {
         "disk" => {
             let mut f = Fields::new(m, node.span.clone(), "upgrade disk guard");
-            let path = f.abs_path(d, "path");
+            // The root itself is a fine path to measure (abs_path refuses it: no
+            // resource may manage `/`).
+            let path = match f.string(d, "path") {
+                Some((p, sp)) if p == "/" => Some((p, sp)),
+                Some((p, sp)) => match crate::manifest::decode::normalize_abs(&p) {
+                    Ok(p) => Some((p, sp)),
+                    Err(msg) => {
+                        d.error(&sp, "path", msg);
+                        None
+                    }
+                },
+                None => None,
+            };
             if path.is_none() && !f.has("path") {
                 d.error(&node.span, "path", "the disk guard needs `path:`");
             }
