@@ -182,7 +182,8 @@ fn an_upgrade_waits_for_its_window_and_soak_is_blocked_by_guards_and_then_upgrad
     // 1.1 is the only change, and plan and check write nothing.
     let before = snapshot(&host);
     let plan = rc(&host, WEDNESDAY, &["plan"]);
-    let _ = rc(&host, WEDNESDAY, &["check"]);
+    let check = rc(&host, WEDNESDAY, &["check"]);
+    assert_eq!(check.status, 0, "pending upgrades are no drift: {check}");
     assert_eq!(before, snapshot(&host), "plan or check changed the host");
     assert!(plan.success(), "{plan}");
     let text = plan.to_string();

@@ -761,6 +761,9 @@ pub struct Observed {
     pub seen: BTreeMap<String, (String, Timestamp)>,
     pub verdicts: Vec<Verdict>,
     pub interrupted: Vec<String>,
+    /// Observed for `reconcile check`: pending upgrades and first sights are
+    /// information there, not drift.
+    pub for_check: bool,
 }
 
 /// The window state at a time.
@@ -1052,6 +1055,7 @@ impl Contract for Upgrade {
             seen,
             verdicts,
             interrupted,
+            for_check: ctx.purpose == super::Purpose::Check,
         })
     }
 
@@ -1199,6 +1203,14 @@ impl Contract for Upgrade {
         }
         if !new.is_empty() {
             d.op(Action::Update, Op::RecordSeen { record, new });
+        }
+        if o.for_check && d.action != Action::None {
+            d.notes.push(
+                "pending upgrades are information for `check`, not drift: apply decides them in a window"
+                    .into(),
+            );
+            d.action = Action::None;
+            d.ops.clear();
         }
         if d.action == Action::None {
             // The plan shows only warnings of a resource in sync: a deferred or

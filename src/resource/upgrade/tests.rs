@@ -291,6 +291,7 @@ fn observed(
         missing: Vec::new(),
         verdicts,
         interrupted: Vec::new(),
+        for_check: false,
     }
 }
 
@@ -472,4 +473,27 @@ fn security_versions_come_from_security_suites_in_the_policy() {
     let l = p.get("libssl3").unwrap_or_else(|| panic!("{p:?}"));
     assert_eq!(l.security, vec!["3.0.17-1~deb12u2".to_string()]);
     assert_eq!(l.versions.len(), 3);
+}
+
+#[test]
+fn for_check_pending_upgrades_and_first_sights_are_no_drift() {
+    let u = spec(Mode::Production, 0);
+    let mut o = observed(
+        "2026-12-06T02:30:00",
+        vec![cand("demo-a", "1.1", false)],
+        1,
+        vec![],
+    );
+    o.seen.clear();
+    o.for_check = true;
+    let d = u
+        .diff(&o, &DepView::none())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.action, Action::None);
+    assert!(d.ops.is_empty());
+    assert!(
+        d.warnings.iter().any(|w| w.contains("not drift")),
+        "{:?}",
+        d.warnings
+    );
 }
