@@ -83,6 +83,14 @@ pub struct Perms {
     pub mode: Option<u32>,
 }
 
+/// A filesystem's fill level (see [`Host::disk_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Percent used, as `df` shows it.
+    pub percent: u8,
+    pub avail_bytes: u64,
+}
+
 /// A path's stat and, for a regular file, its content.
 pub type Observed = (Stat, Option<Vec<u8>>);
 
@@ -578,6 +586,50 @@ impl Host {
         self.root_fd
             .try_clone()
             .map_err(|e| HostError::Other(e.to_string()))
+    }
+
+    /// How full the filesystem holding directory `path` is, as `df` counts it: used
+    /// blocks over used plus those available to unprivileged users, rounded up. The
+    /// directory is opened through the symlink-refusing walk; the `fstatvfs` runs on
+    /// a thread of its own so that a hung filesystem (NFS) cannot hold the caller
+    /// past `timeout` (the thread is left to finish on its own).
+    pub fn disk_usage(
+        &self,
+        path: &str,
+        timeout: std::time::Duration,
+    ) -> Result<DiskUsage, HostError> {
+        let fd = self.open_dir(path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(nix::sys::statvfs::fstatvfs(&fd));
+        });
+        let st = match rx.recv_timeout(timeout) {
+            Ok(Ok(st)) => st,
+            Ok(Err(e)) => return Err(self.path_error(path, e.desc())),
+            Err(_) => {
+                return Err(self.path_error(
+                    path,
+                    format!("the filesystem did not answer within {timeout:?}"),
+                ))
+            }
+        };
+        #[allow(clippy::useless_conversion)]
+        let (blocks, free, avail) = (
+            u64::from(st.blocks()),
+            u64::from(st.blocks_free()),
+            u64::from(st.blocks_available()),
+        );
+        let used = blocks.saturating_sub(free);
+        let total = used + avail;
+        let percent = if total == 0 {
+            0
+        } else {
+            (used * 100).div_ceil(total)
+        };
+        Ok(DiskUsage {
+            percent: u8::try_from(percent.min(100)).unwrap_or(100),
+            avail_bytes: avail.saturating_mul(st.fragment_size()),
+        })
     }
 
     fn open_dir(&self, path: &str) -> Result<OwnedFd, HostError> {

@@ -22,6 +22,7 @@ pub mod perms;
 pub mod symlink;
 pub mod systemd_keys;
 pub mod unit;
+pub mod upgrade;
 pub mod user;
 
 use std::any::Any;
@@ -656,6 +657,11 @@ pub const KINDS: &[Kind] = &[
             step: "augenrules --load",
             run: audit_rule::flush,
         }),
+    },
+    Kind {
+        name: "upgrade",
+        decode: upgrade::decode,
+        flush: None,
     },
 ];
 

@@ -1292,6 +1292,7 @@ mod tests {
             installed: None,
             candidate: Some("3.0.17-1".into()),
             versions: vec!["3.0.17-1".into(), "3.0.9-1".into(), "2.9-1".into()],
+            security: Vec::new(),
         };
         let r = |v: Option<&str>| {
             pkg(&["openssl"], Ensure::Present, v, None).resolve("openssl", Some(&policy))

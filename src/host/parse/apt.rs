@@ -11,6 +11,10 @@ pub struct Policy {
     pub candidate: Option<String>,
     /// Every version of the version table, as listed (highest first).
     pub versions: Vec<String>,
+    /// The versions offered by a security suite (a source line naming a
+    /// `*-security` suite or a `debian-security` archive): what `upgrade`'s
+    /// `packages: security` and `only: security` windows install.
+    pub security: Vec<String>,
 }
 
 /// Parses `apt-cache policy` output for several packages, by name. A package apt
@@ -44,6 +48,18 @@ pub fn parse_policy(text: &str) -> HashMap<String, Policy> {
             if indent <= 5 || line.starts_with(" *** ") {
                 if let Some(v) = t.split_whitespace().next() {
                     p.versions.push(v.to_string());
+                }
+            } else if let Some(v) = p.versions.last() {
+                // A source line of the version above: `500 URI SUITE/COMPONENT ARCH Packages`.
+                let security = t.split_whitespace().any(|w| {
+                    w.split('/')
+                        .next()
+                        .is_some_and(|s| s.ends_with("-security"))
+                        || w.contains("debian-security")
+                });
+                if security && !p.security.contains(v) {
+                    let v = v.clone();
+                    p.security.push(v);
                 }
             }
         }
