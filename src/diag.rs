@@ -161,7 +161,7 @@ impl Diagnostic {
 /// Why a line is not quoted (the same words for every hidden line: which rule hid it
 /// would itself say something about the line).
 pub const HIDDEN_REASON: &str =
-    "it may hold a secret (a `secret: true` resource, a password, a variable or an anchor)";
+    "it may hold a secret (a `secret: true` resource, a password, a variable, a module's parameters or an anchor)";
 
 /// What a diagnostic can quote of its source.
 #[derive(Debug, Clone, PartialEq, Eq)]

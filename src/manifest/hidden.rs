@@ -4,15 +4,15 @@
 //! Hidden, from the parsed tree: the whole extent of any mapping with a `secret:` key
 //! that is not literally `false` (a resource entry: its `content:`, block scalars
 //! included), every entry whose key names a credential (`password`, `token`, ...),
-//! the top-level `vars:` and `environments:` (values flow into secret resources
-//! through templates), and every anchored node (an alias can carry its value into a
+//! the top-level `vars:` and `environments:` and a module call's `with:` (values flow
+//! into secret resources through templates and parameters), and every anchored node (an alias can carry its value into a
 //! secret resource from anywhere). A node's extent runs from its first line to the
 //! line before the next sibling starts, so block scalars and comments are covered,
 //! and a line shared with a sibling (flow style) counts for both.
 //!
 //! A file that does not parse has no tree: if any line mentions a credential word the
-//! whole file is hidden; otherwise `vars:`/`environments:` blocks and anchors are
-//! found from the text.
+//! whole file is hidden; otherwise `vars:`/`environments:` blocks, `with:` blocks and
+//! anchors are found from the text.
 
 use super::yaml::{Node, Value};
 
@@ -79,6 +79,10 @@ pub fn from_text(text: &str) -> Option<Vec<(u32, u32)>> {
     }
     let lines: Vec<&str> = text.split('\n').collect();
     let mut out = anchors(&lines);
+    out.extend(indented_blocks(&lines, |line| {
+        let t = line.trim_start().trim_start_matches("- ");
+        t.starts_with("with:")
+    }));
     let mut open: Option<usize> = None;
     for (i, line) in lines.iter().enumerate() {
         let top_key = line.split_once(':').map(|(k, _)| k).filter(|k| {
@@ -147,6 +151,7 @@ impl Walker<'_> {
                 if secret {
                     out.push((start, end));
                 }
+                let module_call = pairs.iter().any(|(k, _)| k.as_str() == Some("module"));
                 for (i, (k, v)) in pairs.iter().enumerate() {
                     let from = if k.span.line > 0 { k.span.line } else { start };
                     let to = self.end(from, pairs.get(i + 1).map(|(k, _)| k), end);
@@ -160,7 +165,10 @@ impl Walker<'_> {
                             spelt.as_str()
                         }
                     };
-                    if is_credential(key) || (root && (key == "vars" || key == "environments")) {
+                    if is_credential(key)
+                        || (root && (key == "vars" || key == "environments"))
+                        || (module_call && key == "with")
+                    {
                         out.push((from, to));
                     }
                     self.node(v, from, to, false, out);
@@ -185,9 +193,14 @@ impl Walker<'_> {
 /// Lines that define an anchor (`&name`), with the more indented lines after them
 /// (the anchored block): an alias elsewhere may carry that value into a secret.
 fn anchors(lines: &[&str]) -> Vec<(u32, u32)> {
+    indented_blocks(lines, has_anchor)
+}
+
+/// Each line `starts` accepts, with the more indented lines after it (its block).
+fn indented_blocks(lines: &[&str], starts: impl Fn(&str) -> bool) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        if !has_anchor(line) {
+        if !starts(line) {
             continue;
         }
         let indent = indent_of(line);
@@ -273,6 +286,20 @@ mod tests {
         assert_eq!(
             from_text("vars:\n  a: 1\nresources:\n  - file: /a\n\tx\n"),
             Some(vec![(1, 2)])
+        );
+    }
+
+    #[test]
+    fn a_module_calls_with_is_hidden_whatever_its_keys_are_called() {
+        let text = "resources:\n  - module: app\n    name: a\n    with:\n      db_url: \"postgres://u:hunter2@h/db\"\n      port: 5432\n  - file: /b\n    content: y\n";
+        assert_eq!(hidden(text), vec![4, 5, 6]);
+        let flow = "resources:\n  - module: app\n    name: a\n    with: { db_url: \"postgres://u:hunter2@h/db\" }\n";
+        assert_eq!(hidden(flow), vec![4]);
+        // Not a module call: `with` is an ordinary key there.
+        assert!(hidden("resources:\n  - file: /w\n    with: x\n").is_empty());
+        assert_eq!(
+            from_text("resources:\n  - module: app\n    with:\n      db_url: x\n\tbad\n"),
+            Some(vec![(3, 4)])
         );
     }
 }
