@@ -7,79 +7,20 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use support::testhost::{boot_or_skip, in_ci, TestHost, RECONCILE_IN_HOST};
-
-fn machine(program: &str, args: &[&str], dir: &Path) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Builds the demo repository on this machine.
-fn build_repo() -> Option<tempfile::TempDir> {
-    for t in ["dpkg-deb", "dpkg-scanpackages"] {
-        if !Path::new("/usr/bin").join(t).is_file() {
-            if in_ci() {
-                panic!("{t} is missing under CI=true (package dpkg-dev)");
-            }
-            eprintln!("skipping: {t} is missing (package dpkg-dev)");
-            return None;
-        }
-    }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap_or_else(|e| panic!("{e}"));
-    for (name, version) in [
-        ("demo-a", "1.0"),
-        ("demo-a", "1.1"),
-        ("demo-d", "1.0"),
-        ("demo-d", "1.1"),
-    ] {
-        let build = dir.path().join(format!("{name}_{version}"));
-        let debian = build.join("DEBIAN");
-        let share = build.join("usr/share").join(name);
-        for p in [&debian, &share] {
-            std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let control = format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: reconcile tests <tests@example.invalid>\nPriority: optional\nSection: misc\nDescription: reconcile demo package {name}\n"
-        );
-        std::fs::write(debian.join("control"), control).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(share.join("VERSION"), format!("{version}\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let deb = repo.join(format!("{name}_{version}_all.deb"));
-        machine(
-            "dpkg-deb",
-            &[
-                "--root-owner-group",
-                "-Zgzip",
-                "--build",
-                &build.to_string_lossy(),
-                &deb.to_string_lossy(),
-            ],
-            dir.path(),
-        );
-    }
-    let packages = machine("dpkg-scanpackages", &["-m", "."], &repo);
-    std::fs::write(repo.join("Packages"), packages).unwrap_or_else(|e| panic!("{e}"));
-    Some(dir)
-}
+use support::apt_repo::{build_repo, demo};
+use support::testhost::{boot_or_skip, TestHost, RECONCILE_IN_HOST};
 
 /// A booted host whose only apt source is the demo repository, with demo-a 1.0 and
 /// demo-d 1.0 (held) installed.
 fn host_with_demo(test: &str) -> Option<(TestHost, tempfile::TempDir)> {
-    let repo = build_repo()?;
+    let repo = build_repo(&[
+        demo("demo-a", "1.0", ""),
+        demo("demo-a", "1.1", ""),
+        demo("demo-d", "1.0", ""),
+        demo("demo-d", "1.1", ""),
+    ])?;
     let host = boot_or_skip(test)?;
     host.copy_in(&repo.path().join("repo"), "/srv/repo");
     host.sh_ok(

@@ -704,6 +704,16 @@ pub fn format_mode(mode: u32) -> String {
 }
 
 /// Absolute, without `.`/`..`/empty components or NUL; trailing slash dropped.
+/// Whether `name` can be used as is for a file a kind writes into a drop-in folder:
+/// letters, digits, `.`, `_` and `-`, not empty and not hidden (a leading `.`).
+pub fn is_file_stem(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 pub fn normalize_abs(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!(

@@ -115,12 +115,7 @@ pub fn decode(
 ) -> Option<Box<dyn Resource>> {
     let (name, span) = name;
     let mut ok = true;
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        || name.starts_with('.')
-    {
+    if !crate::manifest::decode::is_file_stem(&name) {
         d.error(
             &span,
             "apt_source",

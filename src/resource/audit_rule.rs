@@ -391,12 +391,7 @@ pub fn decode(
 ) -> Option<Box<dyn Resource>> {
     let (name, span) = name;
     let mut ok = true;
-    if name.starts_with('.')
-        || name.ends_with(".rules")
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if name.ends_with(".rules") || !crate::manifest::decode::is_file_stem(&name) {
         d.error(&span, "audit_rule", format!("`{name}` is not a rules file stem: use letters, digits, `.`, `_`, `-` (it becomes {DIR}/NAME.rules; augenrules reads them in name order, so a `99-` prefix loads last)"));
         ok = false;
     }

@@ -321,11 +321,7 @@ impl Logrotate {
 }
 
 fn name_problem(name: &str) -> Option<String> {
-    if name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if !crate::manifest::decode::is_file_stem(name) {
         return Some(format!("`{name}` is not a policy file name: use letters, digits, `.`, `_` and `-` (not first `.`); it becomes {DIR}/NAME"));
     }
     TABOO

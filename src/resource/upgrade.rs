@@ -463,12 +463,7 @@ pub fn decode(
 ) -> Option<Box<dyn Resource>> {
     let (raw, span) = name;
     let mut ok = true;
-    if raw.is_empty()
-        || !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        || raw.starts_with('.')
-    {
+    if !crate::manifest::decode::is_file_stem(&raw) {
         d.error(
             &span,
             "upgrade",
